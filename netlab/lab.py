@@ -186,12 +186,16 @@ class Lab:
         self._cleanups: list = []
         self._closed = False
         self._old_sigterm = None
+        # pyroute2 forks helpers (netns sockets); a fork that unwinds through
+        # our `with` block must not tear down the parent's lab.
+        self._owner_pid = os.getpid()
 
     # -- lifecycle ----------------------------------------------------------
     def __enter__(self) -> "Lab":
         self._register()
         if _in_main_thread():
             # SIGTERM unwinds like Ctrl-C, so the `with` block cleans up.
+            _sigterm_owner[0] = os.getpid()
             self._old_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         return self
 
@@ -200,7 +204,7 @@ class Lab:
         return False
 
     def close(self):
-        if self._closed:
+        if self._closed or os.getpid() != self._owner_pid:
             return
         self._closed = True
         errors = []
@@ -224,6 +228,12 @@ class Lab:
         if not path.exists():
             STATE_DIR.mkdir(parents=True, exist_ok=True)
             path.write_text(str(os.getpid()))
+            # A test run sets NETLAB_RUN_LOG so its leak check can find every
+            # lab its workers made.
+            run_log = os.environ.get("NETLAB_RUN_LOG")
+            if run_log:
+                with open(run_log, "a") as f:
+                    f.write(self.prefix + "\n")
 
     def on_close(self, fn: Callable[[], None]):
         """Run `fn` at close, before processes stop and namespaces go (LIFO)."""
@@ -276,7 +286,12 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+_sigterm_owner = [0]
+
+
 def _raise_keyboard_interrupt(signum, frame):
+    if os.getpid() != _sigterm_owner[0]:
+        os._exit(128 + signum)  # a forked helper: just go
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -367,9 +382,29 @@ def reap(all_labs: bool = False) -> list:
     return sorted(prefixes)
 
 
+def processes_with(text: str) -> list:
+    """(pid, cmdline) of processes whose command line mentions `text`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        cmd = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        if text in cmd:
+            found.append((int(entry), cmd))
+    return found
+
+
 def leftovers(prefix: str = PREFIX_ROOT) -> list:
-    """Describe anything netlab-named that exists now (used by the leak check)."""
+    """Describe anything netlab-named that exists now (used by the leak check):
+    namespaces, userspace WireGuard sockets, registrations, and processes
+    whose command line carries the prefix (wireguard-go, tcpdump, daemons)."""
     found = [f"netns {n}" for n in netns.listnetns() if n.startswith(prefix)]
+    found += [f"process {pid}: {cmd}" for pid, cmd in processes_with(prefix)
+              if prefix != PREFIX_ROOT]
     for d in WG_SOCKET_DIRS:
         if d.is_dir():
             found += [f"socket {s}" for s in d.glob(prefix + "*")]

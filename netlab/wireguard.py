@@ -1,0 +1,166 @@
+"""Real WireGuard interfaces on netlab nodes: kernel when available, else wireguard-go.
+
+One API for both implementations.  Configuration and read-back go through
+wireguard-tools (`wg set`, `wg show dump`), which speaks netlink to the
+kernel module and the UAPI socket to userspace implementations, exactly as
+an operator would.  Userspace control sockets live in /var/run/wireguard/,
+shared by every namespace, so interface names come from
+`Lab.unique_ifname` and are unique across the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from .lab import Lab, Node, stop_process, wait_for
+
+USERSPACE_SOCKET_DIR = Path("/var/run/wireguard")
+
+
+def genkey() -> tuple:
+    """A fresh (private, public) key pair, base64 as wireguard-tools prints them."""
+    private = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout.strip()
+    return private, pubkey(private)
+
+
+def pubkey(private: str) -> str:
+    return subprocess.run(["wg", "pubkey"], input=private, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_wireguard_available() -> bool:
+    """True when this kernel can create `wireguard` links (probed in a scratch netns)."""
+    if os.environ.get("NETLAB_WIREGUARD") == "userspace":
+        return False
+    with Lab() as lab:
+        node = lab.add_node("probe")
+        try:
+            node.ipr.link("add", ifname="wgprobe", kind="wireguard")
+        except Exception:
+            return False
+        return True
+
+
+@dataclass
+class PeerState:
+    public_key: str
+    endpoint: Optional[str]
+    allowed_ips: list
+    latest_handshake: int  # unix seconds, 0 = never
+    rx_bytes: int
+    tx_bytes: int
+    keepalive: Optional[int]
+
+
+@dataclass
+class WireGuard:
+    """A WireGuard interface in a node."""
+
+    node: Node
+    name: str
+    private_key: str
+    public_key: str
+    listen_port: int
+    implementation: str  # "kernel" or "wireguard-go"
+    process: Optional[subprocess.Popen] = field(default=None, repr=False)
+
+    @classmethod
+    def create(cls, node: Node, tag: str, listen_port: int, address: Optional[str] = None,
+               private_key: Optional[str] = None, implementation: Optional[str] = None,
+               mtu: int = 1420) -> "WireGuard":
+        """Create, key, address and bring up an interface named lab prefix + `tag`."""
+        lab = node.lab
+        name = lab.unique_ifname(tag)
+        if private_key is None:
+            private_key, public_key = genkey()
+        else:
+            public_key = pubkey(private_key)
+        impl = implementation or ("kernel" if kernel_wireguard_available() else "wireguard-go")
+        process = None
+        if impl == "kernel":
+            node.ipr.link("add", ifname=name, kind="wireguard")
+        elif impl == "wireguard-go":
+            # -f keeps it in the foreground so the lab can stop it by PID.
+            process = node.popen(["wireguard-go", "-f", name],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            sock = USERSPACE_SOCKET_DIR / f"{name}.sock"
+
+            def ready():
+                if process.poll() is not None:
+                    raise RuntimeError(f"wireguard-go {name} exited {process.returncode}: "
+                                       f"{process.stderr.read().decode(errors='replace')}")
+                return sock.exists() and node.ipr.link_lookup(ifname=name)
+
+            wait_for(ready, timeout=10, what=f"wireguard-go {name} to come up")
+        else:
+            raise ValueError(f"unknown WireGuard implementation {impl!r}")
+        wg = cls(node, name, private_key, public_key, listen_port, impl, process)
+        lab.on_close(wg.close)
+        node.run(["wg", "set", name, "listen-port", str(listen_port), "private-key", "/dev/stdin"],
+                 input=private_key)
+        node.ipr.link("set", index=node.index(name), mtu=mtu)
+        if address:
+            node.add_address(name, address)
+        node.up(name)
+        return wg
+
+    def set_peer(self, public_key: str, endpoint: Optional[str] = None,
+                 allowed_ips: Iterable[str] = (), keepalive: Optional[int] = None):
+        args = ["wg", "set", self.name, "peer", public_key]
+        if endpoint:
+            args += ["endpoint", endpoint]
+        allowed = list(allowed_ips)
+        if allowed:
+            args += ["allowed-ips", ",".join(allowed)]
+        if keepalive is not None:
+            args += ["persistent-keepalive", str(keepalive)]
+        self.node.run(args)
+        # A route for each allowed prefix through this interface, as wg-quick would.
+        for prefix in allowed:
+            with contextlib.suppress(Exception):
+                self.node.add_route(prefix, ifname=self.name)
+
+    def remove_peer(self, public_key: str):
+        self.node.run(["wg", "set", self.name, "peer", public_key, "remove"])
+
+    def peers(self) -> dict:
+        """Current peer state by public key, from `wg show <if> dump`."""
+        out = self.node.run(["wg", "show", self.name, "dump"]).stdout.splitlines()
+        peers = {}
+        for line in out[1:]:  # the first line describes the interface itself
+            pub, _psk, endpoint, allowed, handshake, rx, tx, keepalive = line.split("\t")[:8]
+            peers[pub] = PeerState(
+                public_key=pub,
+                endpoint=None if endpoint == "(none)" else endpoint,
+                allowed_ips=[] if allowed == "(none)" else allowed.split(","),
+                latest_handshake=int(handshake),
+                rx_bytes=int(rx),
+                tx_bytes=int(tx),
+                keepalive=None if keepalive == "off" else int(keepalive),
+            )
+        return peers
+
+    def peer(self, public_key: str) -> PeerState:
+        return self.peers()[public_key]
+
+    def wait_handshake(self, public_key: str, timeout: float = 15.0, after: int = 0) -> PeerState:
+        """Wait until the peer has a handshake newer than `after` (unix seconds)."""
+        return wait_for(
+            lambda: (lambda p: p if p and p.latest_handshake > after else None)(
+                self.peers().get(public_key)),
+            timeout=timeout, what=f"{self.name} handshake with {public_key[:8]}…")
+
+    def close(self):
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+        elif self.implementation == "kernel":
+            with contextlib.suppress(Exception):
+                self.node.ipr.link("del", index=self.node.index(self.name))

@@ -1,0 +1,68 @@
+"""Shared fixtures and the suite-wide leak check.
+
+Every lab a test run creates (in any xdist worker) is listed in the file
+named by NETLAB_RUN_LOG; at the end the controller checks that none of them
+left a namespace, socket, registration or process behind, and fails the
+run if one did.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config):
+    if not _is_worker(config) and os.geteuid() == 0:
+        run_dir = Path("/run/netlab/runs")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = run_dir / f"run-{os.getpid()}.log"
+        log.write_text("")
+        # Workers inherit the environment, so their labs land in this log.
+        os.environ["NETLAB_RUN_LOG"] = str(log)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _is_worker(session.config):
+        return
+    log = os.environ.get("NETLAB_RUN_LOG")
+    if not log or not os.path.exists(log):
+        return
+    from netlab.lab import leftovers
+
+    prefixes = sorted(set(Path(log).read_text().split()))
+    os.unlink(log)
+    leaks = [item for p in prefixes for item in leftovers(p)]
+    if leaks:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            "LEAK CHECK FAILED: the test run left these behind:\n  " + "\n  ".join(leaks), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write_line(f"leak check: {len(prefixes)} labs, nothing left behind")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="needs root (network namespaces, eBPF)")
+        for item in items:
+            if "netlab" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def lab():
+    from netlab import Lab
+
+    with Lab() as lab:
+        yield lab

@@ -1,0 +1,113 @@
+"""A lab leaves nothing behind: on success, on exception, on SIGINT/SIGTERM,
+and after SIGKILL once the reaper has run."""
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from netlab import Lab, leftovers, reap, wait_for
+from netlab.capture import Capture
+from netlab.wireguard import WireGuard
+
+pytestmark = pytest.mark.netlab
+
+
+def attach_pass_filter(node, ifname):
+    """A real bcc program on clsact ingress, attached with pyroute2."""
+    from bcc import BPF
+
+    prog = BPF(text="int pass(struct __sk_buff *skb) { return 0; }")
+    fn = prog.load_func("pass", BPF.SCHED_CLS)
+    idx = node.index(ifname)
+    node.ipr.tc("add", "clsact", idx)
+    node.ipr.tc("add-filter", "bpf", idx, ":1", fd=fn.fd, name="netlab-test",
+                parent="ffff:fff2", classid=1, direct_action=True)
+    assert node.ipr.get_filters(index=idx, parent="ffff:fff2")
+
+
+def populate(lab: Lab):
+    """One of each kind of thing a lab owns."""
+    a, b = lab.add_node("a"), lab.add_node("b")
+    lab.link(a, "eth0", b, "eth0", "10.0.0.1/24", "10.0.0.2/24")
+    attach_pass_filter(a, "eth0")
+    wg = WireGuard.create(a, "w0", 51820, "10.9.0.1/24")
+    cap = Capture(a, "eth0", "udp").start()
+    a.popen(["sleep", "300"])
+    return wg, cap
+
+
+def test_lab_owns_and_removes_everything():
+    with Lab() as lab:
+        wg, _cap = populate(lab)
+        prefix = lab.prefix
+        # The things exist while the lab is open (so the check below can fail).
+        found = leftovers(prefix)
+        assert any(x.startswith("netns") for x in found)
+        if wg.implementation == "wireguard-go":
+            assert any(x.startswith("socket") for x in found)
+            assert any("wireguard-go" in x for x in found)
+        assert any("tcpdump" in x for x in found)
+    assert leftovers(prefix) == []
+
+
+def test_cleanup_on_exception():
+    with pytest.raises(RuntimeError, match="boom"):
+        with Lab() as lab:
+            prefix = lab.prefix
+            populate(lab)
+            raise RuntimeError("boom")
+    assert leftovers(prefix) == []
+
+
+CHILD = textwrap.dedent("""
+    import sys, signal
+    sys.path.insert(0, {root!r})
+    sys.path.insert(0, {tests!r})
+    from netlab import Lab
+    from test_lab_cleanup import populate
+    with Lab() as lab:
+        populate(lab)
+        print(lab.prefix, flush=True)
+        signal.pause()
+""")
+
+
+def run_child():
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=root, tests=here)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    prefix = child.stdout.readline().strip()
+    assert prefix, child.stderr.read()
+    return child, prefix
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cleanup_on_signal(sig):
+    child, prefix = run_child()
+    assert leftovers(prefix)
+    child.send_signal(sig)
+    child.wait(30)
+    assert leftovers(prefix) == []
+
+
+def test_reaper_removes_a_killed_labs_leftovers():
+    child, prefix = run_child()
+    child.kill()
+    child.wait(30)
+    # SIGKILL gives the lab no chance: its things are still there...
+    assert any(x.startswith("netns") for x in leftovers(prefix))
+    # ...until the reaper sees the owner is dead.
+    assert prefix in reap()
+    wait_for(lambda: leftovers(prefix) == [], timeout=10, what="reaped leftovers to vanish")
+
+
+def test_reaper_spares_live_labs():
+    with Lab() as lab:
+        lab.add_node("a")
+        reap()
+        assert any(x.startswith("netns") for x in leftovers(lab.prefix))
