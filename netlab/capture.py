@@ -167,6 +167,17 @@ class Capture:
             self._packets = read_pcap(self.path) if self.path.exists() else []
         return self._packets or []
 
+    def read(self) -> list:
+        """Packets written so far, without stopping (tcpdump -U flushes each one)."""
+        if self._packets is not None:
+            return self._packets
+        return read_pcap(self.path) if self.path.exists() else []
+
+    def wait_for(self, predicate, timeout: float = 5.0, what: str = "a packet") -> list:
+        """Wait until some captured packet satisfies `predicate`; return those that do."""
+        return wait_for(lambda: [p for p in self.read() if predicate(p)], timeout=timeout,
+                        what=f"{what} on {self.node.name}:{self.ifname}")
+
     def _discard(self):
         self.stop()
         # Keep pcaps for a human only when asked: NETLAB_KEEP_PCAP=1.
