@@ -7,7 +7,6 @@ suites show the opposite for wgmux.
 """
 
 import secrets
-import sys
 
 import pytest
 
@@ -15,15 +14,9 @@ from netlab import wait_for
 from netlab.capture import Capture
 from netlab.nat import NatKind
 from netlab.topology import standard
+from netlab.traffic import ping, send_udp
 
 pytestmark = pytest.mark.netlab
-
-SEND_UDP = "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); " \
-           "s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))"
-
-
-def ping(node, ip, count=1, timeout=2):
-    return node.run(["ping", "-n", "-c", str(count), "-W", str(timeout), ip], check=False).returncode == 0
 
 
 @pytest.mark.parametrize("kinds", [(NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED),
@@ -39,7 +32,7 @@ def test_classic_hub_sees_plaintext(lab, kinds):
 
     marker = "PLAINTEXT-" + secrets.token_hex(8)
     with Capture(topo.hub, topo.hub_wg.name, "udp port 9999") as cap:
-        a.node.run([sys.executable, "-c", SEND_UDP, b.overlay_ip, "9999", marker])
+        send_udp(a.node, b.overlay_ip, 9999, marker)
         cap.wait_for(lambda p: marker.encode() in p.payload, what="the marker")
     # The hub forwarded it in the clear between two tunnels.
     assert any(p.src == a.overlay_ip and p.dst == b.overlay_ip and marker.encode() in p.payload
