@@ -118,6 +118,15 @@ class Node:
             kwargs["family"] = family
         return [a.get_attr("IFA_ADDRESS") for a in self.ipr.get_addr(**kwargs)]
 
+    @contextlib.contextmanager
+    def entered(self):
+        """Run the body with this process's network namespace switched to the node's."""
+        netns.pushns(self.netns)
+        try:
+            yield self
+        finally:
+            netns.popns()
+
     def sysctl(self, key: str, value):
         # /proc/sys/net is per network namespace of the writer, so the write
         # has to come from a process inside the node.
