@@ -10,15 +10,15 @@ import os
 import signal
 import sys
 
-from .lab import STATE_DIR, Lab, _pid_alive, leftovers, reap
+from .lab import Lab, _pid_alive, leftovers, owner_pid, reap, registrations
 
 
 def cmd_ls(_args) -> int:
-    if not STATE_DIR.is_dir() or not any(STATE_DIR.iterdir()):
+    if not registrations():
         print("no labs")
         return 0
-    for f in sorted(STATE_DIR.iterdir()):
-        pid = int(f.read_text().strip() or 0)
+    for f in registrations():
+        pid = owner_pid(f)
         state = "running" if _pid_alive(pid) else "dead (reap it)"
         nss = [l.split(" ", 1)[1] for l in leftovers(f.name) if l.startswith("netns ")]
         print(f"{f.name}  pid {pid} {state}  {' '.join(nss)}")
@@ -44,12 +44,11 @@ def cmd_up(args) -> int:
 
 def cmd_down(args) -> int:
     stopped = 0
-    if STATE_DIR.is_dir():
-        for f in STATE_DIR.iterdir():
-            pid = int(f.read_text().strip() or 0)
-            if pid != os.getpid() and _pid_alive(pid) and (args.prefix in (None, f.name)):
-                os.kill(pid, signal.SIGTERM)  # its Lab unwinds and cleans up
-                stopped += 1
+    for f in registrations():
+        pid = owner_pid(f)
+        if pid != os.getpid() and _pid_alive(pid) and (args.prefix in (None, f.name)):
+            os.kill(pid, signal.SIGTERM)  # its Lab unwinds and cleans up
+            stopped += 1
     removed = reap(all_labs=False)
     print(f"signalled {stopped} lab(s); reaped {len(removed)} dead: {' '.join(removed) or '-'}")
     return 0

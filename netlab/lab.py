@@ -366,22 +366,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def registrations() -> list:
+    """The registration files of labs (live or dead) on this machine."""
+    if not STATE_DIR.is_dir():
+        return []
+    return sorted(f for f in STATE_DIR.iterdir() if f.is_file() and f.name.startswith(PREFIX_ROOT))
+
+
+def owner_pid(registration: Path) -> int:
+    try:
+        return int(registration.read_text().strip() or 0)
+    except (ValueError, OSError):
+        return 0
+
+
 def reap(all_labs: bool = False) -> list:
     """Remove leftovers of crashed labs (owner PID gone); return their prefixes.
 
-    With `all_labs`, also remove live labs' resources (`python -m netlab down --all`).
+    With `all_labs`, also remove the resources of labs whose owner is alive.
     """
     prefixes = set()
-    if STATE_DIR.is_dir():
-        for f in STATE_DIR.iterdir():
-            try:
-                pid = int(f.read_text().strip() or 0)
-            except (ValueError, OSError):
-                pid = 0
-            if all_labs or not _pid_alive(pid):
-                prefixes.add(f.name)
+    for f in registrations():
+        if all_labs or not _pid_alive(owner_pid(f)):
+            prefixes.add(f.name)
     # Namespaces with our root prefix but no registration: orphans.
-    registered = {f.name for f in STATE_DIR.iterdir()} if STATE_DIR.is_dir() else set()
+    registered = {f.name for f in registrations()}
     for name in netns.listnetns():
         p = name.split("-", 1)[0]
         if p.startswith(PREFIX_ROOT) and "-" in name and (all_labs or p not in registered):

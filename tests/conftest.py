@@ -23,7 +23,7 @@ def _is_worker(config) -> bool:
 
 def pytest_configure(config):
     if not _is_worker(config) and os.geteuid() == 0:
-        run_dir = Path("/run/netlab/runs")
+        run_dir = Path("/run/netlab-runs")
         run_dir.mkdir(parents=True, exist_ok=True)
         log = run_dir / f"run-{os.getpid()}.log"
         log.write_text("")
