@@ -1,0 +1,594 @@
+"""The datapath (bpf/wgmux.c) under BPF_PROG_TEST_RUN: the golden table of
+wgmux.golden, plus walks and map/attach behaviour the table cannot express.
+
+Needs root and bcc.  The program is compiled once per test session (per
+xdist worker); fib lookups run in a private namespace (wgmux.golden).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+
+import pytest
+
+from wgmux import golden as g
+from wgmux import packet as pk
+from wgmux import wire
+from wgmux.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
+
+bcc = pytest.importorskip("bcc", reason="bcc (python3-bpfcc) is not installed")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (eBPF, namespaces)")
+
+from wgmux.datapath import COUNTERS, Datapath  # noqa: E402  (needs bcc at use only)
+
+CASES = g.cases()
+
+
+@pytest.fixture(scope="session")
+def golden_env():
+    with g.GoldenNet() as net, Datapath(g.HUB_PORT) as dp:
+        yield g.Env(dp, net)
+
+
+# ---- the golden table ------------------------------------------------------
+
+def _describe(frame: bytes) -> str:
+    try:
+        f = pk.parse(frame)
+    except ValueError as e:
+        return f"<unparsable: {e}>"
+    return (f"{f.src_mac}->{f.dst_mac} {f.src}:{f.sport} -> {f.dst}:{f.dport} ttl={f.ttl} "
+            f"ipsum={f.ip_checksum:#06x} udpsum={f.udp_checksum:#06x} len={len(frame)}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_golden(golden_env, case: g.Case):
+    out = g.run_case(golden_env, case)
+    got = out.result
+
+    assert got.retval == case.verdict, f"verdict {got.retval}, want {case.verdict}"
+    assert out.verdicts == {case.reason: 1}, out.verdicts
+    assert out.events == case.events, out.events
+    if case.output is g.SAME:
+        assert got.data == case.packet, "frame must be left untouched"
+    elif case.output is not None:
+        assert got.data == case.output, (
+            f"\n got  {_describe(got.data)}\n want {_describe(case.output)}")
+        f = pk.parse(got.data)
+        # Redundant with the byte comparison, but says *what* is wrong.
+        assert f.ip_checksum_ok(), "IPv4 header checksum"
+        if case.partial_csum:
+            assert f.udp_checksum_partial(), "UDP checksum field (partial sum)"
+        else:
+            assert f.udp_checksum_ok() or f.udp_checksum == 0, "UDP checksum"
+    if case.check:
+        case.check(golden_env, got)
+
+
+def test_table_rows_can_fail():
+    """Every row pins something that a broken datapath would change."""
+    for c in CASES:
+        assert c.reason in COUNTERS, c.name
+        if c.verdict == TC_ACT_REDIRECT:
+            assert isinstance(c.output, bytes) and c.output != c.packet, c.name
+            assert c.reason.startswith("reflect_"), c.name
+        elif c.verdict == TC_ACT_OK:
+            assert c.reason.startswith("pass_") and c.output is g.SAME, c.name
+        else:
+            assert c.verdict == TC_ACT_SHOT and c.reason.startswith("drop_"), c.name
+    reflected = [c for c in CASES if c.verdict == TC_ACT_REDIRECT]
+    for c in reflected:
+        f = pk.parse(c.output)
+        assert f.ip_checksum_ok(), c.name
+        if c.partial_csum:
+            assert f.udp_checksum_partial() and not f.udp_checksum_ok(), c.name
+        else:
+            assert f.udp_checksum_ok() or f.udp_checksum == 0, c.name
+
+
+def test_checksum_oracle_rejects_stale_checksum():
+    """The classic reflector bug (DESIGN §7): addresses rewritten, UDP
+    checksum left alone.  The oracle must see it."""
+    m = g.transport(g.R_IDX)
+    good = g.reflected(g.hub(g.HUB_PORT), g.E_R, m)
+    stale_udp = g.inbound(g.E_I, g.hub(g.P), m)[40:42]
+    bad = good[:40] + stale_udp + good[42:]
+    assert pk.parse(good).udp_checksum_ok()
+    assert not pk.parse(bad).udp_checksum_ok()
+    bad_ip = bytearray(good)
+    bad_ip[22] += 1   # TTL changed without the header checksum
+    assert not pk.parse(bytes(bad_ip)).ip_checksum_ok()
+
+
+def test_wire_h_matches_wire_py():
+    from wgmux.datapath import SOURCE
+    defines = dict(wire.defines_of_header((SOURCE.parent / "wire.h").read_text()))
+    assert len(defines) > 30
+    for name, value in defines.items():
+        assert getattr(wire, name, None) == value, name
+
+
+def test_python_classifier_agrees_with_table():
+    """wire.Classifier (used by the daemon and netlab) decides as the
+    datapath does on every table row that carries UDP."""
+    for c in CASES:
+        try:
+            f = pk.parse(c.packet)
+        except ValueError:
+            continue
+        if f.sport is None:
+            continue
+        kind, _ = c.classifier.classify(f.payload)
+        if c.reason == "drop_unclassified":
+            assert kind is None, c.name
+        elif c.reason.startswith("reflect_"):
+            assert kind is not None and c.reason == f"reflect_{kind.name.lower()}", c.name
+
+
+# ---- walks: state built by the datapath itself -------------------------------
+
+def _run(env, frame, dev="pub0"):
+    before = env.dp.counters()
+    res = env.run(frame, dev=dev)
+    after = env.dp.counters()
+    return res, {k: after[k] - before[k] for k in after if after[k] != before[k]}
+
+
+def test_walk_handshake_transport_cookie(golden_env):
+    env = golden_env
+    env.reset()
+    g.with_responder(env)
+
+    m = g.initiation()
+    res, d = _run(env, g.inbound(g.E_I, g.hub(g.P), m))
+    assert res.retval == TC_ACT_REDIRECT and d["reflect_initiation"] == 1
+    assert res.data == g.reflected(g.hub(g.HUB_PORT), g.E_R, m)
+
+    m = g.response()
+    res, d = _run(env, g.inbound(g.E_R, g.hub(g.HUB_PORT), m))
+    assert res.retval == TC_ACT_REDIRECT and d["reflect_response"] == 1
+    assert res.data == g.reflected(g.hub(g.P), g.E_I, m)
+
+    k1, k2 = env.dp.session(g.HUB_PORT, g.I_IDX), env.dp.session(g.P, g.R_IDX)
+    assert k1.reverse == k2.key and k2.reverse == k1.key
+    assert (str(k2.dst.ip), k2.dst.port) == g.E_R and k2.src_port == g.HUB_PORT
+
+    for i in range(3):
+        m = g.transport(g.R_IDX, counter=i)
+        res, d = _run(env, g.inbound(g.E_I, g.hub(g.P), m))
+        assert res.data == g.reflected(g.hub(g.HUB_PORT), g.E_R, m)
+        m = g.transport(g.I_IDX, counter=i, n=200)
+        res, d = _run(env, g.inbound(g.E_R, g.hub(g.HUB_PORT), m))
+        assert res.data == g.reflected(g.hub(g.P), g.E_I, m)
+        assert d == {"reflect_transport": 1}, d     # cached next hop: no events
+
+    m = g.cookie(g.R_IDX)
+    res, d = _run(env, g.inbound(g.E_I, g.hub(g.P), m))
+    assert res.data == g.reflected(g.hub(g.HUB_PORT), g.E_R, m) and d == {"reflect_cookie": 1}
+
+    k2 = env.dp.session(g.P, g.R_IDX)
+    assert k2.packets == 4
+    assert k2.bytes == 3 * (20 + 8 + 16 + 64 + 16) + (20 + 8 + 64)
+    assert k2.last_seen >= k2.created > 0
+
+
+def test_walk_roaming_follows_initiator(golden_env):
+    env = golden_env
+    env.reset()
+    g.with_established(env)
+    env.run(g.inbound(g.E_R, g.hub(g.HUB_PORT), g.transport(g.I_IDX)))
+    # I's NAT rebinds: its next packet comes from a new address and port...
+    env.run(g.inbound(g.E_I_MOVED, g.hub(g.P), g.transport(g.R_IDX)))
+    # ...and R's packets follow it there.
+    m = g.transport(g.I_IDX)
+    res, d = _run(env, g.inbound(g.E_R, g.hub(g.HUB_PORT), m))
+    assert res.data == g.reflected(g.hub(g.P), g.E_I_MOVED, m)
+    assert d == {"reflect_transport": 1, "ev_nh_resolved": 1}
+
+
+def test_invalidate_next_hops(golden_env):
+    env = golden_env
+    env.reset()
+    g.with_established(env)
+    f = g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX))
+    assert _run(env, f)[1] == {"reflect_transport": 1, "ev_nh_resolved": 1}
+    assert _run(env, f)[1] == {"reflect_transport": 1}
+    assert env.dp.session(g.P, g.R_IDX).next_hop.current
+    env.dp.invalidate_next_hops()
+    assert not env.dp.session(g.P, g.R_IDX).next_hop.current
+    assert _run(env, f)[1] == {"reflect_transport": 1, "ev_nh_resolved": 1}
+    assert env.dp.session(g.P, g.R_IDX).next_hop.current
+
+
+def test_disabled_passes_everything(golden_env):
+    env = golden_env
+    env.reset()
+    g.with_established(env)
+    env.dp.disable()
+    f = g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX))
+    res, d = _run(env, f)
+    assert res.retval == TC_ACT_OK and res.data == f and d == {"pass_not_configured": 1}
+    env.reset()
+
+
+def test_remove_responder_flushes_its_sessions(golden_env):
+    env = golden_env
+    env.reset()
+    g.with_established(env)
+    env.dp.set_session(g.HUB_PORT, 0x5555, g.E_I, 40009)   # another port's session
+    assert env.dp.remove_responder(g.P)
+    assert [s.key for s in env.dp.sessions()] == [(g.HUB_PORT, 0x5555)]
+    assert g.P not in env.dp.responders()
+    res, d = _run(env, g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX)))
+    assert res.retval == TC_ACT_OK and d == {"pass_other_port": 1}
+
+
+def test_responders_api(golden_env):
+    env = golden_env
+    env.reset()
+    env.dp.set_responder(g.P, *g.E_R)
+    env.dp.set_responder(g.P_NOEP)
+    r = env.dp.responders()
+    assert (str(r[g.P].endpoint.ip), r[g.P].endpoint.port) == g.E_R
+    assert r[g.P_NOEP].endpoint is None
+    env.run(g.inbound(g.E_I, g.hub(g.P), g.initiation()))
+    assert env.dp.responders()[g.P].next_hop.state == "direct"
+    assert env.dp.responders()[g.P].next_hop.dmac == g.GW_MAC
+    env.dp.set_responder(g.P, *g.E_R)          # unchanged: cache kept
+    assert env.dp.responders()[g.P].next_hop.state == "direct"
+    env.dp.set_responder(g.P, "203.0.113.99", 1)   # moved: cache dropped
+    assert env.dp.responders()[g.P].next_hop.state == "none"
+    assert not env.dp.remove_responder(12345)
+
+
+# ---- bounded session table ---------------------------------------------------
+
+def test_sessions_full_is_counted_not_evicting():
+    with g.GoldenNet() as net, Datapath(g.HUB_PORT, max_sessions=4) as dp:
+        env = g.Env(dp, net)
+        env.reset()
+        g.with_responder(env)
+        for i in range(4):
+            dp.set_session(g.HUB_PORT, 100 + i, g.E_I, g.P)
+        res, d = _run(env, g.inbound(g.E_I, g.hub(g.P), g.initiation(sender=7)))
+        assert res.retval == TC_ACT_SHOT and d == {"drop_sessions_full": 1}
+        assert sorted(s.index for s in dp.sessions()) == [100, 101, 102, 103]
+
+
+# ---- attach / detach ---------------------------------------------------------
+
+@pytest.fixture
+def veth_ns():
+    name = f"wgmuxat-{os.getpid()}-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "add", "a0", "type", "veth", "peer", "name",
+                        "b0"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name])
+
+
+def _tc(ns, *args):
+    return subprocess.run(["ip", "netns", "exec", ns, "tc", *args], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def test_attach_detach_own_clsact(golden_env, veth_ns):
+    dp = golden_env.dp
+    dp.attach("a0", netns=veth_ns)
+    try:
+        assert "clsact" in _tc(veth_ns, "qdisc", "show", "dev", "a0")
+        shown = _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+        assert "wgmux_ingress" in shown and "direct-action" in shown
+        assert f"pref {0x5747}" in shown
+    finally:
+        dp.detach()
+    assert "clsact" not in _tc(veth_ns, "qdisc", "show", "dev", "a0")
+    assert dp.attachments == []
+
+
+def test_detach_keeps_foreign_clsact_and_filters(golden_env, veth_ns):
+    from pyroute2 import IPRoute
+    dp = golden_env.dp
+    _tc(veth_ns, "qdisc", "add", "dev", "a0", "clsact")
+    # Someone else's filter on the clsact (only cls_bpf is sure to exist
+    # on a kernel without modules, so it is a bpf one under another name).
+    with IPRoute(netns=veth_ns) as ipr:
+        idx = ipr.link_lookup(ifname="a0")[0]
+        ipr.tc("add-filter", "bpf", idx, 1, fd=dp.prog_fd, name="foreign",
+               parent=0xFFFFFFF3, prio=7, classid=1, direct_action=True)
+    ifindex = dp.attach("a0", netns=veth_ns)
+    assert ifindex == idx
+    assert "wgmux_ingress" in _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+    dp.detach()
+    assert "clsact" in _tc(veth_ns, "qdisc", "show", "dev", "a0")
+    assert "wgmux" not in _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+    assert "foreign" in _tc(veth_ns, "filter", "show", "dev", "a0", "egress")
+
+
+def test_replace_hands_over_without_detaching_the_successor(golden_env, veth_ns):
+    old = golden_env.dp
+    old.attach("a0", netns=veth_ns)
+    with Datapath(g.HUB_PORT) as new:
+        new.attach("a0", netns=veth_ns, replace=True)
+        shown = _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+        assert new.filter_name in shown and old.filter_name not in shown
+        old.detach()     # must not remove the successor's filter
+        assert new.filter_name in _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+        assert "clsact" in _tc(veth_ns, "qdisc", "show", "dev", "a0")
+        new.detach()
+    assert "wgmux" not in _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+
+
+def test_detach_after_namespace_is_gone(golden_env):
+    name = f"wgmuxgone-{os.getpid()}-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "add", "a0", "type", "veth", "peer", "name",
+                        "b0"], check=True)
+        golden_env.dp.attach("a0", netns=name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+    golden_env.dp.detach()
+    assert golden_env.dp.attachments == []
+
+
+# ---- real packets ------------------------------------------------------------
+# Test-run records a redirect but never performs it.  Here the program sits
+# on a real veth and real sockets exchange the walk, with transmit checksum
+# offload off so that receivers verify every checksum in software.
+
+@pytest.fixture(params=["peers_csum_offload", "peers_csum_software"])
+def lan(request):
+    """Namespaces hub, i, r on one bridge: 192.0.2.{1,10,20}/24.  The hub
+    finishes checksums in software (tx off), so what leaves it is what the
+    datapath computed.  The peers either leave their checksums to the
+    "device" (the hub then receives CHECKSUM_PARTIAL skbs) or finish them."""
+    peers_offload = request.param == "peers_csum_offload"
+    tag = f"{os.getpid()}-{secrets.token_hex(2)}"
+    ns = {n: f"wgmuxrt-{n}-{tag}" for n in ("sw", "hub", "i", "r")}
+    addrs = {"hub": "192.0.2.1", "i": "192.0.2.10", "r": "192.0.2.20"}
+    made = []
+    try:
+        for n in ns.values():
+            subprocess.run(["ip", "netns", "add", n], check=True)
+            made.append(n)
+        sw = ns["sw"]
+        subprocess.run(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"], check=True)
+        subprocess.run(["ip", "-n", sw, "link", "set", "br0", "up"], check=True)
+        for role, addr in addrs.items():
+            sub = ["ip", "-n", ns[role]]
+            subprocess.run(["ip", "-n", sw, "link", "add", f"{role}s", "type", "veth", "peer",
+                            "name", "eth0", "netns", ns[role]], check=True)
+            subprocess.run(["ip", "-n", sw, "link", "set", f"{role}s", "master", "br0", "up"],
+                           check=True)
+            subprocess.run(sub + ["addr", "add", f"{addr}/24", "dev", "eth0"], check=True)
+            subprocess.run(sub + ["link", "set", "eth0", "up"], check=True)
+            if role == "hub" or not peers_offload:
+                subprocess.run(["ip", "netns", "exec", ns[role], "ethtool", "-K", "eth0", "tx",
+                                "off"], check=True, capture_output=True)
+        yield ns, addrs, peers_offload
+    finally:
+        for n in made:
+            subprocess.run(["ip", "netns", "del", n])
+
+
+def _udp_socket(netns: str, port: int):
+    import socket
+    with g.in_netns(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    s.settimeout(5)
+    return s
+
+
+class _Sniffer:
+    """Frames as they arrive on a namespace's eth0 (AF_PACKET)."""
+
+    def __init__(self, netns: str):
+        import socket
+        with g.in_netns(netns):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+            self.sock.bind(("eth0", 0))
+        self.sock.settimeout(5)
+
+    def udp_to(self, port: int, payload: bytes) -> pk.Frame:
+        import socket
+        while True:
+            data, addr = self.sock.recvfrom(65535)
+            if addr[2] == socket.PACKET_OUTGOING:
+                continue
+            try:
+                f = pk.parse(data)
+            except ValueError:
+                continue
+            if f.dport == port and f.payload == payload:
+                return f
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("forwarding", [False, True], ids=["fwd_off", "fwd_on"])
+def test_real_traffic_is_reflected(golden_env, lan, forwarding):
+    ns, addrs, peers_offload = lan
+    dp = golden_env.dp
+    golden_env.reset()
+    dp.set_responder(g.P, addrs["r"], 51820)
+    si, sr = _udp_socket(ns["i"], 43210), _udp_socket(ns["r"], 51820)
+    wi, wr = _Sniffer(ns["i"]), _Sniffer(ns["r"])
+
+    def on_wire(sniffer, port, m):
+        f = sniffer.udp_to(port, m)
+        assert f.ip_checksum_ok() and f.udp_checksum_ok(), f
+        assert f.udp_checksum != 0
+
+    sysctl = ["ip", "netns", "exec", ns["hub"], "sysctl", "-qw", "net.ipv4.conf.eth0.forwarding=1"]
+    if forwarding:
+        subprocess.run(sysctl, check=True)
+    dp.attach("eth0", netns=ns["hub"])
+    try:
+        # Forwarding off: bpf_fib_lookup() refuses, the datapath falls back
+        # to bpf_redirect_neigh().  On: the hub has no neighbour for R yet
+        # (NO_NEIGH), bpf_redirect_neigh() resolves it for this packet.
+        m = g.initiation()
+        si.sendto(m, (addrs["hub"], g.P))
+        data, src = sr.recvfrom(2048)
+        assert (data, src) == (m, (addrs["hub"], g.HUB_PORT))
+        on_wire(wr, 51820, m)
+
+        m = g.response()
+        sr.sendto(m, (addrs["hub"], g.HUB_PORT))
+        data, src = si.recvfrom(2048)
+        assert (data, src) == (m, (addrs["hub"], g.P))
+        on_wire(wi, 43210, m)
+
+        subprocess.run(sysctl, check=True)
+        dp.invalidate_next_hops()
+        for i in range(3):
+            m = g.transport(g.R_IDX, counter=i, n=100 * i)
+            si.sendto(m, (addrs["hub"], g.P))
+            assert sr.recvfrom(2048) == (m, (addrs["hub"], g.HUB_PORT))
+            on_wire(wr, 51820, m)
+            m = g.transport(g.I_IDX, counter=i)
+            sr.sendto(m, (addrs["hub"], g.HUB_PORT))
+            assert si.recvfrom(2048) == (m, (addrs["hub"], g.P))
+            on_wire(wi, 43210, m)
+        c = dp.counters()
+        assert c["reflect_initiation"] == 1 and c["reflect_response"] == 1
+        assert c["reflect_transport"] == 6
+        if forwarding:
+            assert c["ev_nh_fwd_disabled"] == 0 and c["ev_nh_no_neigh"] >= 1
+        else:
+            assert c["ev_nh_fwd_disabled"] == 2
+        assert c["ev_nh_resolved"] >= 2
+        assert dp.session(g.P, g.R_IDX).next_hop.state == "direct"
+        # every reflected packet went the partial way, or none did
+        assert c["ev_csum_partial"] == (8 if peers_offload else 0), c
+    finally:
+        dp.detach()
+        for sock in (si, sr, wi, wr):
+            sock.close()
+
+
+# ---- the table catches broken datapaths ----------------------------------------
+# Each mutant is a classic reflector bug; the table must fail on it.  If
+# wgmux.c changes so that a snippet no longer matches, update the snippet.
+MUTANTS = {
+    "udp checksum not updated": (
+        "\t\tudp->check = check ? check : 0xffff;\n\t}\n\tudp->source = sport;\n"
+        "\tudp->dest = dport;\n}\n\nstatic __always_inline void rewrite6",
+        "\t}\n\tudp->source = sport;\n\tudp->dest = dport;\n}\n\n"
+        "static __always_inline void rewrite6"),
+    "ttl not decremented": ("\tip->ttl--;\n", "\n"),
+    "computed zero checksum sent as zero": (
+        "\t\tudp->check = check ? check : 0xffff;\n\t}\n\tudp->source = sport;\n"
+        "\tudp->dest = dport;\n}\n\nstatic __always_inline void rewrite6",
+        "\t\tudp->check = check;\n\t}\n\tudp->source = sport;\n\tudp->dest = dport;\n}\n\n"
+        "static __always_inline void rewrite6"),
+    "header range upper bound excluded": (
+        "if (load_le32(m) - lo > cfg->cls[i].hi - lo)",
+        "if (load_le32(m) - lo >= cfg->cls[i].hi - lo)"),
+    "partial checksums treated as finished ones": (
+        "\tint partial = udp_csum_partial(skb, l3, udp, v6);", "\tint partial = 0;"),
+    "looks-partial checksums never verified": (
+        "\tevent(CTR_EV_CSUM_VERIFIED);\n\treturn !segment_sums_to_zero(",
+        "\tevent(CTR_EV_CSUM_VERIFIED);\n\treturn 1 || !segment_sums_to_zero("),
+    "first fragments not recognised": (
+        "if (ip->ihl != 5 || (ip->frag_off & WG_HTONS(WGMUX_IP_MF)))", "if (ip->ihl != 5)"),
+}
+
+
+def _failing_rows(env) -> list:
+    failing = []
+    for c in CASES:
+        out = g.run_case(env, c)
+        want = c.packet if c.output is g.SAME else c.output
+        ok = (out.result.retval == c.verdict and out.verdicts == {c.reason: 1}
+              and out.events == c.events and (want is None or out.result.data == want))
+        if ok and c.check:
+            try:
+                c.check(env, out.result)
+            except AssertionError:
+                ok = False
+        if not ok:
+            failing.append(c.name)
+    return failing
+
+
+def test_mutants_are_caught(golden_env, tmp_path):
+    from wgmux.datapath import SOURCE
+    original = SOURCE.read_text()
+    (tmp_path / "wire.h").write_text((SOURCE.parent / "wire.h").read_text())
+    assert _failing_rows(golden_env) == []
+    for what, (old, new) in MUTANTS.items():
+        assert original.count(old) == 1, f"mutant {what!r} no longer applies to wgmux.c"
+        mutant = tmp_path / "wgmux.c"
+        mutant.write_text(original.replace(old, new))
+        with Datapath(g.HUB_PORT, source=mutant) as dp:
+            assert _failing_rows(g.Env(dp, golden_env.net)), f"table misses: {what}"
+
+
+def test_attach_errors_are_datapath_errors(golden_env, veth_ns):
+    from wgmux.datapath import DatapathError
+    with pytest.raises(DatapathError, match="no interface"):
+        golden_env.dp.attach("nonexistent0", netns=veth_ns)
+    with pytest.raises(DatapathError, match="no network namespace"):
+        golden_env.dp.attach("a0", netns=veth_ns + "-gone")
+    assert not os.path.exists(f"/var/run/netns/{veth_ns}-gone")
+    golden_env.dp.attach("a0", netns=veth_ns)
+    try:
+        with Datapath(g.HUB_PORT) as other, pytest.raises(DatapathError, match="already"):
+            other.attach("a0", netns=veth_ns)
+    finally:
+        golden_env.dp.detach()
+    assert golden_env.dp.attachments == []
+
+
+# ---- control-plane views -----------------------------------------------------
+
+def test_collect_idle_and_pairs(golden_env):
+    env = golden_env
+    env.reset()
+    g.with_established(env)
+    env.dp.set_session(g.HUB_PORT, 0x77, g.E_I, g.P, expect=g.E_R)       # half-open
+    env.run(g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX)))
+    pairs = {p["state"]: p for p in env.dp.session_pairs()}
+    est, half = pairs["established"], pairs["half-open"]
+    assert est["port"] == g.P and est["initiator"] == "198.51.100.10:43210"
+    assert est["responder"] == "203.0.113.20:51820"
+    assert (est["initiator_index"], est["responder_index"]) == (g.I_IDX, g.R_IDX)
+    assert (est["i2r_packets"], est["r2i_packets"]) == (1, 0)
+    assert half["responder_index"] is None and half["initiator_index"] == 0x77
+    import time
+    assert abs(est["last_seen"] - time.time()) < 5
+
+    from wgmux.datapath import monotonic_ns
+    now = monotonic_ns()
+    assert env.dp.collect_idle(60, now_ns=now) == 0
+    # one direction busy keeps the pair; the half-open entry may go earlier
+    assert env.dp.collect_idle(60, half_open_timeout_s=0, now_ns=now + 1) == 1
+    assert len(env.dp.sessions()) == 2
+    assert env.dp.collect_idle(60, now_ns=now + 61 * 10**9) == 2
+    assert env.dp.sessions() == []
+
+
+def test_amnezia_params_object(golden_env):
+    """Anything with s1..s4 and h1..h4 configures the classifier, as
+    wgmux.config.AmneziaParams does."""
+    from types import SimpleNamespace
+    params = SimpleNamespace(s1=23, s2=41, s3=9, s4=5, h1=(100_000, 100_999),
+                             h2=(200_000, 299_999), h3=(3_000_000_000, 3_000_000_000),
+                             h4=(400_000, 4_000_000))
+    assert wire.Classifier.from_params(params) == g.AWG2
+    env = golden_env
+    env.reset()
+    env.dp.configure(g.HUB_PORT, params)
+    g.with_responder(env)
+    m = g.initiation(header=100_500, prefix=g.rand(23))
+    res = env.run(g.inbound(g.E_I, g.hub(g.P), m))
+    assert res.retval == TC_ACT_REDIRECT
+    env.reset()

@@ -1,0 +1,90 @@
+"""Datapath micro-benchmark: `python -m wgmux.bench`.
+
+Runs the golden table's rows marked `bench` (wgmux.golden) through
+BPF_PROG_TEST_RUN with a large repeat count and prints the cost per packet.
+
+Test-run repeats a TC program on the same skb, which after the first run
+holds the program's own output.  The benchmark build therefore adds
+`wgmux_bench`, which first restores the frame's first 64 bytes (every byte
+the datapath writes) and then runs the datapath, and `wgmux_bench_base`,
+which only restores; the datapath's cost is the difference.  The state of
+each row is set up, primed and checked exactly as the unit test does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes as ct
+import os
+import statistics
+import sys
+from typing import List, Optional
+
+from wgmux import golden as g
+
+
+def _set_bench_header(dp, frame: bytes):
+    table = dp.bpf[b"bench_hdr"]
+    leaf = table.Leaf()
+    head = frame[:64]
+    ct.memmove(ct.addressof(leaf), head, len(head))
+    table[table.Key(0)] = leaf
+
+
+def _check(case: g.Case, got_retval: int, got: bytes) -> Optional[str]:
+    if got_retval != case.verdict:
+        return f"verdict {got_retval}, want {case.verdict}"
+    want = case.packet if case.output is g.SAME else case.output
+    if want is not None and got != want:
+        return "output frame differs from the golden one"
+    return None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m wgmux.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=1_000_000, help="runs per measurement")
+    ap.add_argument("--rounds", type=int, default=5, help="measurements per row (median shown)")
+    ap.add_argument("-k", dest="only", default="", help="only rows whose name contains this")
+    ap.add_argument("--all", action="store_true",
+                    help="every row of the table, not just those marked bench")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("wgmux.bench: needs root (eBPF, network namespaces)", file=sys.stderr)
+        return 2
+
+    from wgmux.datapath import Datapath
+
+    rows = [c for c in g.cases() if (c.bench or args.all) and args.only in c.name]
+    if not rows:
+        print("no rows selected", file=sys.stderr)
+        return 2
+    print(f"BPF_PROG_TEST_RUN, repeat={args.repeat}, median of {args.rounds}; "
+          f"ns/packet: run = restore+datapath, base = restore only, datapath = run - base")
+    print(f"{'row':44} {'verdict':>8} {'run':>6} {'base':>6} {'datapath':>9}")
+    failed = 0
+    with g.GoldenNet() as net, Datapath(g.HUB_PORT, bench=True) as dp:
+        env = g.Env(dp, net)
+        run_fd = dp.load_program("wgmux_bench")
+        base_fd = dp.load_program("wgmux_bench_base")
+        for case in rows:
+            out = g.run_case(env, case)    # state + one checked packet
+            problem = _check(case, out.result.retval, out.result.data)
+            _set_bench_header(dp, case.packet)
+            runs, bases = [], []
+            for _ in range(args.rounds):
+                r = net.run(run_fd, case.packet, dev=case.dev, repeat=args.repeat,
+                            gso_size=case.gso_size)
+                problem = problem or _check(case, r.retval, r.data)
+                runs.append(r.duration_ns)
+                bases.append(net.run(base_fd, case.packet, dev=case.dev, repeat=args.repeat,
+                                     gso_size=case.gso_size).duration_ns)
+            run, base = statistics.median(runs), statistics.median(bases)
+            verdict = {0: "pass", 2: "drop", 7: "redirect"}.get(case.verdict, str(case.verdict))
+            print(f"{case.name:44} {verdict:>8} {run:6.0f} {base:6.0f} {run - base:9.0f}"
+                  + (f"   WRONG: {problem}" if problem else ""))
+            failed += problem is not None
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
