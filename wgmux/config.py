@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from . import wire
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python < 3.11
@@ -46,11 +48,14 @@ DEFAULT_PATH = "/etc/wgmux/config.toml"
 
 HeaderRange = Tuple[int, int]
 
-# Plain WireGuard message lengths, and the type values AmneziaWG's H1-H4 replace.
-INITIATION_SIZE = 148
-RESPONSE_SIZE = 92
-COOKIE_SIZE = 64
-WIREGUARD_TYPES: Tuple[HeaderRange, ...] = ((1, 1), (2, 2), (3, 3), (4, 4))
+# Plain WireGuard message lengths (the one definition is wgmux.wire), and
+# the type values AmneziaWG's H1-H4 replace.
+INITIATION_SIZE = wire.WG_INITIATION_SIZE
+RESPONSE_SIZE = wire.WG_RESPONSE_SIZE
+COOKIE_SIZE = wire.WG_COOKIE_SIZE
+WIREGUARD_TYPES: Tuple[HeaderRange, ...] = tuple(
+    (t, t) for t in (wire.WG_MSG_INITIATION, wire.WG_MSG_RESPONSE, wire.WG_MSG_COOKIE,
+                     wire.WG_MSG_TRANSPORT))
 
 # AmneziaWG limits, as its documentation recommends them: a padded handshake
 # fits the 1280-byte minimum MTU (S1 <= 1280-148, S2 <= 1280-92, and

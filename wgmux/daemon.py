@@ -83,6 +83,8 @@ class Daemon:
             except DatapathError as e:
                 raise ServeError(str(e)) from None
             self.datapath.attach(self.config.interface)
+            for peer in self.config.peers:
+                self.datapath.set_responder(peer.port)
             log.info("attached to %s (TC ingress), hub port %d, %d responder port(s): %s",
                      self.config.interface, self.config.hub_port, len(self.config.peers),
                      " ".join(str(p.port) for p in self.config.peers) or "-")
@@ -131,11 +133,13 @@ class Daemon:
             for peer in self.config.peers:
                 info = device.peers.get(peer.public_key)
                 endpoint = info.endpoint if info else None
-                if endpoint == self.endpoints.get(peer.port):
+                if peer.port in self.endpoints and endpoint == self.endpoints[peer.port]:
                     continue
                 if endpoint is None:
-                    self.datapath.remove_responder(peer.port)
-                    self.endpoints.pop(peer.port, None)
+                    # The port stays a peer port (initiations to it are
+                    # dropped, not passed to the stack); only its target goes.
+                    self.datapath.set_responder(peer.port)
+                    self.endpoints[peer.port] = None
                     why = "not a peer of" if info is None else "has no endpoint on"
                     log.warning("responder on port %d (%s…) %s %s: initiations to it are dropped",
                                 peer.port, peer.public_key[:8], why, self.config.device)
