@@ -24,35 +24,42 @@ def _add_config_arg(p):
                    help=f"config file (default {DEFAULT_PATH})")
 
 
+class Fail(Exception):
+    """Ends a command with one line on stderr and an exit code.
+
+    Exit codes: 1 cannot serve, 2 bad config, 3 no daemon running.
+    """
+
+    def __init__(self, code: int, message):
+        super().__init__(str(message))
+        self.code = code
+
+
+def load_config(args):
+    try:
+        return load(args.config)
+    except (ConfigError, OSError) as e:
+        raise Fail(2, e) from None
+
+
 def cmd_serve(args) -> int:
     from .daemon import Daemon, ServeError
 
-    try:
-        config = load(args.config)
-    except (ConfigError, OSError) as e:
-        print(f"wgmux: {e}", file=sys.stderr)
-        return 2
-    daemon = Daemon(config)
+    daemon = Daemon(load_config(args))
     try:
         daemon.start()
     except (ServeError, control.AlreadyServing) as e:
-        print(f"wgmux: {e}", file=sys.stderr)
-        return 1
+        raise Fail(1, e) from None
     daemon.run()
     return 0
 
 
 def cmd_show(args) -> int:
-    try:
-        config = load(args.config)
-    except (ConfigError, OSError) as e:
-        print(f"wgmux: {e}", file=sys.stderr)
-        return 2
+    config = load_config(args)
     try:
         status = control.request(config.interface)
     except control.NotRunning as e:
-        print(f"wgmux: {e}", file=sys.stderr)
-        return 3
+        raise Fail(3, e) from None
     if args.json:
         json.dump(status, sys.stdout, indent=2, sort_keys=True)
         print()
@@ -139,7 +146,11 @@ def main(argv=None) -> int:
         format="wgmux: %(levelname)s: %(message)s" if not sys.stderr.isatty()
         else "%(asctime)s wgmux %(levelname)s: %(message)s",
         stream=sys.stderr)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except Fail as e:
+        print(f"wgmux: {e}", file=sys.stderr)
+        return e.code
 
 
 if __name__ == "__main__":
