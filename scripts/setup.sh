@@ -14,30 +14,46 @@ fi
 PKGS=(iproute2 nftables conntrack wireguard-tools wireguard-go python3-bpfcc
       python3-venv python3-pip tcpdump iperf3 iputils-ping ethtool procps
       util-linux kmod)
-HEADERS_PKG=linux-headers-amd64
-case "$(dpkg --print-architecture)" in
-    arm64) HEADERS_PKG=linux-headers-arm64 ;;
-esac
+kver=$(uname -r)
+kdir=/lib/modules/$kver
+have_headers() {
+    [ -e "$kdir/build/include/linux/kconfig.h" ] || [ -e "$kdir/source/include/linux/kconfig.h" ]
+}
 
 missing=()
-for p in "${PKGS[@]}" "$HEADERS_PKG"; do
+for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
+if ! have_headers; then
+    # The running kernel's own headers if Debian has them; otherwise the
+    # distribution's default headers, linked into place below.
+    missing+=("headers")
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-    say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    pkgs=("${missing[@]/headers/}")
+    if ! have_headers; then
+        if apt-cache show "linux-headers-$kver" >/dev/null 2>&1; then
+            pkgs+=("linux-headers-$kver")
+        else
+            case "$(dpkg --print-architecture)" in
+                arm64) pkgs+=(linux-headers-arm64) ;;
+                *) pkgs+=(linux-headers-amd64) ;;
+            esac
+        fi
+    fi
+    say "installing Debian packages: ${pkgs[*]}"
+    apt-get install -y -q --no-install-recommends ${pkgs[@]}
 else
     say "Debian packages present"
 fi
 
 # bcc compiles against /lib/modules/$(uname -r)/{build,source}. A kernel that
-# ships no headers (cloud/microVM kernels) gets Debian's 6.1 headers there;
-# a system with real headers for its kernel is left alone.
-kver=$(uname -r)
-kdir=/lib/modules/$kver
-if [ -e "$kdir/build/include/linux/kconfig.h" ] || [ -e "$kdir/source/include/linux/kconfig.h" ]; then
+# ships no headers (cloud/microVM kernels) gets Debian's 6.1 headers there
+# (DESIGN §7: the ones Debian's bcc 0.26 can use); a system with real
+# headers for its kernel is left alone.
+if have_headers; then
     say "kernel headers for $kver present"
 else
     arch_dir=$(ls -d /usr/src/linux-headers-6.1.*-amd64 /usr/src/linux-headers-6.1.*-arm64 2>/dev/null | sort -V | tail -n 1 || true)
