@@ -1,11 +1,15 @@
 """Real WireGuard interfaces on netlab nodes: kernel when available, else wireguard-go.
 
-One API for both implementations.  Configuration and read-back go through
-wireguard-tools (`wg set`, `wg show dump`), which speaks netlink to the
-kernel module and the UAPI socket to userspace implementations, exactly as
-an operator would.  Userspace control sockets live in /var/run/wireguard/,
-shared by every namespace, so interface names come from
-`Lab.unique_ifname` and are unique across the machine.
+One API for both implementations, and for AmneziaWG: `create(..., amnezia=
+params)` makes an AmneziaWG interface with the same API (see netlab.amnezia:
+the real implementation when installed, else a wire adapter beside
+WireGuard); `tool` is then the wireguard-tools flavour that configures it
+("wg" or "awg").  Configuration and read-back go through wireguard-tools
+(`wg set`, `wg show dump`), which speaks netlink to the kernel module and
+the UAPI socket to userspace implementations, exactly as an operator would.
+Userspace control sockets live in /var/run/wireguard/ (/var/run/amneziawg/),
+shared by every namespace, so interface names come from `Lab.unique_ifname`
+and are unique across the machine.
 """
 
 from __future__ import annotations
@@ -48,6 +52,23 @@ def kernel_wireguard_available() -> bool:
         return True
 
 
+def spawn_userspace(node: Node, binary: str, name: str, socket_dir: Path) -> subprocess.Popen:
+    """Start a userspace implementation (wireguard-go, amneziawg-go) for `name`
+    in `node` and wait for its control socket and link."""
+    # -f keeps it in the foreground so the lab can stop it by PID.
+    process = node.popen([binary, "-f", name], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sock = socket_dir / f"{name}.sock"
+
+    def ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{binary} {name} exited {process.returncode}: "
+                               f"{process.stderr.read().decode(errors='replace')}")
+        return sock.exists() and node.ipr.link_lookup(ifname=name)
+
+    wait_for(ready, timeout=10, what=f"{binary} {name} to come up")
+    return process
+
+
 @dataclass
 class PeerState:
     public_key: str
@@ -68,14 +89,25 @@ class WireGuard:
     private_key: str
     public_key: str
     listen_port: int
-    implementation: str  # "kernel" or "wireguard-go"
+    implementation: str  # "kernel", "wireguard-go", or an AmneziaWG one (netlab.amnezia)
     process: Optional[subprocess.Popen] = field(default=None, repr=False)
+    tool: str = "wg"                 # "awg" for real AmneziaWG implementations
+    amnezia: Optional[object] = None     # netlab.amnezia.AwgParams when AmneziaWG
+    adapter: Optional[object] = field(default=None, repr=False)  # netlab.amnezia.Adapter
 
     @classmethod
     def create(cls, node: Node, tag: str, listen_port: int, address: Optional[str] = None,
                private_key: Optional[str] = None, implementation: Optional[str] = None,
-               mtu: int = 1420) -> "WireGuard":
-        """Create, key, address and bring up an interface named lab prefix + `tag`."""
+               mtu: Optional[int] = None, amnezia=None) -> "WireGuard":
+        """Create, key, address and bring up an interface named lab prefix + `tag`.
+
+        `amnezia`: AmneziaWG parameters (netlab.amnezia.AwgParams or anything
+        AwgParams.of accepts) make it an AmneziaWG interface."""
+        if amnezia is not None:
+            from . import amnezia as awg
+            return awg.create(cls, node, tag, listen_port, address, private_key,
+                              implementation, mtu, amnezia)
+        mtu = 1420 if mtu is None else mtu
         lab = node.lab
         name = lab.unique_ifname(tag)
         if private_key is None:
@@ -87,33 +119,27 @@ class WireGuard:
         if impl == "kernel":
             node.ipr.link("add", ifname=name, kind="wireguard")
         elif impl == "wireguard-go":
-            # -f keeps it in the foreground so the lab can stop it by PID.
-            process = node.popen(["wireguard-go", "-f", name],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            sock = USERSPACE_SOCKET_DIR / f"{name}.sock"
-
-            def ready():
-                if process.poll() is not None:
-                    raise RuntimeError(f"wireguard-go {name} exited {process.returncode}: "
-                                       f"{process.stderr.read().decode(errors='replace')}")
-                return sock.exists() and node.ipr.link_lookup(ifname=name)
-
-            wait_for(ready, timeout=10, what=f"wireguard-go {name} to come up")
+            process = spawn_userspace(node, "wireguard-go", name, USERSPACE_SOCKET_DIR)
         else:
             raise ValueError(f"unknown WireGuard implementation {impl!r}")
         wg = cls(node, name, private_key, public_key, listen_port, impl, process)
         lab.on_close(wg.close)
-        node.run(["wg", "set", name, "listen-port", str(listen_port), "private-key", "/dev/stdin"],
-                 input=private_key)
-        node.ipr.link("set", index=node.index(name), mtu=mtu)
-        if address:
-            node.add_address(name, address)
-        node.up(name)
+        wg.configure(mtu, address)
         return wg
+
+    def configure(self, mtu: int, address: Optional[str] = None, extra: Iterable[str] = ()):
+        """Key, listen port (and `extra` `wg set` arguments), MTU, address, up."""
+        node = self.node
+        node.run([self.tool, "set", self.name, "listen-port", str(self.listen_port),
+                  "private-key", "/dev/stdin", *extra], input=self.private_key)
+        node.ipr.link("set", index=node.index(self.name), mtu=mtu)
+        if address:
+            node.add_address(self.name, address)
+        node.up(self.name)
 
     def set_peer(self, public_key: str, endpoint: Optional[str] = None,
                  allowed_ips: Iterable[str] = (), keepalive: Optional[int] = None):
-        args = ["wg", "set", self.name, "peer", public_key]
+        args = [self.tool, "set", self.name, "peer", public_key]
         if endpoint:
             args += ["endpoint", endpoint]
         allowed = list(allowed_ips)
@@ -128,11 +154,11 @@ class WireGuard:
                 self.node.add_route(prefix, ifname=self.name)
 
     def remove_peer(self, public_key: str):
-        self.node.run(["wg", "set", self.name, "peer", public_key, "remove"])
+        self.node.run([self.tool, "set", self.name, "peer", public_key, "remove"])
 
     def peers(self) -> dict:
         """Current peer state by public key, from `wg show <if> dump`."""
-        out = self.node.run(["wg", "show", self.name, "dump"]).stdout.splitlines()
+        out = self.node.run([self.tool, "show", self.name, "dump"]).stdout.splitlines()
         peers = {}
         for line in out[1:]:  # the first line describes the interface itself
             pub, _psk, endpoint, allowed, handshake, rx, tx, keepalive = line.split("\t")[:8]
@@ -158,9 +184,11 @@ class WireGuard:
             timeout=timeout, what=f"{self.name} handshake with {public_key[:8]}…")
 
     def close(self):
+        if self.adapter is not None:
+            self.adapter.close()
         if self.process is not None:
             stop_process(self.process)
             self.process = None
-        elif self.implementation == "kernel":
+        elif self.implementation.endswith("kernel"):
             with contextlib.suppress(Exception):
                 self.node.ipr.link("del", index=self.node.index(self.name))

@@ -8,6 +8,13 @@ peer's current public endpoint.  Three ways to ask, tried in this order:
 2. the kernel module: generic netlink (`wireguard`, or `amneziawg`) through
    pyroute2;
 3. `WgUtil` (`wg` / `awg`) `show <dev> dump`, the fallback.
+
+AmneziaWG (`WgUtil = "awg"`): its kernel module registers the generic
+netlink family "amneziawg" with WireGuard's commands and attribute numbers
+(its own attributes come after WireGuard's), so pyroute2's WireGuard class is
+pointed at that family name (`netlink_class`); `awg show <dev> dump` prints
+peer lines exactly as `wg` does, and an interface line with extra columns
+whose number depends on the AmneziaWG version (`parse_dump`).
 """
 
 from __future__ import annotations
@@ -56,6 +63,10 @@ def socket_dir(wg_util: str) -> Path:
     return Path("/var/run/amneziawg" if wg_util == "awg" else "/var/run/wireguard")
 
 
+# generic netlink family of the kernel module, by WgUtil
+GENL_FAMILY = {"wg": "wireguard", "awg": "amneziawg"}
+
+
 # -- userspace: the cross-platform UAPI ---------------------------------------
 def _uapi_get(path: Path, timeout: float = 2.0) -> list:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -102,10 +113,37 @@ def read_uapi(device: str, path: Path) -> DeviceInfo:
 
 
 # -- kernel: generic netlink -------------------------------------------------
-def read_netlink(device: str) -> DeviceInfo:
+_netlink_classes: dict = {}
+
+
+def netlink_class(family: str = "wireguard"):
+    """pyroute2's WireGuard socket class, bound to generic netlink `family`.
+
+    pyroute2 binds its WireGuard class to the family name "wireguard" in
+    `setup_endpoint`; AmneziaWG's kernel module speaks the same protocol
+    under "amneziawg", so a subclass binds that name instead."""
     from pyroute2 import WireGuard
 
-    wg = WireGuard()
+    if family == "wireguard":
+        return WireGuard
+    if family not in _netlink_classes:
+        from pyroute2.netlink.generic.wireguard import AsyncWireGuard, wgmsg
+
+        class _AsyncFamily(AsyncWireGuard):
+            async def setup_endpoint(self):
+                if getattr(self.local, "transport", None) is not None:
+                    return
+                # AsyncWireGuard's parent sets up the socket; bind our family.
+                await super(AsyncWireGuard, self).setup_endpoint()
+                await self.bind(family, wgmsg)
+
+        _netlink_classes[family] = type(f"WireGuardFamily_{family}", (WireGuard,),
+                                        {"async_class": _AsyncFamily, "genl_family": family})
+    return _netlink_classes[family]
+
+
+def read_netlink(device: str, family: str = "wireguard") -> DeviceInfo:
+    wg = netlink_class(family)()
     try:
         msgs = wg.info(device)
     finally:
@@ -127,7 +165,8 @@ def read_netlink(device: str) -> DeviceInfo:
             peers[pk] = PeerInfo(pk, endpoint, int(hs.get("tv_sec", 0) or 0),
                                  int(peer.get_attr("WGPEER_A_RX_BYTES") or 0),
                                  int(peer.get_attr("WGPEER_A_TX_BYTES") or 0))
-    return DeviceInfo(device, listen_port, pub, peers, "netlink")
+    return DeviceInfo(device, listen_port, pub, peers,
+                      "netlink" if family == "wireguard" else f"netlink:{family}")
 
 
 # -- fallback: wg / awg show dump ---------------------------------------------
@@ -139,20 +178,38 @@ def read_wgutil(device: str, wg_util: str = "wg") -> DeviceInfo:
         raise DiscoveryError(f"WgUtil {wg_util!r} not found on PATH") from None
     if out.returncode != 0:
         raise DiscoveryError(f"{wg_util} show {device} dump: {out.stderr.strip() or out.returncode}")
-    lines = out.stdout.splitlines()
-    if not lines:
+    if not out.stdout.strip():
         raise DiscoveryError(f"{wg_util} show {device} dump printed nothing")
-    # Interface line: private-key public-key listen-port fwmark for wg; awg
-    # inserts its obfuscation values before fwmark, a count that varies by
-    # version: take the first three fields and the last.
+    try:
+        return parse_dump(out.stdout, device, wg_util)
+    except (ValueError, IndexError) as e:
+        raise DiscoveryError(f"{wg_util} show {device} dump: unexpected output ({e})") from None
+
+
+def parse_dump(text: str, device: str, source: str = "wg") -> DeviceInfo:
+    """Parse `wg show <dev> dump` or `awg show <dev> dump`.
+
+    The first line is the interface: private-key public-key listen-port
+    fwmark for wg; awg inserts its obfuscation values (Jc Jmin Jmax S1 S2
+    [S3 S4] H1-H4 [I1-I5, "(null)" when unset] [3.x settings]) before
+    fwmark, a count that varies by version, so only the first three fields
+    (and the last, fwmark) have a fixed place.  Peer lines are the same for
+    both: public-key preshared-key endpoint allowed-ips latest-handshake
+    rx tx keepalive.  I-packet values contain spaces, never tabs."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("no interface line")
     iface = lines[0].split("\t")
+    if len(iface) < 4:
+        raise ValueError(f"interface line has {len(iface)} fields, expected at least 4")
+    public_key = None if iface[1] == "(none)" else iface[1]
     peers = {}
     for line in lines[1:]:
         f = line.split("\t")
         if len(f) < 8:
             continue
         peers[f[0]] = PeerInfo(f[0], parse_endpoint(f[2]), int(f[4]), int(f[5]), int(f[6]))
-    return DeviceInfo(device, int(iface[2]), iface[1], peers, wg_util)
+    return DeviceInfo(device, int(iface[2]), public_key, peers, source)
 
 
 def read_device(device: str, wg_util: str = "wg") -> DeviceInfo:
@@ -164,11 +221,11 @@ def read_device(device: str, wg_util: str = "wg") -> DeviceInfo:
             return read_uapi(device, sock)
         except (OSError, DiscoveryError) as e:
             errors.append(f"UAPI {sock}: {e}")
-    if wg_util == "wg":
-        try:
-            return read_netlink(device)
-        except Exception as e:  # pyroute2 raises NetlinkError and friends
-            errors.append(f"netlink: {e}")
+    family = GENL_FAMILY.get(wg_util, "wireguard")
+    try:
+        return read_netlink(device, family)
+    except Exception as e:  # pyroute2 raises NetlinkError and friends
+        errors.append(f"netlink ({family}): {e}")
     try:
         return read_wgutil(device, wg_util)
     except DiscoveryError as e:
