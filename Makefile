@@ -5,6 +5,21 @@ WORKERS ?= 2
 
 .PHONY: help setup test unit-test netlab-test netlab-test-slow demo bench reap clean
 
+# `make install` (see packaging/install.sh and README.md, "Install on a real
+# hub"). Every directory is overridable; DESTDIR stages the tree elsewhere
+# with its final paths inside.
+PREFIX        ?= /usr/local
+BINDIR        ?= $(PREFIX)/bin
+VENVDIR       ?= $(PREFIX)/lib/wgmux
+UNITDIR       ?= $(PREFIX)/lib/systemd/system
+DOCDIR        ?= $(PREFIX)/share/doc/wgmux
+SYSCONFDIR    ?= /etc
+SYSTEM_PYTHON ?= /usr/bin/python3
+DESTDIR       ?=
+INSTALL_VARS   = PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" VENVDIR="$(VENVDIR)" \
+		 UNITDIR="$(UNITDIR)" DOCDIR="$(DOCDIR)" SYSCONFDIR="$(SYSCONFDIR)" \
+		 SYSTEM_PYTHON="$(SYSTEM_PYTHON)" DESTDIR="$(DESTDIR)"
+
 help:
 	@echo "make setup             install Debian packages, kernel headers for bcc, .venv (root, idempotent)"
 	@echo "make demo              build a netlab topology, run wgmux on its hub, ping through it, tear down"
@@ -14,6 +29,9 @@ help:
 	@echo "make netlab-test-slow  the minutes-long tests (rekeys, idle timeouts)"
 	@echo "make bench             datapath micro-benchmark (BPF_PROG_TEST_RUN)"
 	@echo "make reap              remove what crashed netlab runs left behind"
+	@echo "make install           wgmux in its own venv under PREFIX (/usr/local), launcher,"
+	@echo "                       systemd unit, example /etc/wgmux/config.toml if none (root)"
+	@echo "make uninstall         remove what install put, except the config"
 
 setup:
 	bash scripts/setup.sh
@@ -35,6 +53,13 @@ demo: setup
 
 bench: setup-check
 	$(PY) -m wgmux.bench
+
+.PHONY: install uninstall
+install:
+	$(INSTALL_VARS) sh packaging/install.sh install
+
+uninstall:
+	$(INSTALL_VARS) sh packaging/install.sh uninstall
 
 reap: setup-check
 	$(PY) -m netlab reap

@@ -11,9 +11,11 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
+# systemd: systemd-analyze, which the tests use to verify the unit;
+# python3-setuptools/-wheel: `make install` builds wgmux with them, offline.
 PKGS=(iproute2 nftables conntrack wireguard-tools wireguard-go python3-bpfcc
-      python3-venv python3-pip tcpdump iperf3 iputils-ping ethtool procps
-      util-linux kmod)
+      python3-venv python3-pip python3-setuptools python3-wheel tcpdump iperf3
+      iputils-ping ethtool procps util-linux kmod systemd)
 kver=$(uname -r)
 kdir=/lib/modules/$kver
 have_headers() {
