@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The project, and the integration suite's helper modules (flows.py), import
+# by plain name under --import-mode=importlib.
+for path in (ROOT, ROOT / "tests" / "integration"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 
 def _is_worker(config) -> bool:
@@ -42,6 +45,7 @@ def pytest_sessionfinish(session, exitstatus):
     prefixes = sorted(set(Path(log).read_text().split()))
     os.unlink(log)
     leaks = [item for p in prefixes for item in leftovers(p)]
+    leaks += _pinned_leftovers(prefixes)
     if leaks:
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
             "LEAK CHECK FAILED: the test run left these behind:\n  " + "\n  ".join(leaks), red=True)
@@ -50,6 +54,23 @@ def pytest_sessionfinish(session, exitstatus):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter:
             reporter.write_line(f"leak check: {len(prefixes)} labs, nothing left behind")
+
+
+def _pinned_leftovers(prefixes) -> list:
+    """wgmux pin directories (/sys/fs/bpf/wgmux/...) left by this run's labs:
+    each records the name of the network namespace it was made in."""
+    try:
+        from wgmux import pinning
+    except ImportError:
+        return []
+    if not pinning.PIN_ROOT.is_dir():
+        return []
+    found = []
+    for d in sorted(pinning.PIN_ROOT.iterdir()):
+        netns = (pinning.read_state(d) or {}).get("netns") or ""
+        if any(netns.startswith(p + "-") for p in prefixes):
+            found.append(f"pinned maps {d} (netns {netns})")
+    return found
 
 
 def pytest_collection_modifyitems(config, items):

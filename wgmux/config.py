@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -88,7 +89,7 @@ AMNEZIA3_KEYS = (
 
 IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL
 
-_INTERFACE_KEYS = ("Device", "HubPort", "Interface", "WgUtil")
+_INTERFACE_KEYS = ("Device", "HubPort", "Interface", "WgUtil", "MetricsListen")
 _JUNK_KEYS = ("Jc", "Jmin", "Jmax")
 _PREFIX_KEYS = ("S1", "S2", "S3", "S4")
 _HEADER_KEYS = ("H1", "H2", "H3", "H4")
@@ -184,6 +185,7 @@ class Config:
     hub_port: int
     interface: str
     wg_util: str = "wg"
+    metrics_listen: Optional[Tuple[str, int]] = None   # (host, port) or off
     amnezia: AmneziaParams = field(default_factory=AmneziaParams)
     peers: Tuple[PeerConfig, ...] = ()
     path: str = "<string>"
@@ -472,7 +474,29 @@ class _Checker:
             wg_util = None
 
         return dict(device=device, hub_port=hub_port, interface=ifname, wg_util=wg_util,
+                    metrics_listen=self.listen_address(section, table, label, "MetricsListen"),
                     amnezia=self.amnezia(section, table, label))
+
+    def listen_address(self, section, table, label, key) -> Optional[Tuple[str, int]]:
+        """"host:port" or "[v6]:port" -> (host, port); absent -> None (off)."""
+        if key not in section:
+            return None
+        value = section[key]
+        expected = 'expected "host:port" such as "127.0.0.1:9586" or "[::1]:9586"'
+        if not isinstance(value, str):
+            self.report(table, label, key, f"{expected}, got {_show(value)}")
+            return None
+        host, sep, port = value.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ipaddress.ip_address(host)
+            port_number = int(port)
+        except ValueError:
+            port_number = 0
+        if not sep or not 1 <= port_number <= 65535:
+            self.report(table, label, key, f"{expected}, got {_show(value)}")
+            return None
+        return host, port_number
 
     def ifname(self, section, table, label, key) -> Optional[str]:
         if key not in section:

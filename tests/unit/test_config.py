@@ -120,6 +120,15 @@ BAD = [
     ("interface-is-device", sub('Interface = "eth0"', 'Interface = "wg0"'),
      ['cfg.toml:4: [Interface] Interface: same as Device "wg0"; Interface is the network '
       "interface that carries the UDP traffic (such as eth0), not the WireGuard device"]),
+    ("metrics-hostname", awg('MetricsListen = "localhost:9586"'),
+     ['cfg.toml:5: [Interface] MetricsListen: expected "host:port" such as "127.0.0.1:9586" '
+      'or "[::1]:9586", got "localhost:9586" (string)']),
+    ("metrics-no-port", awg('MetricsListen = "127.0.0.1"'),
+     ['cfg.toml:5: [Interface] MetricsListen: expected "host:port" such as "127.0.0.1:9586" '
+      'or "[::1]:9586", got "127.0.0.1" (string)']),
+    ("metrics-integer", awg("MetricsListen = 9586"),
+     ['cfg.toml:5: [Interface] MetricsListen: expected "host:port" such as "127.0.0.1:9586" '
+      'or "[::1]:9586", got 9586 (integer)']),
     ("wgutil", awg('WgUtil = "wireguard"'),
      ['cfg.toml:5: [Interface] WgUtil: expected "wg" or "awg", got "wireguard" (string)']),
     # -- [[Peer]]
@@ -448,3 +457,14 @@ def test_load_not_utf8(tmp_path):
 
 def test_default_path():
     assert DEFAULT_PATH == "/etc/wgmux/config.toml"
+
+
+@pytest.mark.parametrize("value,expected", [
+    ('"127.0.0.1:9586"', ("127.0.0.1", 9586)),
+    ('"[::1]:9586"', ("::1", 9586)),
+    ('"0.0.0.0:1"', ("0.0.0.0", 1)),
+])
+def test_metrics_listen(value, expected):
+    text = '[Interface]\nDevice = "wg0"\nHubPort = 51820\nInterface = "eth0"\n'
+    assert parse(text).metrics_listen is None
+    assert parse(text + f"MetricsListen = {value}\n").metrics_listen == expected
