@@ -7,13 +7,23 @@
  * (the X-macro below, which wgmux/datapath.py parses for the names):
  *
  *   - UDP to a peer port P (a key of `ports`):
- *       initiation -> half-open session (HubPort, sender) -> reflect to E_R
+ *       initiation -> the slow path (ring buffer `slow_ring`), original
+ *         dropped: the daemon checks mac1 against R's public key, opens
+ *         the half-open session (HubPort, sender) and re-sends it to E_R
  *       response/cookie/transport with a known (P, receiver) -> reflect
  *       anything else -> TC_ACT_SHOT (the hub is no open reflector)
  *   - UDP to HubPort: response/cookie/transport with a known
- *     (HubPort, receiver) -> reflect; everything else is the hub's own
+ *     (HubPort, receiver) -> reflect (a response is also copied to the
+ *     slow path, which learns the initiator's identity from its mac1);
+ *     an initiation is copied to the slow path (a responder-initiated
+ *     handshake, DESIGN §4) and passed; everything else is the hub's own
  *     WireGuard -> TC_ACT_OK untouched.
  *   - anything else -> TC_ACT_OK untouched.
+ *
+ * What goes to the slow path is rate-limited per source address (a GCRA
+ * in the LRU map `slow_rate`, rate and burst in the config), so a flood
+ * cannot starve the daemon; what is shed, and what finds the ring buffer
+ * full, is counted.  Transport data never leaves the kernel.
  *
  * Reflection rewrites only IP addresses, UDP ports, TTL and the two
  * checksums (incrementally, by hand: two bpf_l4_csum_replace() calls alone
@@ -50,10 +60,28 @@
 #ifndef WGMUX_SESSIONS_MAP_TYPE
 #define WGMUX_SESSIONS_MAP_TYPE "hash"
 #endif
+/* Slow path: ring buffer size in pages (a power of two), sources tracked
+ * by the rate limiter, initiator identities the daemon may learn. */
+#ifndef WGMUX_SLOW_RING_PAGES
+#define WGMUX_SLOW_RING_PAGES 64
+#endif
+#ifndef WGMUX_MAX_RATE_SOURCES
+#define WGMUX_MAX_RATE_SOURCES 16384
+#endif
+#ifndef WGMUX_MAX_INITIATORS
+#define WGMUX_MAX_INITIATORS 16384
+#endif
 
-/* Every map is declared through this macro so that pinning under bpffs
- * (restart without losing sessions) is a change of one line. */
+/* Every map is declared through this macro.  Built with WGMUX_PIN_DIR (the
+ * daemon does, wgmux/pinning.py), each is pinned as WGMUX_PIN_DIR/<name>
+ * and a map already pinned there is reused: a restarted daemon keeps its
+ * sessions.  Without it (tests, benchmark) maps are private to the load. */
+#ifdef WGMUX_PIN_DIR
+#define WGMUX_TABLE(type, key, leaf, name, max) \
+	BPF_TABLE_PINNED(type, key, leaf, name, max, WGMUX_PIN_DIR "/" #name)
+#else
 #define WGMUX_TABLE(type, key, leaf, name, max) BPF_TABLE(type, key, leaf, name, max)
+#endif
 
 #define WGMUX_AF_INET 2
 #define WGMUX_AF_INET6 10
@@ -85,7 +113,11 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 #define WGMUX_IP_OFFSET 0x1fff
 
 /* Counter slots.  Verdicts: every packet increments exactly one of the
- * PASS_/REFLECT_/DROP_ slots.  EV_ slots count events on top of that. */
+ * PASS_/REFLECT_/DROP_/SLOW_ slots.  EV_ slots count events on top of that.
+ * SP_ slots are never touched here: the daemon's slow path (wgmux/
+ * slowpath.py) counts there what became of each message it was sent, one
+ * SP_ slot per message (so that they live, and survive restarts, with the
+ * rest). */
 #define WGMUX_COUNTERS(X)                                                    \
 	X(PASS_NOT_CONFIGURED)  /* config has no HubPort yet */              \
 	X(PASS_NOT_IP)          /* neither IPv4 nor IPv6 (ARP, VLAN, ...) */ \
@@ -94,7 +126,7 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 	X(PASS_FRAGMENT)        /* non-first fragment: port unknown */       \
 	X(PASS_OTHER_PORT)      /* neither HubPort nor a peer port */        \
 	X(PASS_HUB)             /* HubPort, not a reflected session */       \
-	X(REFLECT_INITIATION)                                                \
+	X(REFLECT_INITIATION)   /* unused: the slow path re-sends those */   \
 	X(REFLECT_RESPONSE)                                                  \
 	X(REFLECT_COOKIE)                                                    \
 	X(REFLECT_TRANSPORT)                                                 \
@@ -109,7 +141,16 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 	X(DROP_NO_ROUTE)        /* FIB has no usable route to the target */  \
 	X(DROP_SESSIONS_FULL)   /* session table full */                     \
 	X(DROP_INDEX_CLASH)     /* index already used by another session */  \
-	X(EV_SESSION_HALF_OPEN) /* initiation created a session */           \
+	X(SLOW_INITIATION)      /* peer port initiation: to the slow path,   \
+				   original dropped (mac1 decides there) */ \
+	X(SLOW_HUB_INITIATION)  /* HubPort initiation: passed to the stack   \
+				   and copied to the slow path */            \
+	X(DROP_RATE_LIMITED)    /* peer port initiation, its source is over  \
+				   the slow-path rate: shed */               \
+	X(DROP_SLOW_FULL)       /* peer port initiation, ring buffer full */ \
+	X(PASS_HUB_RATE_LIMITED) /* HubPort initiation passed, its copy shed \
+				   by the rate limit */                      \
+	X(PASS_HUB_SLOW_FULL)   /* HubPort initiation passed, ring full */   \
 	X(EV_SESSION_ESTABLISHED) /* response created the reverse one */     \
 	X(EV_NH_RESOLVED)       /* FIB lookup cached a next hop */           \
 	X(EV_NH_NO_NEIGH)       /* no neighbour yet: bpf_redirect_neigh */   \
@@ -117,7 +158,28 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 	X(EV_ROAM)              /* a known index came from a new source */  \
 	X(EV_CSUM_PARTIAL)      /* UDP checksum field held a partial sum */  \
 	X(EV_CSUM_VERIFIED)     /* had to sum the segment to find out */     \
-	X(EV_GSO)               /* a GRO batch was reflected as a whole */
+	X(EV_GSO)               /* a GRO batch was reflected as a whole */   \
+	X(EV_SLOW_RESPONSE)     /* reflected response copied to the slow     \
+				   path (learning the initiator) */          \
+	X(EV_SLOW_RESPONSE_RATE_LIMITED) /* ...its copy shed by the limit */ \
+	X(EV_SLOW_RESPONSE_FULL) /* ...its copy lost: ring buffer full */    \
+	X(SP_REFLECT_INITIATION) /* peer port, mac1 valid for the port's     \
+				   responder: session opened, sent to E_R */ \
+	X(SP_REFLECT_HUB_INITIATION) /* HubPort, mac1 valid for a learned    \
+				   initiator: session opened, sent to E_I */ \
+	X(SP_PASS_HUB)          /* HubPort, for no learned initiator: left   \
+				   to the hub's own WireGuard */             \
+	X(SP_DROP_MAC1)         /* peer port, mac1 not valid for the port's  \
+				   responder: dropped (no open reflector) */ \
+	X(SP_DROP_NO_RESPONDER) /* port no longer a peer port / no E_R */    \
+	X(SP_DROP_UNREFLECTABLE) /* TTL would hit 0, or family mismatch */   \
+	X(SP_DROP_INDEX_CLASH)  /* session index already taken */            \
+	X(SP_DROP_SESSIONS_FULL) /* session table full */                    \
+	X(SP_DROP_STALE)        /* waited too long in the ring buffer */     \
+	X(SP_DROP_SEND)         /* re-injecting it failed */                 \
+	X(SP_DROP_MALFORMED)    /* not a message the slow path can use */    \
+	X(SP_LEARN_INITIATOR)   /* response: its mac1 named the initiator */ \
+	X(SP_LEARN_UNKNOWN)     /* response: no peer key / session matched */
 
 #define WGMUX_ENUM(name) CTR_##name,
 enum wgmux_counter { WGMUX_COUNTERS(WGMUX_ENUM) CTR_MAX };
@@ -132,6 +194,12 @@ struct wgmux_config {
 	 * once (route or neighbour change) without writing to live entries. */
 	__u32 nh_gen;
 	struct wg_class cls[WG_NUM_CLASSES];
+	/* Slow-path rate limit per source address (GCRA): a source may send
+	 * one message per slow_interval_ns on average, and run up to
+	 * slow_tolerance_ns ahead of that ((burst - 1) x interval).
+	 * slow_interval_ns 0: no limit. */
+	__u64 slow_interval_ns;
+	__u64 slow_tolerance_ns;
 };
 
 /* An IPv4 address sits in addr.v4 with the rest of the union zero. */
@@ -187,6 +255,59 @@ WGMUX_TABLE("hash", __be16, struct responder, ports, WGMUX_MAX_PORTS);
 WGMUX_TABLE(WGMUX_SESSIONS_MAP_TYPE, struct session_key, struct session, sessions,
 	    WGMUX_MAX_SESSIONS);
 WGMUX_TABLE("percpu_array", __u32, __u64, counters, CTR_MAX);
+
+/* ---- slow path maps ---------------------------------------------------------
+ * One message per handshake sent to the daemon: the metadata it needs and
+ * the whole UDP payload (AmneziaWG prefix included: re-sent as received).
+ * Built in a per-CPU buffer, queued with as many payload bytes as there
+ * are.  Its ctypes layout reaches Python as slow_buf's leaf type. */
+#define WGMUX_SLOW_PAYLOAD_MAX (WG_MAX_PREFIX + WG_INITIATION_SIZE)
+struct slow_msg {
+	__u64 ktime;            /* bpf_ktime_get_ns() when it arrived */
+	__u32 ifindex;          /* ingress ifindex */
+	__u16 len;              /* UDP payload bytes in payload[] */
+	__u8 cls;               /* WG_CLASS_INITIATION or _RESPONSE */
+	__u8 ttl;               /* TTL / hop limit as received */
+	struct endpoint src;    /* where it came from */
+	struct endpoint dst;    /* the hub address and port it came to */
+	__u8 tos;               /* TOS / traffic class */
+	__u8 _pad;
+	__be16 ip_id;           /* IPv4 identification (0 for IPv6) */
+	__be16 frag_off;        /* IPv4 flags (DF), 0 for IPv6 */
+	__u16 _pad2;
+	__u8 payload[WGMUX_SLOW_PAYLOAD_MAX];
+};
+_Static_assert(WGMUX_SLOW_PAYLOAD_MAX >= WG_MAX_PREFIX + WG_RESPONSE_SIZE,
+	       "a prefixed response fits too");
+WGMUX_TABLE("percpu_array", __u32, struct slow_msg, slow_buf, 1);
+BPF_RINGBUF_OUTPUT(slow_ring, WGMUX_SLOW_RING_PAGES);
+
+/* IPv4: the address; IPv6: its /64 (one subscriber's prefix). */
+struct rate_key {
+	__be32 addr[4];
+	__u8 family;
+	__u8 _pad[3];
+};
+/* value: the source's theoretical arrival time (GCRA), bpf_ktime_get_ns() */
+WGMUX_TABLE("lru_hash", struct rate_key, __u64, slow_rate, WGMUX_MAX_RATE_SOURCES);
+
+/* Written and read by the daemon only (kept here so that it survives a
+ * restart with the other maps): initiator I's public key, learned from
+ * the mac1 of a response R sent it through port P, and I's endpoint as
+ * seen on P.  A responder-initiated handshake on HubPort is matched
+ * against these. */
+struct initiator_key {
+	__be16 port;            /* P */
+	__u16 _pad;
+	__u8 public_key[WG_KEY_SIZE];
+};
+struct initiator {
+	struct endpoint ep;     /* E_I as seen on P */
+	__u32 index;            /* I's index in that handshake: (HubPort, index) */
+	__u64 learned;          /* CLOCK_MONOTONIC ns */
+};
+WGMUX_TABLE("lru_hash", struct initiator_key, struct initiator, initiators,
+	    WGMUX_MAX_INITIATORS);
 
 /* Scratch space to sum a UDP segment on the (rare) path that must tell a
  * full checksum from a partial one, see udp_csum_partial(). */
@@ -616,35 +737,15 @@ static __always_inline __u32 insert_session(struct session_key *key, struct sess
 	return CTR_DROP_SESSIONS_FULL;
 }
 
-/* Initiation from I (src) on peer port P: I's sender index on HubPort now
- * means "back to I, from P".  Returns 0 or a drop reason. */
-static __always_inline __u32 open_session(struct wgmux_config *cfg, struct endpoint *src,
-					  __be16 port, __u32 sender, struct endpoint *responder)
-{
-	struct session_key key = { .port = cfg->hub_port, .index = sender };
-	struct session *old = sessions.lookup(&key);
-
-	if (old) {
-		/* The same initiation again (duplicate in the network): keep. */
-		if (ep_equal(&old->dst, src) && old->src_port == port)
-			return 0;
-		return CTR_DROP_INDEX_CLASH;
-	}
-	struct session s = {};
-	s.dst = *src;
-	s.expect = *responder;
-	s.src_port = port;
-	s.created = s.last_seen = bpf_ktime_get_coarse_ns();
-	__u32 rc = insert_session(&key, &s);
-	if (rc == 0)
-		event(CTR_EV_SESSION_HALF_OPEN);
-	return rc;
-}
-
-/* Response that matched half-open (key, s): its sender index on the port
+/* Half-open sessions are opened by the daemon once mac1 checks out:
+ * (HubPort, I's sender) -> {E_I, from P} for an initiation on P, and
+ * (P, R's sender) -> {E_R, from HubPort} for a responder-initiated one on
+ * HubPort (DESIGN §3, §4).
+ *
+ * Response that matched half-open (key, s): its sender index on the port
  * the initiation came in on now means "to the responder (src), from the
  * port this response came in on", and the two entries point at each other.
- * Written generically so that a responder-initiated handshake (issue 4: the
+ * Written generically so that a responder-initiated handshake (the
  * initiation arrives on HubPort, the response on P) takes the same path. */
 static __always_inline __u32 establish(struct session *s, struct session_key *key,
 				       struct endpoint *src, __be16 port, __u32 sender)
@@ -707,6 +808,124 @@ static __always_inline void account(struct session *s, __u32 bytes)
 	__sync_fetch_and_add(&s->bytes, bytes);
 }
 
+/* ---- slow path ------------------------------------------------------------ */
+
+enum { SLOW_QUEUED = 0, SLOW_RATE_LIMITED = 1, SLOW_FULL = 2 };
+
+/* GCRA per source: allowed if the source's theoretical arrival time is at
+ * most tolerance ahead of now.  Two CPUs racing on one source may both
+ * pass; the limit is a flood guard, not an exact meter. */
+static __always_inline int slow_allowed(struct wgmux_config *cfg, struct endpoint *src)
+{
+	__u64 interval = cfg->slow_interval_ns;
+
+	if (!interval)
+		return 1;
+	struct rate_key k = {};
+	k.family = src->family;
+	k.addr[0] = src->addr.v6[0];
+	if (src->family == WGMUX_AF_INET6)
+		k.addr[1] = src->addr.v6[1];
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *tat = slow_rate.lookup(&k);
+	if (!tat) {
+		__u64 next = now + interval;
+		slow_rate.update(&k, &next);
+		return 1;
+	}
+	__u64 t = *tat;
+	if (t < now)
+		t = now;
+	if (t - now > cfg->slow_tolerance_ns)
+		return 0;
+	*tat = t + interval;
+	return 1;
+}
+
+/* Queue the packet (UDP payload of plen bytes, classified as cls) for the
+ * daemon.  Reads the packet only. */
+static __always_inline int to_slow_path(struct __sk_buff *skb, struct wgmux_config *cfg,
+					void *l3, struct udphdr *udp, __u32 plen, int cls,
+					const int v6)
+{
+	__u32 zero = 0;
+	struct slow_msg *m = slow_buf.lookup(&zero);
+
+	if (!m)
+		return SLOW_FULL;
+	packet_source(&m->src, l3, udp, v6);
+	if (!slow_allowed(cfg, &m->src))
+		return SLOW_RATE_LIMITED;
+	__builtin_memset(&m->dst, 0, sizeof(m->dst));
+	if (v6) {
+		struct ipv6hdr *ip6 = l3;
+		__builtin_memcpy(m->dst.addr.v6, &ip6->daddr, 16);
+		m->dst.family = WGMUX_AF_INET6;
+		m->ttl = ip6->hop_limit;
+		m->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+		m->ip_id = 0;
+		m->frag_off = 0;
+	} else {
+		struct iphdr *ip = l3;
+		m->dst.addr.v4 = ip->daddr;
+		m->dst.family = WGMUX_AF_INET;
+		m->ttl = ip->ttl;
+		m->tos = ip->tos;
+		m->ip_id = ip->id;
+		m->frag_off = ip->frag_off;
+	}
+	m->dst.port = udp->dest;
+	m->ktime = bpf_ktime_get_ns();
+	m->ifindex = skb->ingress_ifindex;
+	m->cls = cls;
+	m->_pad = 0;
+	m->_pad2 = 0;
+	/* classify() bounds plen by an exact size plus a prefix of at most
+	 * WG_MAX_PREFIX; the verifier wants to see it again. */
+	if (plen < WG_PEEK_SIZE || plen > WGMUX_SLOW_PAYLOAD_MAX)
+		return SLOW_FULL;
+	m->len = plen;
+	__u32 off = (void *)(udp + 1) - (void *)(long)skb->data;
+	if (bpf_skb_load_bytes(skb, off, m->payload, plen))
+		return SLOW_FULL;
+	if (slow_ring.ringbuf_output(m, __builtin_offsetof(struct slow_msg, payload) + plen, 0))
+		return SLOW_FULL;
+	return SLOW_QUEUED;
+}
+
+/* An initiation to HubPort: the hub's own handshake, or a responder-
+ * initiated one (DESIGN §4) that only mac1 tells apart.  Passed either
+ * way; the slow path gets a copy and re-sends it if it is the latter. */
+static __always_inline int hub_initiation(struct __sk_buff *skb, struct wgmux_config *cfg,
+					  void *l3, struct udphdr *udp, __u32 plen, const int v6)
+{
+	switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_INITIATION, v6)) {
+	case SLOW_QUEUED:
+		return verdict(CTR_SLOW_HUB_INITIATION, TC_ACT_OK);
+	case SLOW_RATE_LIMITED:
+		return verdict(CTR_PASS_HUB_RATE_LIMITED, TC_ACT_OK);
+	default:
+		return verdict(CTR_PASS_HUB_SLOW_FULL, TC_ACT_OK);
+	}
+}
+
+/* A reflected response from R on HubPort: its mac1 is keyed with the
+ * initiator's public key, which the slow path learns from a copy. */
+static __always_inline void copy_response(struct __sk_buff *skb, struct wgmux_config *cfg,
+					  void *l3, struct udphdr *udp, __u32 plen, const int v6)
+{
+	switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_RESPONSE, v6)) {
+	case SLOW_QUEUED:
+		event(CTR_EV_SLOW_RESPONSE);
+		break;
+	case SLOW_RATE_LIMITED:
+		event(CTR_EV_SLOW_RESPONSE_RATE_LIMITED);
+		break;
+	default:
+		event(CTR_EV_SLOW_RESPONSE_FULL);
+	}
+}
+
 /* ---- the packet walk ----------------------------------------------------- */
 
 static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cfg, void *data_end,
@@ -724,10 +943,11 @@ static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cf
 		return not_reflected(cfg, dport, CTR_DROP_UNCLASSIFIED);
 
 	if (cls == WG_CLASS_INITIATION) {
-		/* On HubPort: the hub's own handshake, or (issue 4) a
-		 * responder-initiated one, told apart by mac1. */
+		/* Reflected only once the slow path has checked mac1 (the
+		 * hub is no open reflector); the checks that need no key are
+		 * made here, so that nothing doomed reaches the daemon. */
 		if (dport == cfg->hub_port)
-			return verdict(CTR_PASS_HUB, TC_ACT_OK);
+			return hub_initiation(skb, cfg, l3, udp, plen, v6);
 		struct responder *r = ports.lookup(&dport);
 		if (!r)
 			return verdict(CTR_PASS_OTHER_PORT, TC_ACT_OK);
@@ -736,14 +956,14 @@ static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cf
 		why = reflectable(l3, &r->ep, v6);
 		if (why)
 			return verdict(why, TC_ACT_SHOT);
-		struct endpoint src;
-		packet_source(&src, l3, udp, v6);
-		why = open_session(cfg, &src, dport, load_le32(msg + WG_INITIATION_OFF_SENDER),
-				   &r->ep);
-		if (why)
-			return verdict(why, TC_ACT_SHOT);
-		return reflect(skb, cfg, eth, l3, udp, &r->ep, cfg->hub_port, &r->nh,
-			       CTR_REFLECT_INITIATION, v6);
+		switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_INITIATION, v6)) {
+		case SLOW_QUEUED:
+			return verdict(CTR_SLOW_INITIATION, TC_ACT_SHOT);
+		case SLOW_RATE_LIMITED:
+			return verdict(CTR_DROP_RATE_LIMITED, TC_ACT_SHOT);
+		default:
+			return verdict(CTR_DROP_SLOW_FULL, TC_ACT_SHOT);
+		}
 	}
 
 	/* Response, cookie and transport all carry a receiver index, the key
@@ -769,6 +989,8 @@ static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cf
 		why = establish(s, &key, &src, dport, load_le32(msg + WG_RESPONSE_OFF_SENDER));
 		if (why)
 			return verdict(why, TC_ACT_SHOT);
+		if (dport == cfg->hub_port)
+			copy_response(skb, cfg, l3, udp, plen, v6);
 	}
 	account(s, ip_bytes);
 	return reflect(skb, cfg, eth, l3, udp, &s->dst, s->src_port, &s->nh,

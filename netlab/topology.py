@@ -9,14 +9,16 @@ With `wireguard=True` every host gets one WireGuard interface with the hub as
 a peer (endpoint hub:HUB_PORT, persistent keepalive), the way every wgmux
 peer keeps its NAT mapping towards the hub open.  `classic=True` makes it the
 hub-and-spoke VPN wgmux replaces: hosts route the whole overlay through the
-hub, and the hub decrypts and forwards.
+hub, and the hub decrypts and forwards.  `amnezia=params` makes every one of
+those interfaces (the hub's too) AmneziaWG with the same parameters (see
+netlab.amnezia).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from .lab import Lab, Node
 from .nat import NatKind, Site, add_site, attach
@@ -83,9 +85,14 @@ class Topology:
 
 def standard(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED),
              hosts_per_site: int = 1, wireguard: bool = False, classic: bool = False,
-             hub_port: int = HUB_PORT, keepalive: int = 1, peer_listen_port: int = 51820,
-             tx_checksum: bool = True) -> Topology:
+             hub_port: int = HUB_PORT, keepalive: int = 1,
+             peer_listen_port: "int | Sequence[int] | Callable[[Host], int]" = 51820,
+             tx_checksum: bool = True, amnezia=None) -> Topology:
     """Build the standard topology; see the module doc.
+
+    `peer_listen_port`: the hosts' WireGuard listen port, one for all, a
+    sequence (one per host, topology order) or a function of the Host such
+    as `distinct_ports()` (see host_listen_port).
 
     `tx_checksum=False` turns transmit checksum offload off on every veth, so
     receivers verify UDP/IP checksums in software (on veth a stale checksum
@@ -107,21 +114,46 @@ def standard(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PORT_
             for ifname in ifnames:
                 node.set_tx_checksum(ifname, False)
     if wireguard:
-        add_wireguard(topo, classic=classic, keepalive=keepalive, listen_port=peer_listen_port)
+        add_wireguard(topo, classic=classic, keepalive=keepalive, listen_port=peer_listen_port,
+                      amnezia=amnezia)
     return topo
 
 
+def host_listen_port(listen_port, n: int, host: Host) -> int:
+    """The WireGuard listen port of the `n`-th host (topology order: site 1
+    host 0, site 1 host 1, ..., site 2 host 0, ...): `listen_port` is one
+    port for every host, a sequence of ports in that order, or a function
+    of the Host."""
+    if callable(listen_port):
+        return int(listen_port(host))
+    if isinstance(listen_port, int):
+        return listen_port
+    ports = list(listen_port)
+    if n >= len(ports):
+        raise ValueError(f"{len(ports)} listen ports for more hosts (host {n}: {host.name})")
+    return int(ports[n])
+
+
+def distinct_ports(base: int = 51820) -> Callable[[Host], int]:
+    """Listen ports for `peer_listen_port` that differ between the hosts of
+    one site (base + host index): what two WireGuard peers behind one NAT
+    need so that a port-preserving NAT keeps their public ports apart."""
+    return lambda host: base + host.index
+
+
 def add_wireguard(topo: Topology, classic: bool = False, keepalive: int = 1,
-                  listen_port: int = 51820):
+                  listen_port: int = 51820, amnezia=None):
     """A WireGuard interface on the hub and on every host, each host peered with the hub."""
     lab = topo.lab
-    topo.hub_wg = WireGuard.create(topo.hub, "hub", topo.hub_port, f"{HUB_OVERLAY_IP}/16")
+    topo.hub_wg = WireGuard.create(topo.hub, "hub", topo.hub_port, f"{HUB_OVERLAY_IP}/16",
+                                   amnezia=amnezia)
     if classic:
         topo.hub.sysctl("net.ipv4.ip_forward", 1)
     for n, host in enumerate(topo.hosts):
         host.overlay_ip = str(OVERLAY[host.site.index * 256 + host.index + 1])
-        host.wg = WireGuard.create(host.node, f"s{host.site.index}h{host.index}", listen_port,
-                                   f"{host.overlay_ip}/16")
+        host.wg = WireGuard.create(host.node, f"s{host.site.index}h{host.index}",
+                                   host_listen_port(listen_port, n, host),
+                                   f"{host.overlay_ip}/16", amnezia=amnezia)
         topo.hub_wg.set_peer(host.wg.public_key, allowed_ips=[f"{host.overlay_ip}/32"])
         host.wg.set_peer(topo.hub_wg.public_key, endpoint=f"{topo.hub_ip}:{topo.hub_port}",
                          allowed_ips=[str(OVERLAY) if classic else f"{HUB_OVERLAY_IP}/32"],

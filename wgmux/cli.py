@@ -45,7 +45,11 @@ def load_config(args):
 def cmd_serve(args) -> int:
     from .daemon import Daemon, ServeError
 
-    daemon = Daemon(load_config(args))
+    try:
+        daemon = Daemon(load_config(args), idle_timeout=args.session_idle_timeout,
+                        fresh=args.fresh)
+    except ValueError as e:
+        raise Fail(2, e) from None
     try:
         daemon.start()
     except (ServeError, control.AlreadyServing) as e:
@@ -54,13 +58,49 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_purge(args) -> int:
+    from . import pinning
+    from .datapath import DatapathError, remove_leftovers
+
+    config = load_config(args)
+    try:
+        status = control.request(config.interface)
+    except control.NotRunning:
+        status = None
+    except RuntimeError:
+        status = {}
+    if status is not None:
+        raise Fail(1, f"wgmux serve is running on {config.interface!r} (pid "
+                      f"{status.get('pid', '?')}): stop it first (SIGTERM)")
+    pin_dir = pinning.pin_dir_for(config.interface)
+    try:
+        removed = remove_leftovers(config.interface, pin_dir)
+    except (DatapathError, OSError) as e:
+        raise Fail(1, f"cannot purge {config.interface}: {e}") from None
+    for what in removed:
+        print(f"removed {what}")
+    if not removed:
+        print(f"nothing to remove for {config.interface} in this network namespace")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .check import main as check_main
+
+    return check_main(args.config)
+
+
 def cmd_show(args) -> int:
     config = load_config(args)
     try:
         status = control.request(config.interface)
     except control.NotRunning as e:
         raise Fail(3, e) from None
-    if args.json:
+    if args.metrics:
+        from .metrics import render
+
+        sys.stdout.write(render(status))
+    elif args.json:
         json.dump(status, sys.stdout, indent=2, sort_keys=True)
         print()
     else:
@@ -91,8 +131,12 @@ def _bytes(n: int) -> str:
 def format_status(st: dict) -> str:
     now = st["now"]
     out = [f"hub: {st['interface']} (device {st['device']}, hub port {st['hub_port']})",
-           f"  daemon: pid {st['pid']}, up {_ago(now, st['started'])[:-4]}",
-           ""]
+           f"  daemon: pid {st['pid']}, up {_ago(now, st['started'])[:-4]}"]
+    if st.get("pin_dir"):
+        out.append(f"  state: pinned in {st['pin_dir']}"
+                   + (" (carried over from the previous run)" if st.get("reused_pinned_state")
+                      else ""))
+    out.append("")
     for p in st["peers"]:
         out.append(f"responder port {p['port']}: {p['public_key']}")
         out.append(f"  endpoint: {p['endpoint'] or '(none: initiations dropped)'}")
@@ -101,14 +145,34 @@ def format_status(st: dict) -> str:
         out.append(f"  latest hub handshake: {_ago(now, p['latest_handshake'])}")
         out.append("")
     sessions = st["sessions"]
-    out.append(f"sessions: {len(sessions)}")
+    stale = st.get("stale_sessions") or 0
+    out.append(f"sessions: {len(sessions)}"
+               + (f" ({stale} more expired or idle, awaiting collection)" if stale else ""))
     for s in sessions:
         out.append(f"  port {s['port']}: {s['initiator']} <-> {s['responder']}  ({s['state']})")
-        out.append(f"    indices: initiator {s['initiator_index']:#010x}, responder "
-                   + (f"{s['responder_index']:#010x}" if s.get("responder_index") is not None else "-"))
+        idx = lambda v: f"{v:#010x}" if v is not None else "-"  # noqa: E731
+        out.append(f"    indices: initiator {idx(s.get('initiator_index'))}, responder "
+                   f"{idx(s.get('responder_index'))}")
         out.append(f"    age {_ago(now, s['created'])[:-4]}, last packet {_ago(now, s['last_seen'])}")
         out.append(f"    initiator->responder: {s['i2r_packets']} packets, {_bytes(s['i2r_bytes'])}; "
                    f"responder->initiator: {s['r2i_packets']} packets, {_bytes(s['r2i_bytes'])}")
+    slow = st.get("slow_path")
+    if slow:
+        out.append("")
+        rate = f"{slow['rate']:g}/s per source, burst {slow['burst']}" if slow["rate"] \
+            else "no rate limit"
+        out.append(f"handshake slow path (mac1): {rate}")
+        by_port: dict = {}
+        for li in slow["initiators"]:
+            by_port.setdefault(li["port"], []).append(li)
+        for port in sorted(by_port):
+            out.append(f"  initiators learned on port {port} (the responder may start "
+                       f"handshakes to them):")
+            for li in by_port[port]:
+                out.append(f"    {li['public_key']} at {li['endpoint']}, learned "
+                           f"{_ago(now, li['learned'])}")
+        for w in slow["warnings"]:
+            out.append(f"  warning: {w}")
     out.append("")
     out.append("counters:")
     for name, value in sorted(st["counters"].items()):
@@ -123,19 +187,66 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
 
-    serve = sub.add_parser("serve", help="attach the reflector and run until SIGTERM/SIGINT",
-                           description="Validate the config, compile and attach the eBPF "
-                           "program to Interface, keep responder endpoints current from "
-                           "Device, and detach cleanly on SIGTERM/SIGINT.")
+    serve = sub.add_parser(
+        "serve", help="attach the reflector and run until SIGTERM/SIGINT",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Validate the config, compile and attach the eBPF program to Interface, keep
+responder endpoints current from Device, collect idle sessions.
+
+State survives restarts: the program's maps (sessions, responders, counters)
+are pinned in /sys/fs/bpf/wgmux/<netns inode>-<Interface>/. SIGTERM/SIGINT
+detach the program (nothing stays attached) and exit 0, keeping the pinned
+maps: the next start reuses them and established sessions carry on without a
+new handshake. Pinned maps that do not fit the new build are replaced (and
+the log says why). After SIGKILL the program stays attached and keeps
+forwarding; the next start takes over from it atomically. `wgmux purge`
+removes that state; --fresh starts without it.
+
+SIGHUP reloads the config: peers added start working, peers removed stop
+(their sessions end), the others are untouched; Device/WgUtil and AmneziaWG
+parameters may change. An invalid file, or one that changes Interface or
+HubPort, is rejected with a log line and the running config stays (those two
+need a restart).
+
+Idle sessions are collected after 540 s without a packet (3 x WireGuard's
+180 s key lifetime), half-open ones after 30 s.""")
     _add_config_arg(serve)
+    serve.add_argument("--fresh", action="store_true",
+                       help="discard the pinned state of a previous run: start with no sessions")
+    # Tests shorten the idle timeout to see collection in seconds.
+    serve.add_argument("--session-idle-timeout", type=float, default=None, metavar="SECONDS",
+                       help=argparse.SUPPRESS)
     serve.set_defaults(fn=cmd_serve)
+
+    purge = sub.add_parser(
+        "purge", help="remove what a stopped or killed `wgmux serve` left behind",
+        description="Remove the state `wgmux serve` keeps for a restart on this config's "
+        "Interface in this network namespace: the pinned maps (sessions, responders, "
+        "counters) and, after a SIGKILL, the program still attached with its clsact qdisc. "
+        "Established sessions through the hub then end. Refuses while `wgmux serve` runs.")
+    _add_config_arg(purge)
+    purge.set_defaults(fn=cmd_purge)
 
     show = sub.add_parser("show", help="responders, live sessions and counters of the running daemon",
                           description="Ask the running `wgmux serve` (same network namespace, "
                           "same Interface) for its responders, sessions and counters.")
     _add_config_arg(show)
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt = show.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt.add_argument("--metrics", action="store_true",
+                     help="the Prometheus text format (what MetricsListen serves)")
     show.set_defaults(fn=cmd_show)
+
+    check = sub.add_parser("check", help="would `wgmux serve` work here? check config and host",
+                           description="Check the config and this host the way `wgmux serve` "
+                           "would, without attaching anything: privileges, bpffs, bcc, kernel "
+                           "headers, the datapath loading, Interface, Device, HubPort and every "
+                           "responder. One line per check; exit 0 if serving would work, 1 if "
+                           "not (warnings, such as a responder without an endpoint yet, do not "
+                           "count).")
+    _add_config_arg(check)
+    check.set_defaults(fn=cmd_check)
     return ap
 
 

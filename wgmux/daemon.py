@@ -5,7 +5,27 @@ The kernel program does all per-packet work.  This loop only:
   and writes it into the `ports` map (at most SYNC_INTERVAL behind);
 - collects sessions idle longer than SESSION_IDLE_TIMEOUT;
 - answers `wgmux show` on the control socket;
+- reloads the config on SIGHUP;
 - detaches everything on SIGTERM/SIGINT.
+
+Restart without loss: the maps are pinned under bpffs (wgmux.pinning), one
+directory per Interface and network namespace.  SIGTERM/SIGINT detach the
+program (nothing stays attached) but leave the pinned maps; the next start
+finds them, checks they fit its build (else starts fresh and logs why), and
+carries on with the same sessions, responders and counters.  After SIGKILL
+the program stays attached and keeps forwarding on its own; the next start
+replaces it atomically (same TC priority and handle) and inherits its maps.
+`wgmux purge` (or `serve --fresh`) removes that state.
+
+Reload (SIGHUP): the file is read and validated again; an invalid file, or
+one that changes Interface or HubPort, is rejected with one log line and
+the running config stays.  Interface names the TC attachment, the pin
+directory and the control socket; HubPort keys every session: changing
+either means a restart.  A new Device/WgUtil is taken if it passes the
+start checks (it exists, its listen port is HubPort).  AmneziaWG parameters
+are applied to the datapath.  Peers: a new port starts working, a removed
+port stops (its sessions are deleted), a port whose PublicKey changed is
+removed and added; the others and their sessions are untouched.
 """
 
 from __future__ import annotations
@@ -17,8 +37,8 @@ import threading
 import time
 from typing import Optional
 
-from . import control, discovery
-from .config import Config
+from . import control, discovery, pinning
+from .config import Config, ConfigError, load
 
 log = logging.getLogger("wgmux")
 
@@ -27,46 +47,160 @@ SYNC_INTERVAL = 0.5
 # is 180 s, keys are never used past 3 x that); 3 x 180 s of silence means
 # both sides have given the indices up.
 SESSION_IDLE_TIMEOUT = 3 * 180
+# A half-open entry (initiation reflected, no response yet) is answered in
+# milliseconds or never: WireGuard retries an unanswered initiation after
+# REKEY_TIMEOUT (5 s) with a new sender index.  So they go sooner (never
+# later than SESSION_IDLE_TIMEOUT), which keeps a flood of initiations from
+# filling the table for long.
+HALF_OPEN_TIMEOUT = 30
 GC_INTERVAL = 5.0
+# WireGuard refuses a keypair REJECT_AFTER_TIME after the handshake that made
+# it; `show` does not list a session whose handshake is older than that
+# (plus a margin for the hub seeing the initiation before the peers derive
+# the keys): a rekey has replaced it, it only awaits collection.
+REJECT_AFTER_TIME = 180
+EXPIRY_MARGIN = 10
+# Tests shorten the idle timeout with `serve --session-idle-timeout` (hidden)
+# or this variable; the flag wins.
+IDLE_TIMEOUT_ENV = "WGMUX_SESSION_IDLE_TIMEOUT"
 
 
 class ServeError(RuntimeError):
     """A reason `serve` cannot start; its message is the one line users see."""
 
 
-def preflight(config: Config):
-    """Everything that can be checked before touching the kernel."""
+# Capabilities `serve` needs (linux/capability.h numbers), and no others
+# (tests/integration/test_capabilities.py proves both): CAP_BPF creates maps
+# and loads the program, CAP_PERFMON makes the verifier accept its
+# packet-pointer arithmetic, CAP_NET_ADMIN loads a TC program, attaches it
+# and reads kernel WireGuard, CAP_NET_RAW opens the slow path's raw sockets.
+# CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (kernels before 5.8
+# have neither).
+CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 13, 21, 38, 39
+REQUIRED_CAPS = ("CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_PERFMON")
+
+
+def effective_caps() -> int:
+    """This process's effective capability set, as a bit mask."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def missing_caps(eff: Optional[int] = None) -> list:
+    """Names of the REQUIRED_CAPS the process lacks (CAP_SYS_ADMIN standing
+    in for CAP_BPF and CAP_PERFMON), in REQUIRED_CAPS order."""
+    eff = effective_caps() if eff is None else eff
+
+    def has(cap):
+        return bool(eff >> cap & 1)
+
+    admin = has(CAP_SYS_ADMIN)
+    have = {"CAP_BPF": has(CAP_BPF) or admin, "CAP_NET_ADMIN": has(CAP_NET_ADMIN),
+            "CAP_NET_RAW": has(CAP_NET_RAW), "CAP_PERFMON": has(CAP_PERFMON) or admin}
+    return [name for name in REQUIRED_CAPS if not have[name]]
+
+
+def check_privileges():
+    missing = missing_caps()
+    if not missing:
+        return
     if os.geteuid() != 0:
         raise ServeError("wgmux serve must run as root (it loads eBPF and changes tc)")
+    raise ServeError(f"wgmux serve runs as root but without {', '.join(missing)} (it loads eBPF "
+                     f"and changes tc: it needs {', '.join(REQUIRED_CAPS)})")
+
+
+def check_interface(config: Config):
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         if not ipr.link_lookup(ifname=config.interface):
             raise ServeError(f"Interface {config.interface!r} (from {config.path}) does not exist "
                              f"in this network namespace")
+
+
+def read_hub_device(config: Config):
     try:
-        device = discovery.read_device(config.device, config.wg_util)
+        return discovery.read_device(config.device, config.wg_util)
     except discovery.DiscoveryError as e:
         raise ServeError(f"Device {config.device!r} (from {config.path}): {e}") from None
+
+
+def check_hub_port(config: Config, device):
     if device.listen_port != config.hub_port:
         raise ServeError(f"HubPort {config.hub_port} (from {config.path}) does not match "
                          f"{config.device}'s listen port {device.listen_port}")
+
+
+def check_bcc():
     try:
         import bcc  # noqa: F401
     except ImportError:
         raise ServeError("bcc is not importable: install the Debian package python3-bpfcc and "
                          "run wgmux with a Python that sees it (make setup does this)") from None
+
+
+def preflight(config: Config):
+    """Everything that can be checked before touching the kernel (each step
+    is also one of `wgmux check`'s checks)."""
+    check_privileges()
+    check_interface(config)
+    device = read_hub_device(config)
+    check_hub_port(config, device)
+    check_bcc()
     return device
 
 
+def idle_timeouts(idle_timeout: Optional[float] = None):
+    """(idle, half-open) timeouts in seconds: the argument, else the
+    environment's WGMUX_SESSION_IDLE_TIMEOUT, else SESSION_IDLE_TIMEOUT."""
+    if idle_timeout is None:
+        raw = os.environ.get(IDLE_TIMEOUT_ENV)
+        idle_timeout = float(raw) if raw else SESSION_IDLE_TIMEOUT
+    idle_timeout = float(idle_timeout)
+    if idle_timeout <= 0:
+        raise ValueError(f"session idle timeout must be positive, not {idle_timeout}")
+    return idle_timeout, min(HALF_OPEN_TIMEOUT, idle_timeout)
+
+
+def live_pairs(pairs, now_ns: int, idle_s: float, half_open_s: float,
+               expire_s: float = REJECT_AFTER_TIME + EXPIRY_MARGIN):
+    """Split Datapath.session_pairs(wall_clock=False) into (live, stale):
+    stale ones are idle past their timeout or older than a keypair lives."""
+    live, stale = [], []
+    for p in pairs:
+        limit = idle_s if p["state"] == "established" else half_open_s
+        dead = (now_ns - p["last_seen"] > limit * 1e9
+                or now_ns - p["created"] > expire_s * 1e9)
+        (stale if dead else live).append(p)
+    return live, stale
+
+
 class Daemon:
-    def __init__(self, config: Config):
+    slowpath = None                    # wgmux.slowpath.SlowPath while serving
+    metrics = None                     # wgmux.metrics.MetricsServer with MetricsListen
+
+    def __init__(self, config: Config, idle_timeout: Optional[float] = None,
+                 fresh: bool = False, pin: bool = True):
         self.config = config
         self.datapath = None
         self.control: Optional[control.ControlServer] = None
         self.endpoints: dict = {}      # port -> (ip, port) currently in the map
         self.device = None
         self.started = time.time()
+        self.idle_timeout, self.half_open_timeout = idle_timeouts(idle_timeout)
+        self.gc_interval = min(GC_INTERVAL, max(0.5, self.idle_timeout / 4))
+        self.fresh = fresh             # drop pinned state at start
+        self.pin = pin                 # pin the maps (restart without loss)
+        self.pin_dir = None
+        self.reloads = 0
+        self._reload_requested = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -77,28 +211,149 @@ class Daemon:
         try:
             from .datapath import Datapath, DatapathError
 
+            self.pin_dir = self._pin_dir()
+            if self.pin_dir is not None and self.fresh and self.pin_dir.exists():
+                pinning.purge(self.pin_dir)
+                log.info("--fresh: removed the pinned state in %s", self.pin_dir)
             try:
                 self.datapath = Datapath(hub_port=self.config.hub_port,
-                                         amnezia=self.config.amnezia)
+                                         amnezia=self.config.amnezia, pin_dir=self.pin_dir)
             except DatapathError as e:
                 raise ServeError(str(e)) from None
-            self.datapath.attach(self.config.interface)
-            for peer in self.config.peers:
-                self.datapath.set_responder(peer.port)
+            self._adopt_pinned_state()
+            try:
+                # replace: a killed predecessor's program is swapped out
+                # atomically (the control socket proves none is running)
+                self.datapath.attach(self.config.interface, replace=True)
+            except DatapathError as e:
+                raise ServeError(str(e)) from None
             log.info("attached to %s (TC ingress), hub port %d, %d responder port(s): %s",
                      self.config.interface, self.config.hub_port, len(self.config.peers),
                      " ".join(str(p.port) for p in self.config.peers) or "-")
+            if self.datapath.replaced_filter:
+                log.info("took over from the datapath a previous wgmux left attached (%s)",
+                         self.datapath.replaced_filter)
+            self._record_peers()
             self.sync_endpoints(self.device)
+            self._start_slowpath()
+            self._start_metrics()
         except BaseException:
             self.stop()
             raise
         self.control.start()
 
+    def _start_metrics(self):
+        if not self.config.metrics_listen:
+            return
+        from .metrics import MetricsServer
+
+        try:
+            self.metrics = MetricsServer(self.config.metrics_listen, self.status)
+        except OSError as e:
+            host, port = self.config.metrics_listen
+            raise ServeError(f"MetricsListen {host}:{port} (from {self.config.path}): "
+                             f"{e.strerror or e}") from None
+        self.metrics.start()
+        log.info("metrics on http://%s:%d/metrics", *self.metrics.address)
+
+    def _pin_dir(self):
+        if not self.pin:
+            log.warning("maps not pinned (--no-pin): a restart drops every session")
+            return None
+        if not pinning.bpffs_mounted():
+            log.warning("%s is not a bpf filesystem: maps not pinned, a restart drops every "
+                        "session (mount -t bpf bpf %s)", pinning.BPFFS, pinning.BPFFS)
+            return None
+        return pinning.pin_dir_for(self.config.interface)
+
+    def _adopt_pinned_state(self):
+        """Fill the ports map for the config, keeping what a previous
+        instance left pinned where it still applies."""
+        dp = self.datapath
+        for why in dp.fresh_reasons:
+            log.warning("pinned state in %s not reused (%s): starting with no sessions",
+                        dp.pin_dir, why)
+        if not dp.reused:
+            if dp.pin_dir is not None:
+                log.info("maps pinned in %s", dp.pin_dir)
+            for peer in self.config.peers:
+                dp.set_responder(peer.port)
+            return
+        if dp.previous_hub_port and dp.previous_hub_port != self.config.hub_port:
+            n = len(dp.sessions())
+            dp.flush_sessions()
+            log.warning("HubPort changed from %d to %d since the pinned state was written: "
+                        "dropped its %d session entries (they are keyed by the old one)",
+                        dp.previous_hub_port, self.config.hub_port, n)
+        dp.invalidate_next_hops()    # the interface may have been recreated
+        recorded = (pinning.read_state(dp.pin_dir) or {}).get("peers") or {}
+        current = dp.responders()
+        for port in sorted(current):
+            peer = self.config.peer_by_port(port)
+            old_key = recorded.get(str(port))
+            if peer is None or (old_key is not None and old_key != peer.public_key):
+                n = self._drop_port(port)
+                log.info("port %d is %s since the pinned state was written: removed with its "
+                         "%d session entries", port,
+                         "no longer in the config" if peer is None else "another responder's",
+                         n)
+                current.pop(port)
+        for peer in self.config.peers:
+            if peer.port in current:
+                ep = current[peer.port].endpoint
+                self.endpoints[peer.port] = (str(ep.ip), ep.port) if ep else None
+            else:
+                dp.set_responder(peer.port)
+        log.info("reusing the pinned state in %s: %d session entries, %d responder port(s)",
+                 dp.pin_dir, len(dp.sessions()), len(current))
+
+    def _record_peers(self):
+        if self.datapath is not None and self.datapath.pin_dir is not None:
+            try:
+                pinning.update_state(self.datapath.pin_dir, peers={
+                    str(p.port): p.public_key for p in self.config.peers})
+            except (OSError, pinning.PinError) as e:
+                log.warning("cannot record the peers in %s: %s", self.datapath.pin_dir, e)
+
+    def _drop_port(self, port: int) -> int:
+        """Stop reflecting for `port` and end its sessions (both directions,
+        and half-open ones that would be answered from it).  Returns the
+        session entries deleted."""
+        dp = self.datapath
+        before = len(dp.sessions())
+        dp.remove_responder(port, flush_sessions=True)
+        for s in dp.sessions():
+            if s.src_port == port:
+                dp.delete_session(s.port, s.index, reverse=True)
+        self.endpoints.pop(port, None)
+        return before - len(dp.sessions())
+
+    def _start_slowpath(self):
+        """Handshakes by mac1 (wgmux.slowpath): reads the config and the hub
+        device's peers as they are when each message comes."""
+        from .slowpath import SlowPath, SlowPathError
+
+        self.slowpath = SlowPath(self.datapath, lambda: self.config, lambda: self.device)
+        try:
+            self.slowpath.start()
+        except SlowPathError as e:
+            self.slowpath = None
+            raise ServeError(str(e)) from None
+
     def stop(self):
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.slowpath is not None:
+            self.slowpath.stop()      # before the maps and ring buffer go
+            self.slowpath = None
         if self.datapath is not None:
             try:
-                self.datapath.detach()
+                self.datapath.close()
                 log.info("detached from %s", self.config.interface)
+                if self.datapath.pin_dir is not None:
+                    log.info("pinned state kept in %s for the next start (wgmux purge removes "
+                             "it)", self.datapath.pin_dir)
             finally:
                 self.datapath = None
         if self.control is not None:
@@ -108,22 +363,93 @@ class Daemon:
     def request_stop(self, *_):
         self._stop.set()
 
+    def request_reload(self, *_):
+        self._reload_requested = True   # done by the loop, not in the handler
+
     def run(self):
         """Serve until SIGTERM/SIGINT; returns after detaching."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        next_gc = time.monotonic() + GC_INTERVAL
+        signal.signal(signal.SIGHUP, self.request_reload)
+        next_gc = time.monotonic() + self.gc_interval
         try:
             while not self._stop.wait(SYNC_INTERVAL):
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self.reload()
                 try:
                     self.sync_endpoints()
                 except discovery.DiscoveryError as e:
                     log.warning("cannot read %s: %s", self.config.device, e)
                 if time.monotonic() >= next_gc:
                     self.collect_idle()
-                    next_gc = time.monotonic() + GC_INTERVAL
+                    next_gc = time.monotonic() + self.gc_interval
         finally:
             self.stop()
+
+    def reload(self) -> bool:
+        """Apply the config file again (SIGHUP); see the module doc."""
+        old = self.config
+        path = old.path
+        try:
+            new = load(path)
+        except (ConfigError, OSError) as e:
+            log.error("reload rejected, the running config stays: %s",
+                      " / ".join(str(e).splitlines()))
+            return False
+        problems, device = [], None
+        if new.interface != old.interface:
+            problems.append(f"Interface changed from {old.interface!r} to {new.interface!r} "
+                            f"(from {path}): it cannot change on reload; restart wgmux serve")
+        if new.hub_port != old.hub_port:
+            problems.append(f"HubPort changed from {old.hub_port} to {new.hub_port} (from "
+                            f"{path}): every session is keyed by it; restart wgmux serve "
+                            f"(sessions are dropped)")
+        if not problems and (new.device != old.device or new.wg_util != old.wg_util):
+            try:
+                device = read_hub_device(new)
+                check_hub_port(new, device)
+            except ServeError as e:
+                problems.append(str(e))
+        if problems:
+            for problem in problems:
+                log.error("reload rejected, the running config stays: %s", problem)
+            return False
+        old_peers = {p.port: p for p in old.peers}
+        new_peers = {p.port: p for p in new.peers}
+        removed = sorted(port for port, p in old_peers.items()
+                         if port not in new_peers or new_peers[port].public_key != p.public_key)
+        added = sorted(port for port, p in new_peers.items()
+                       if port not in old_peers or old_peers[port].public_key != p.public_key)
+        with self._lock:
+            for port in removed:
+                n = self._drop_port(port)
+                log.info("reload: port %d (%s…) removed, %d session entries ended", port,
+                         old_peers[port].public_key[:8], n)
+            for port in added:
+                self.datapath.set_responder(port)
+                log.info("reload: port %d (%s…) added", port, new_peers[port].public_key[:8])
+            if new.amnezia != old.amnezia:
+                # configure() rewrites the whole config entry: keep the rest
+                limit = getattr(self.datapath, "slow_rate", None)
+                limit = limit() if limit else None
+                self.datapath.configure(new.hub_port, new.amnezia)
+                if limit is not None:
+                    self.datapath.set_slow_rate(limit[0], max(1, limit[1]))
+                log.info("reload: AmneziaWG parameters changed, applied to the datapath")
+            if device is not None:
+                log.info("reload: Device is now %s (%s)", new.device, new.wg_util)
+                self.device = device
+            self.config = new
+            self.reloads += 1
+        self._record_peers()
+        try:
+            self.sync_endpoints(device)
+        except discovery.DiscoveryError as e:
+            log.warning("cannot read %s: %s", new.device, e)
+        log.info("reloaded %s: %d port(s) added, %d removed, %d unchanged", path, len(added),
+                 len(removed), len(set(new_peers) - set(added)))
+        return True
 
     # -- control plane ------------------------------------------------------
     def sync_endpoints(self, device=None):
@@ -135,6 +461,7 @@ class Daemon:
                 endpoint = info.endpoint if info else None
                 if peer.port in self.endpoints and endpoint == self.endpoints[peer.port]:
                     continue
+                old = self.endpoints.get(peer.port)
                 if endpoint is None:
                     # The port stays a peer port (initiations to it are
                     # dropped, not passed to the stack); only its target goes.
@@ -148,10 +475,20 @@ class Daemon:
                     log.info("responder on port %d (%s…) is at %s", peer.port,
                              peer.public_key[:8], _fmt_ep(endpoint))
                     self.endpoints[peer.port] = endpoint
+                    if old and old != endpoint:
+                        # The responder moved (NAT rebinding, new address):
+                        # its established sessions follow at once, instead
+                        # of waiting for it to send first (a receiving
+                        # responder may not, until WireGuard re-handshakes).
+                        n = self.datapath.retarget(old, endpoint, self.config.hub_port)
+                        if n:
+                            log.info("responder on port %d moved from %s: %d session entr%s "
+                                     "follow", peer.port, _fmt_ep(old), n,
+                                     "y" if n == 1 else "ies")
 
     def collect_idle(self):
         with self._lock:
-            removed = self.datapath.collect_idle(SESSION_IDLE_TIMEOUT)
+            removed = self.datapath.collect_idle(self.idle_timeout, self.half_open_timeout)
         if removed:
             log.info("collected %d idle session entr%s", removed, "y" if removed == 1 else "ies")
 
@@ -177,9 +514,27 @@ class Daemon:
                 "started": self.started,
                 "now": time.time(),
                 "peers": peers,
-                "sessions": self.datapath.session_pairs(),
+                **self._sessions_status(),
                 "counters": self.datapath.counters(),
+                "slow_path": self.slowpath.status() if self.slowpath else None,
+                "pin_dir": str(self.datapath.pin_dir) if self.datapath.pin_dir else None,
+                "reused_pinned_state": self.datapath.reused,
+                "reloads": self.reloads,
+                "session_idle_timeout": self.idle_timeout,
             }
+
+    def _sessions_status(self) -> dict:
+        """Live sessions for `show`; entries only awaiting collection are
+        counted, not listed."""
+        from .datapath import monotonic_ns
+
+        pairs = self.datapath.session_pairs(wall_clock=False)
+        mono, wall = monotonic_ns(), time.time()
+        live, stale = live_pairs(pairs, mono, self.idle_timeout, self.half_open_timeout)
+        for p in live:
+            for k in ("created", "last_seen"):
+                p[k] = wall - (mono - p[k]) / 1e9
+        return {"sessions": live, "stale_sessions": len(stale)}
 
     def handle_request(self, req: dict) -> dict:
         if req.get("cmd") == "status":

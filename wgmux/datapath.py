@@ -2,7 +2,9 @@
 
 `Datapath` compiles the program with bcc, fills its config map, attaches it
 at TC ingress (clsact, direct-action) with pyroute2, and gives Python views
-of its maps: peer ports -> responder endpoint, sessions, counters.
+of its maps: peer ports -> responder endpoint, sessions, counters, the
+initiators the slow path learned; and it reads the slow-path ring buffer
+(handshakes queued for wgmux.slowpath: poll_slow_path / drain_slow_path).
 
 Map layouts are declared in bpf/wgmux.c; bcc hands us ctypes types built
 from those declarations, so nothing here repeats a struct layout.  Byte
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from wgmux import wire
+from wgmux import pinning, wire
 
 try:
     from wgmux.bpf import SOURCE_DIR
@@ -67,8 +69,21 @@ def counter_names(source: Path = SOURCE) -> Tuple[str, ...]:
 
 
 COUNTERS = counter_names()
-VERDICT_COUNTERS = tuple(n for n in COUNTERS if not n.startswith("ev_"))
+# Verdicts: one per packet, counted by the datapath.  Events: on top of a
+# verdict.  Slow path: one per message the datapath queued for the daemon,
+# counted by the daemon (wgmux.slowpath) through count().
+VERDICT_COUNTERS = tuple(n for n in COUNTERS if not n.startswith(("ev_", "sp_")))
 EVENT_COUNTERS = tuple(n for n in COUNTERS if n.startswith("ev_"))
+SLOW_PATH_COUNTERS = tuple(n for n in COUNTERS if n.startswith("sp_"))
+_COUNTER_SLOT = {n: i for i, n in enumerate(COUNTERS)}
+
+# Slow-path rate limit per source address (IPv4 address, IPv6 /64):
+# handshake messages per second, and how many may come at once.  A peer
+# sends at most one initiation per 5 s and peer pair (plus one response
+# per handshake), so this leaves room for hundreds of pairs behind one
+# address while a flood from it is shed in the kernel.
+DEFAULT_SLOW_RATE = 250.0
+DEFAULT_SLOW_BURST = 100
 
 
 _CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)  # Linux value
@@ -105,6 +120,35 @@ class Responder:
     port: int                       # the peer port P
     endpoint: Optional[Endpoint]    # E_R, None if not known yet
     next_hop: NextHop
+
+
+@dataclass(frozen=True)
+class SlowMessage:
+    """One handshake message the datapath queued for the slow path."""
+    ktime: int                      # CLOCK_MONOTONIC ns when it arrived
+    ifindex: int                    # ingress interface
+    kind: int                       # wire.WG_CLASS_INITIATION or _RESPONSE
+    src: Endpoint                   # where it came from
+    dst: Endpoint                   # the hub address and port it came to
+    ttl: int                        # TTL / hop limit as received
+    tos: int                        # TOS / traffic class
+    ip_id: int                      # IPv4 identification (0 for IPv6)
+    df: bool                        # IPv4 don't-fragment bit
+    payload: bytes                  # the whole UDP payload
+
+    @property
+    def family(self) -> int:
+        return self.src.ip.version
+
+
+@dataclass(frozen=True)
+class LearnedInitiator:
+    """An initiator identity the slow path learned (map `initiators`)."""
+    port: int                       # the peer port P it talks to
+    public_key: bytes               # raw 32 bytes
+    endpoint: Optional[Endpoint]    # E_I as seen on P
+    index: int                      # its index in the handshake it was learned from
+    learned: int                    # monotonic ns
 
 
 @dataclass(frozen=True)
@@ -150,6 +194,19 @@ def _endpoint(value: Optional[EndpointLike]) -> Optional[Endpoint]:
     return Endpoint(ipaddress.ip_address(addr), int(port))
 
 
+_BPF_NOEXIST = 1
+
+
+def _gcra(rate: float, burst: int) -> Tuple[int, int]:
+    """(interval ns, tolerance ns) for `rate` per second and `burst`."""
+    if rate < 0 or burst < 0:
+        raise ValueError(f"slow-path rate {rate}/s, burst {burst}: must not be negative")
+    if not rate:
+        return (0, 0)
+    interval = max(1, int(round(1e9 / rate)))
+    return (interval, interval * max(int(burst) - 1, 0))
+
+
 def _check_port(port: int, what: str = "port") -> int:
     if not (0 < int(port) < 65536):
         raise ValueError(f"{what} {port} is not a UDP port")
@@ -171,6 +228,67 @@ def _iproute(netns: Optional[str]):
     return IPRoute(netns=netns, flags=0)
 
 
+def _wgmux_filter(ipr, ifindex: int) -> Optional[str]:
+    """Name of the bpf filter at wgmux's TC ingress priority, if any ("" if
+    it has none).  The dump lists the priority's chain head first, without
+    options, then the filter itself."""
+    found = None
+    for msg in ipr.get_filters(index=ifindex, parent=TC_INGRESS_PARENT):
+        if msg.get_attr("TCA_KIND") == "bpf" and msg["info"] >> 16 == TC_PRIO:
+            opts = msg.get_attr("TCA_OPTIONS")
+            name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
+            if name:
+                return name
+            found = ""
+    return found
+
+
+def attached_filter(dev: Union[str, int], netns: Optional[str] = None) -> Optional[str]:
+    """The name of the wgmux filter at TC ingress of `dev` (None if none):
+    `wgmux_ingress-<pid>-<fd>` of the process that attached it."""
+    with _iproute(netns) as ipr:
+        name = _wgmux_filter(ipr, Datapath._ifindex(ipr, dev))
+    return name if name is not None and name.startswith(PROGRAM) else None
+
+
+def remove_leftovers(dev: Union[str, int], pin_dir: Optional[Path] = None,
+                     netns: Optional[str] = None) -> List[str]:
+    """Remove what a killed daemon left on `dev`: its TC filter, the clsact
+    qdisc if the pin directory's record says wgmux added it and nothing else
+    uses it, and the pinned maps.  Returns what was removed, for humans.
+    Only for when no daemon serves `dev` (the caller checks)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    removed = []
+    with _iproute(netns) as ipr:
+        try:
+            ifindex = Datapath._ifindex(ipr, dev)
+        except DatapathError:
+            ifindex = None       # the interface is gone, and whatever was on it
+        name = _wgmux_filter(ipr, ifindex) if ifindex is not None else None
+        if name is not None and name.startswith(PROGRAM):
+            try:
+                ipr.tc("del-filter", "bpf", ifindex, TC_HANDLE, parent=TC_INGRESS_PARENT,
+                       prio=TC_PRIO, protocol=ETH_P_ALL)
+                removed.append(f"TC filter {name} on {dev}")
+            except NetlinkError as e:
+                if e.code not in (errno.ENOENT, errno.EINVAL):
+                    raise
+        state = (pinning.read_state(pin_dir) or {}).get("clsact") or {} if pin_dir else {}
+        if (ifindex is not None and state.get("made") and state.get("ifindex") == ifindex
+                and not Datapath._other_filters(ipr, ifindex)):
+            try:
+                ipr.tc("del", "clsact", ifindex)
+                removed.append(f"clsact qdisc on {dev}")
+            except NetlinkError as e:
+                if e.code not in (errno.ENOENT, errno.EINVAL):
+                    raise
+    if pin_dir is not None and Path(pin_dir).exists():
+        pinning.purge(pin_dir)
+        removed.append(f"pinned state {pin_dir}")
+    return removed
+
+
 class Datapath:
     """One compiled and loaded instance of the datapath.
 
@@ -178,16 +296,28 @@ class Datapath:
     interface it was attached to and frees the program and its maps.
     """
 
+    # slow-path ring buffer, opened on first use (poll/drain_slow_path)
+    _slow_type = None
+    _slow_payload_off = 0
+    _slow_handler = None
+
     def __init__(self, hub_port: int, classifier=None, *, amnezia=None,
                  max_sessions: int = DEFAULT_MAX_SESSIONS,
                  max_ports: int = DEFAULT_MAX_PORTS, roaming: bool = True,
                  sessions_lru: bool = False, cflags: Sequence[str] = (),
-                 bench: bool = False, source: Optional[Path] = None):
+                 bench: bool = False, source: Optional[Path] = None,
+                 pin_dir: Optional[Union[str, Path]] = None):
         """Compile and load.  `classifier` (or its alias `amnezia`): a
         wire.Classifier, anything with s1..s4 / h1..h4
         (wgmux.config.AmneziaParams), or None for plain WireGuard.
         `bench` adds the benchmark programs (wgmux.bench); `source` compiles
-        another copy of wgmux.c (it must sit next to a wire.h)."""
+        another copy of wgmux.c (it must sit next to a wire.h).
+
+        `pin_dir`: pin every map there (wgmux.pinning), reusing the maps a
+        previous instance pinned when they are compatible with this build;
+        then `reused` is True.  Otherwise the directory starts fresh and
+        `fresh_reasons` says why (empty when there was nothing to reuse).
+        close() leaves pinned maps in place; pinning.purge() removes them."""
         try:
             from bcc import BPF  # late: the rest of wgmux works without bcc
         except ImportError:
@@ -209,9 +339,38 @@ class Datapath:
             flags.append("-DWGMUX_BENCH")
         flags.extend(cflags)
         self.max_sessions = int(max_sessions)
+        self.pin_dir = Path(pin_dir) if pin_dir is not None else None
+        self.reused = False
+        self.fresh_reasons: List[str] = []
+        self.previous_hub_port: Optional[int] = None
+        if self.pin_dir is not None:
+            self._prepare_pins(flags)
         try:
             self.bpf = BPF(src_file=str(source).encode(), cflags=flags)
-            self._fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
+            if self.pin_dir is not None and not self._adopt_pins():
+                # incompatible pinned maps: unpin them and build again
+                self.bpf.cleanup()
+                pinning.purge(self.pin_dir)
+                self._prepare_pins(flags, check=False)
+                self.bpf = BPF(src_file=str(source).encode(), cflags=flags)
+                self._adopt_pins()
+            try:
+                self._fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
+            except Exception as e:
+                if not self.reused:
+                    raise
+                # the checks passed but the verifier disagrees: do not keep
+                # failing on the same pinned maps
+                self.fresh_reasons.append(f"the program does not load with them: {e}")
+                self.reused = False
+                self.bpf.cleanup()
+                pinning.purge(self.pin_dir)
+                self._prepare_pins(flags, check=False)
+                self.bpf = BPF(src_file=str(source).encode(), cflags=flags)
+                self._adopt_pins()
+                self._fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
+        except DatapathError:
+            raise
         except Exception as e:
             # bcc prints the compiler's / verifier's log to stderr itself
             raise DatapathError(f"cannot compile or load {source}: {e} (kernel headers for "
@@ -221,8 +380,52 @@ class Datapath:
         self._sessions = self.bpf[b"sessions"]
         self._counters = self.bpf[b"counters"]
         self._attached: List[Tuple[Optional[str], int, bool]] = []  # (netns, ifindex, made clsact)
+        self.replaced_filter: Optional[str] = None
         self._closed = False
+        if self.reused:
+            self.previous_hub_port = socket.ntohs(self._config[self._config.Key(0)].hub_port)
         self.configure(hub_port, classifier, roaming)
+
+    # ---- pinned maps (wgmux.pinning) ---------------------------------------
+    def _prepare_pins(self, flags: List[str], check: bool = True):
+        """Before compiling: drop pinned state that cannot be reused, make
+        the directory, point the build at it."""
+        if check:
+            problem = pinning.precheck(self.pin_dir)
+            if problem:
+                self.fresh_reasons.append(problem)
+                pinning.purge(self.pin_dir)
+        try:
+            pinning.ensure_dir(self.pin_dir)
+        except (OSError, pinning.PinError) as e:
+            raise DatapathError(f"cannot pin maps in {self.pin_dir}: {e}") from None
+        self._pins_before = {p.name for p in self.pin_dir.iterdir()
+                             if p.name != pinning.STATE_FILE}
+        literal = str(self.pin_dir).replace("\\", "\\\\").replace('"', '\\"')
+        define = f'-DWGMUX_PIN_DIR="{literal}"'
+        flags[:] = [f for f in flags if not f.startswith("-DWGMUX_PIN_DIR=")] + [define]
+
+    def _adopt_pins(self) -> bool:
+        """After compiling (maps created or reused, no program loaded yet):
+        False if a reused map does not fit this build."""
+        specs = pinning.table_specs(self.bpf, self.pin_dir)
+        record = pinning.read_state(self.pin_dir)
+        reused = sorted(n for n in specs if n in self._pins_before)
+        problems = pinning.spec_problems({n: specs[n] for n in reused}, record)
+        if problems:
+            self.fresh_reasons.extend(problems)
+            return False
+        # pins of maps this build no longer has
+        for stale in sorted(self._pins_before - set(specs)):
+            try:
+                (self.pin_dir / stale).unlink()
+            except OSError:
+                pass
+        self.reused = bool(reused)
+        self.reused_maps = reused
+        self.created_maps = sorted(n for n in specs if n not in self._pins_before)
+        pinning.write_state(self.pin_dir, pinning.build_state(specs, record))
+        return True
 
     # ---- lifecycle -------------------------------------------------------
     @property
@@ -249,7 +452,9 @@ class Datapath:
         self.close()
 
     # ---- config ------------------------------------------------------------
-    def configure(self, hub_port: int, classifier=None, roaming: bool = True):
+    def configure(self, hub_port: int, classifier=None, roaming: bool = True,
+                  slow_rate: float = DEFAULT_SLOW_RATE, slow_burst: int = DEFAULT_SLOW_BURST):
+        """slow_rate/slow_burst: see set_slow_rate()."""
         if not isinstance(classifier, wire.Classifier):
             classifier = wire.Classifier.from_params(classifier)
         key = self._config.Key(0)
@@ -260,10 +465,34 @@ class Datapath:
             cfg.cls[i].prefix = spec.prefix
             cfg.cls[i].lo = spec.lo
             cfg.cls[i].hi = spec.hi
+        cfg.slow_interval_ns, cfg.slow_tolerance_ns = _gcra(slow_rate, slow_burst)
         self._config[key] = cfg
         self.hub_port = int(hub_port)
         self.classifier = classifier
         self.roaming = roaming
+
+    def set_slow_rate(self, rate: float, burst: int = 1):
+        """Limit what each source address (IPv4 address, IPv6 /64) may send
+        to the slow path: `rate` handshake messages per second on average,
+        `burst` at once.  rate 0: no limit.  Beyond it the datapath sheds
+        them, counted (drop_rate_limited, pass_hub_rate_limited,
+        ev_slow_response_rate_limited)."""
+        key = self._config.Key(0)
+        cfg = self._config[key]
+        cfg.slow_interval_ns, cfg.slow_tolerance_ns = _gcra(rate, burst)
+        self._config[key] = cfg
+
+    def slow_rate(self) -> Tuple[float, int]:
+        """(rate per second, burst) as configured; (0, 0): no limit."""
+        cfg = self._config[self._config.Key(0)]
+        if not cfg.slow_interval_ns:
+            return (0.0, 0)
+        return (1e9 / cfg.slow_interval_ns,
+                round(cfg.slow_tolerance_ns / cfg.slow_interval_ns) + 1)
+
+    def flush_rate_limits(self):
+        """Forget every source's rate-limit state."""
+        self.bpf[b"slow_rate"].clear()
 
     def disable(self):
         """Pass every packet untouched (HubPort 0) until configure()."""
@@ -292,7 +521,14 @@ class Datapath:
         given; adds the clsact qdisc if missing.  Returns the ifindex.
 
         replace=True swaps in this program atomically where another wgmux
-        datapath is attached (a restarted daemon; no packet sees neither)."""
+        datapath is attached (a restarted daemon; no packet sees neither);
+        `replaced_filter` then names the filter it replaced.  It refuses to
+        replace a filter that is not wgmux's.
+
+        With a pin directory, whether this instance created the clsact
+        qdisc is recorded there, and an instance that takes over from one
+        that was killed inherits it: the last one to stop removes the
+        qdisc its predecessor added."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         where = f"{dev}" + (f" in netns {netns}" if netns else "")
@@ -310,6 +546,15 @@ class Datapath:
                 if e.code != errno.EEXIST:
                     raise DatapathError(f"cannot add a clsact qdisc to {where}: "
                                         f"{os.strerror(e.code)}") from e
+            current = None if made else _wgmux_filter(ipr, ifindex)
+            if replace and current is not None and not current.startswith(PROGRAM):
+                raise DatapathError(f"cannot attach to {where}: TC ingress pref {TC_PRIO} "
+                                    f"holds a filter that is not wgmux's ({current!r})")
+            if self.pin_dir is not None:
+                state = (pinning.read_state(self.pin_dir) or {}).get("clsact") or {}
+                if (not made and replace and current is not None and state.get("made")
+                        and state.get("ifindex") == ifindex):
+                    made = True     # a killed predecessor added it
             try:
                 ipr.tc("replace-filter" if replace else "add-filter", "bpf", ifindex,
                        TC_HANDLE, fd=self.prog_fd, name=self.filter_name,
@@ -326,6 +571,12 @@ class Datapath:
                                         f"{os.strerror(e.code)}{hint}") from e
                 raise
         self._attached.append((netns, ifindex, made))
+        self.replaced_filter = current if replace else None
+        if self.pin_dir is not None:
+            try:
+                pinning.update_state(self.pin_dir, clsact={"ifindex": ifindex, "made": made})
+            except OSError:
+                pass
         return ifindex
 
     def detach(self):
@@ -353,6 +604,11 @@ class Datapath:
                                 raise
             except FileNotFoundError:
                 continue   # the namespace is gone, and our filter with it
+
+    def purge(self):
+        """Unpin this instance's maps (after close(), or to start over)."""
+        if self.pin_dir is not None:
+            pinning.purge(self.pin_dir)
 
     @property
     def attachments(self) -> List[Tuple[Optional[str], int]]:
@@ -515,6 +771,33 @@ class Datapath:
             self.delete_session(*other)
         return True
 
+    def retarget(self, old: EndpointLike, new: EndpointLike, via_port: int) -> int:
+        """A peer that the hub reaches from its port `via_port` moved from
+        `old` to `new` (the control plane learned it, e.g. from the hub's own
+        WireGuard): sessions sent to `old` from `via_port` now go to `new`
+        (next hop resolved again), and sessions arriving on `via_port` that
+        expected `old` now expect `new`.  Only existing entries are written
+        (a packet counted between the read and the write is lost from the
+        counters).  Returns the entries changed."""
+        from bcc.libbcc import lib
+
+        old, new = _endpoint(old), _endpoint(new)
+        port = socket.htons(_check_port(via_port))
+        changed = 0
+        for k, v in self._sessions.items():
+            touched = False
+            if v.src_port == port and self._get_endpoint(v.dst) == old:
+                self._set_endpoint(v.dst, new)
+                v.nh.state = 0
+                touched = True
+            if k.port == port and self._get_endpoint(v.expect) == old:
+                self._set_endpoint(v.expect, new)
+                touched = True
+            if touched and lib.bpf_update_elem(self._sessions.map_fd, ct.byref(k), ct.byref(v),
+                                               2) == 0:   # BPF_EXIST
+                changed += 1
+        return changed
+
     def collect_idle(self, timeout_s: float, half_open_timeout_s: Optional[float] = None,
                      now_ns: Optional[int] = None) -> int:
         """Delete sessions idle for longer than `timeout_s` (half-open
@@ -593,7 +876,139 @@ class Datapath:
     def flush_responders(self):
         self._ports.clear()
 
+    # ---- slow path -----------------------------------------------------------
+    def _slow_ring(self):
+        if self._slow_type is None:
+            self._slow_type = self.bpf[b"slow_buf"].sLeaf
+            self._slow_payload_off = self._slow_type.payload.offset
+            self.bpf[b"slow_ring"].open_ring_buffer(self._on_slow_message)
+
+    def _on_slow_message(self, _ctx, data, size) -> int:
+        try:
+            msg = self._parse_slow_message(ct.string_at(data, size))
+        except Exception as e:   # never let an exception into libbpf's loop
+            msg = e
+        handler = self._slow_handler
+        if handler is not None:
+            try:
+                handler(msg)
+            except Exception:
+                import logging
+                logging.getLogger("wgmux").exception("slow path handler failed")
+        return 0
+
+    def _parse_slow_message(self, raw: bytes) -> SlowMessage:
+        t = self._slow_type
+        off = self._slow_payload_off
+        if len(raw) < off:
+            raise ValueError(f"slow-path message of {len(raw)} bytes, header is {off}")
+        h = t.from_buffer_copy(raw[:off].ljust(ct.sizeof(t), b"\0"))
+        if off + h.len > len(raw):
+            raise ValueError(f"slow-path message claims {h.len} payload bytes, has "
+                             f"{len(raw) - off}")
+        src, dst = self._get_endpoint(h.src), self._get_endpoint(h.dst)
+        if src is None or dst is None:
+            raise ValueError("slow-path message without addresses")
+        return SlowMessage(ktime=h.ktime, ifindex=h.ifindex, kind=h.cls, src=src, dst=dst,
+                           ttl=h.ttl, tos=h.tos, ip_id=socket.ntohs(h.ip_id),
+                           df=bool(socket.ntohs(h.frag_off) & 0x4000),
+                           payload=raw[off:off + h.len])
+
+    def poll_slow_path(self, handler, timeout_ms: int = 100):
+        """Wait up to timeout_ms for slow-path messages and call
+        handler(msg) for each, in this thread; msg is a SlowMessage, or
+        the exception that kept one from parsing.  One consumer at a time."""
+        self._slow_ring()
+        self._slow_handler = handler
+        self.bpf.ring_buffer_poll(int(timeout_ms))
+
+    def drain_slow_path(self) -> List[Union[SlowMessage, Exception]]:
+        """Every slow-path message queued now (tests, or dropping a backlog)."""
+        self._slow_ring()
+        out: list = []
+        self._slow_handler = out.append
+        self.bpf.ring_buffer_consume()
+        self._slow_handler = None
+        return out
+
+    def responder(self, port: int) -> Optional[Responder]:
+        """The responder of one peer port (None: not a peer port)."""
+        key = ct.c_ushort(socket.htons(_check_port(port)))
+        v = self._ports.get(key)
+        if v is None:
+            return None
+        return Responder(int(port), self._get_endpoint(v.ep), self._next_hop(v.nh, self._nh_gen))
+
+    def insert_session(self, port: int, index: int, dst: EndpointLike, src_port: int,
+                       expect: Optional[EndpointLike] = None) -> str:
+        """Open a half-open session (port, index) -> dst, sent from
+        src_port, unless the key exists: "created", "exists" (the entry
+        there is returned by session()) or "full"."""
+        key = self._session_key(port, index)
+        leaf = self._sessions.Leaf()
+        self._set_endpoint(leaf.dst, _endpoint(dst))
+        self._set_endpoint(leaf.expect, _endpoint(expect))
+        leaf.src_port = socket.htons(_check_port(src_port, "source port"))
+        leaf.created = leaf.last_seen = monotonic_ns()
+        from bcc.libbcc import lib
+        rc = lib.bpf_update_elem(self._sessions.map_fd, ct.byref(key), ct.byref(leaf),
+                                 _BPF_NOEXIST)
+        if rc >= 0:
+            return "created"
+        err = -rc if rc < -1 else ct.get_errno()
+        if err == errno.EEXIST:
+            return "exists"
+        if err == errno.E2BIG or err == errno.ENOMEM:
+            return "full"
+        raise OSError(err, f"cannot insert session: {os.strerror(err)}")
+
+    # initiators learned by the slow path (map `initiators`)
+    def _initiator_key(self, port: int, public_key: bytes):
+        t = self.bpf[b"initiators"]
+        key = t.Key()
+        key.port = socket.htons(_check_port(port))
+        if len(public_key) != wire.WG_KEY_SIZE:
+            raise ValueError(f"public key of {len(public_key)} bytes")
+        ct.memmove(ct.addressof(key.public_key), bytes(public_key), wire.WG_KEY_SIZE)
+        return key
+
+    def learn_initiator(self, port: int, public_key: bytes, endpoint: Optional[EndpointLike],
+                        index: int, learned: Optional[int] = None):
+        t = self.bpf[b"initiators"]
+        leaf = t.Leaf()
+        self._set_endpoint(leaf.ep, _endpoint(endpoint))
+        leaf.index = index
+        leaf.learned = monotonic_ns() if learned is None else learned
+        t[self._initiator_key(port, public_key)] = leaf
+
+    def forget_initiator(self, port: int, public_key: bytes) -> bool:
+        try:
+            del self.bpf[b"initiators"][self._initiator_key(port, public_key)]
+            return True
+        except KeyError:
+            return False
+
+    def initiators(self) -> List[LearnedInitiator]:
+        out = []
+        for k, v in self.bpf[b"initiators"].items():
+            out.append(LearnedInitiator(socket.ntohs(k.port), bytes(k.public_key),
+                                        self._get_endpoint(v.ep), v.index, v.learned))
+        return out
+
+    def flush_initiators(self):
+        self.bpf[b"initiators"].clear()
+
     # ---- counters ------------------------------------------------------------
+    def count(self, name: str, n: int = 1):
+        """Add n to a counter the datapath never writes (the sp_ slots of
+        the slow path): read, add on CPU 0's copy, write back."""
+        if not name.startswith("sp_"):
+            raise ValueError(f"{name}: only sp_ counters are counted from userspace")
+        key = self._counters.Key(_COUNTER_SLOT[name])
+        leaf = self._counters[key]
+        leaf[0] += n
+        self._counters[key] = leaf
+
     def counters(self) -> Dict[str, int]:
         """reason name -> total over CPUs (names: datapath.COUNTERS)."""
         out = {}

@@ -160,7 +160,10 @@ class Env:
     def reset(self, classifier: wire.Classifier = wire.WIREGUARD, roaming: bool = True):
         self.dp.flush_sessions()
         self.dp.flush_responders()
+        self.dp.flush_rate_limits()
+        self.dp.flush_initiators()
         self.dp.configure(HUB_PORT, classifier, roaming)
+        self.dp.drain_slow_path()
         self.dp.reset_counters()
 
     def run(self, frame: bytes, dev: str = "pub0", repeat: int = 1,
@@ -188,6 +191,10 @@ class Case:
     classifier: wire.Classifier = wire.WIREGUARD
     roaming: bool = True
     bench: bool = False                  # timed by wgmux.bench
+    # the one message the slow path must get for this packet ("initiation"
+    # or "response", checked against the input frame by slow_problem()),
+    # or None: it must get nothing
+    slow: Optional[str] = None
 
 
 @dataclass
@@ -195,19 +202,48 @@ class Outcome:
     result: TestRunResult
     verdicts: Dict[str, int]             # non-zero verdict counter deltas
     events: Dict[str, int]               # non-zero event counter deltas
+    slow: list = field(default_factory=list)   # slow-path messages it caused
 
 
 def run_case(env: Env, case: Case) -> Outcome:
     env.reset(case.classifier, case.roaming)
     if case.setup:
         case.setup(env)
+    env.dp.drain_slow_path()             # what the setup's own packets queued
     before = env.dp.counters()
     result = env.run(case.packet, dev=case.dev, gso_size=case.gso_size)
     after = env.dp.counters()
+    slow = env.dp.drain_slow_path()
     delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
     return Outcome(result,
                    {k: v for k, v in delta.items() if not k.startswith("ev_")},
-                   {k: v for k, v in delta.items() if k.startswith("ev_")})
+                   {k: v for k, v in delta.items() if k.startswith("ev_")},
+                   slow)
+
+
+def slow_problem(env: Env, case: Case, msgs: list) -> Optional[str]:
+    """None if the slow path got exactly what `case.slow` says: one
+    message of that kind carrying the input frame's addresses, ports, TTL
+    and whole UDP payload; else what is wrong."""
+    if case.slow is None:
+        return f"the slow path must get nothing, got {msgs}" if msgs else None
+    if len(msgs) != 1:
+        return f"the slow path must get one {case.slow}, got {msgs}"
+    m, f = msgs[0], pk.parse(case.packet)
+    want = {
+        "kind": wire.MessageType[case.slow.upper()].value,
+        "src": (f.src, f.sport), "dst": (f.dst, f.dport), "ttl": f.ttl,
+        "payload": f.payload, "ifindex": env.net.ifindex[case.dev],
+    }
+    got = {
+        "kind": getattr(m, "kind", None),
+        "src": (m.src.ip, m.src.port) if hasattr(m, "src") else None,
+        "dst": (m.dst.ip, m.dst.port) if hasattr(m, "dst") else None,
+        "ttl": getattr(m, "ttl", None), "payload": getattr(m, "payload", None),
+        "ifindex": getattr(m, "ifindex", None),
+    }
+    bad = [k for k in want if want[k] != got[k]]
+    return f"slow-path message differs in {bad}: {m}" if bad else None
 
 
 # ---- frame builders --------------------------------------------------------
@@ -364,6 +400,14 @@ AWG1 = wire.Classifier(prefixes=(17, 54, 0, 0),
 AWG2 = wire.Classifier(prefixes=(23, 41, 9, 5),
                        headers=((100_000, 100_999), (200_000, 299_999),
                                 (3_000_000_000, 3_000_000_000), (400_000, 4_000_000)))
+# 2.0 with every header a range (the cookie's too), for rows at both ends of
+# each range and just outside it.
+AWG3 = wire.Classifier(prefixes=(31, 17, 11, 7),
+                       headers=((1_000_000, 1_000_999), (2_000_000, 2_099_999),
+                                (3_000_000, 3_000_009), (4_000_000, 4_999_999)))
+# Junk size ranges [Jmin, Jmax) the datapath test sends every size of; they
+# take in every handshake size of their classifier (and Jmin 0 for AWG2).
+AWG_JUNK_RANGES = {"awg1": (AWG1, 32, 200), "awg2": (AWG2, 0, 256), "awg3": (AWG3, 20, 200)}
 
 
 def _h(c: wire.Classifier, kind: wire.MessageType, where: str = "lo") -> int:
@@ -392,18 +436,24 @@ def cases() -> List[Case]:
     add = rows.append
 
     # -- handshake, IPv4 ----------------------------------------------------
+    # Initiations are never reflected here: on a peer port the datapath
+    # queues them for the slow path (mac1 against R's key, wgmux.slowpath)
+    # and drops the original; on HubPort it queues a copy and passes them.
     m = initiation()
-    add(Case("init_peer_port_reflected", inbound(E_I, hub(P), m), TC_ACT_REDIRECT,
-             "reflect_initiation", reflected(hub(HUB_PORT), E_R, m), setup=with_responder,
-             events={"ev_session_half_open": 1, "ev_nh_resolved": 1},
-             check=expect_session(HUB_PORT, I_IDX, E_I, P, expect=E_R, reverse=None,
-                                  packets=0)))
+    add(Case("init_peer_port_to_slow_path", inbound(E_I, hub(P), m), TC_ACT_SHOT,
+             "slow_initiation", SAME, setup=with_responder, slow="initiation",
+             check=expect_no_sessions))
     m = initiation()
     add(Case("init_peer_port_no_responder_endpoint", inbound(E_I, hub(P_NOEP), m), TC_ACT_SHOT,
              "drop_no_responder", SAME, setup=with_responder, check=expect_no_sessions))
     m = initiation()
-    add(Case("init_hub_port_passes", inbound(E_I, hub(HUB_PORT), m), TC_ACT_OK, "pass_hub",
-             setup=with_responder, check=expect_no_sessions))
+    add(Case("init_hub_port_passes_and_copied", inbound(E_R, hub(HUB_PORT), m), TC_ACT_OK,
+             "slow_hub_initiation", setup=with_responder, slow="initiation",
+             check=expect_no_sessions))
+    m = initiation()
+    add(Case("init_hub_port_established_passes_and_copied", inbound(E_R, hub(HUB_PORT), m),
+             TC_ACT_OK, "slow_hub_initiation", setup=with_established, slow="initiation",
+             check=expect_sessions(2)))
     m = initiation()
     add(Case("init_other_port_passes", inbound(E_I, hub(OTHER_PORT), m), TC_ACT_OK,
              "pass_other_port", setup=with_responder, check=expect_no_sessions))
@@ -414,31 +464,127 @@ def cases() -> List[Case]:
     add(Case("init_oversized_dropped", inbound(E_I, hub(P), m), TC_ACT_SHOT,
              "drop_unclassified", setup=with_responder, check=expect_no_sessions))
     m = initiation()
+    add(Case("init_short_hub_port_passes", inbound(E_R, hub(HUB_PORT), m[:-1]), TC_ACT_OK,
+             "pass_hub", setup=with_responder))
+    m = initiation()
     add(Case("init_ttl1_dropped_no_state", inbound(E_I, hub(P), m, ttl=1), TC_ACT_SHOT,
              "drop_ttl", None, setup=with_responder, check=expect_no_sessions))
     m = initiation()
-    add(Case("init_ttl2_reflected_ttl1", inbound(E_I, hub(P), m, ttl=2), TC_ACT_REDIRECT,
-             "reflect_initiation", reflected(hub(HUB_PORT), E_R, m, ttl=1),
-             setup=with_responder, events={"ev_session_half_open": 1, "ev_nh_resolved": 1}))
+    add(Case("init_ttl2_to_slow_path", inbound(E_I, hub(P), m, ttl=2), TC_ACT_SHOT,
+             "slow_initiation", SAME, setup=with_responder, slow="initiation"))
     m = initiation()
-    add(Case("init_duplicate_same_initiator", inbound(E_I, hub(P), m), TC_ACT_REDIRECT,
-             "reflect_initiation", reflected(hub(HUB_PORT), E_R, m), setup=with_half_open,
-             events={"ev_nh_resolved": 1}, check=expect_sessions(1)))
+    add(Case("init_ttl1_hub_port_copied", inbound(E_R, hub(HUB_PORT), m, ttl=1), TC_ACT_OK,
+             "slow_hub_initiation", setup=with_responder, slow="initiation"))
     m = initiation()
-    add(Case("init_index_clash_dropped", inbound(E_I_MOVED, hub(P), m), TC_ACT_SHOT,
-             "drop_index_clash", SAME, setup=with_half_open,
-             check=expect_session(HUB_PORT, I_IDX, E_I, P, expect=E_R)))
+    add(Case("v6_init_to_v4_responder_dropped", inbound(E_I6, hub(P, True), m), TC_ACT_SHOT,
+             "drop_family", SAME, setup=with_responder, check=expect_no_sessions))
 
+    # -- slow-path rate limit (per source address, GCRA) ----------------------
+    def limited(rate: float, burst: int, *primes, v6: bool = False) -> Setup:
+        """A responder (IPv6 with v6), the limit, then one initiation from
+        each of `primes` ((src, port) pairs) to use up its allowance."""
+        def _setup(env: Env):
+            with_responder(env)
+            if v6:
+                env.dp.set_responder(P, *E_R6)
+            env.dp.set_slow_rate(rate, burst)
+            for src, port in primes:
+                env.run(inbound(src, hub(port, ":" in src[0]), initiation()))
+        return _setup
+
+    m = initiation()
+    add(Case("rate_first_initiation_passes", inbound(E_I, hub(P), m), TC_ACT_SHOT,
+             "slow_initiation", SAME, setup=limited(1, 1), slow="initiation"))
+    m = initiation()
+    add(Case("rate_second_initiation_shed", inbound(E_I, hub(P), m), TC_ACT_SHOT,
+             "drop_rate_limited", SAME, setup=limited(1, 1, (E_I, P))))
+    m = initiation()
+    add(Case("rate_is_per_address_not_port", inbound((E_I[0], 1), hub(P), m), TC_ACT_SHOT,
+             "drop_rate_limited", SAME, setup=limited(1, 1, (E_I, P))))
+    m = initiation()
+    add(Case("rate_other_source_unaffected", inbound(E_I_MOVED, hub(P), m), TC_ACT_SHOT,
+             "slow_initiation", SAME, setup=limited(1, 1, (E_I, P)), slow="initiation"))
+    m = initiation()
+    add(Case("rate_burst_allows_third", inbound(E_I, hub(P), m), TC_ACT_SHOT,
+             "slow_initiation", SAME, setup=limited(1, 3, (E_I, P), (E_I, P)),
+             slow="initiation"))
+    m = initiation()
+    add(Case("rate_burst_exhausted", inbound(E_I, hub(P), m), TC_ACT_SHOT,
+             "drop_rate_limited", SAME, setup=limited(1, 3, (E_I, P), (E_I, P), (E_I, P))))
+    m = initiation()
+    add(Case("rate_zero_is_unlimited", inbound(E_I, hub(P), m), TC_ACT_SHOT,
+             "slow_initiation", SAME, setup=limited(0, 0, *[(E_I, P)] * 20),
+             slow="initiation"))
+    m = initiation()
+    add(Case("rate_hub_port_shed_still_passes", inbound(E_R, hub(HUB_PORT), m), TC_ACT_OK,
+             "pass_hub_rate_limited", setup=limited(1, 1, (E_R, HUB_PORT))))
+    m = initiation()
+    add(Case("rate_shared_by_hub_and_peer_ports", inbound(E_I, hub(HUB_PORT), m), TC_ACT_OK,
+             "pass_hub_rate_limited", setup=limited(1, 1, (E_I, P))))
+    m = initiation()
+    add(Case("rate_v6_same_64_shed", inbound(("2001:db8:100::99", 7), hub(P, True), m),
+             TC_ACT_SHOT, "drop_rate_limited", SAME, setup=limited(1, 1, (E_I6, P), v6=True)))
+    m = initiation()
+    add(Case("rate_v6_other_64_unaffected", inbound(("2001:db8:100:1::10", 7), hub(P, True), m),
+             TC_ACT_SHOT, "slow_initiation", SAME, setup=limited(1, 1, (E_I6, P), v6=True),
+             slow="initiation"))
+    m = response()
+    add(Case("rate_response_copy_shed_still_reflected", inbound(E_R, hub(HUB_PORT), m),
+             TC_ACT_REDIRECT, "reflect_response", reflected(hub(P), E_I, m),
+             setup=lambda env: (limited(1, 1, (E_R, HUB_PORT))(env),
+                                env.dp.set_session(HUB_PORT, I_IDX, E_I, P, expect=E_R)),
+             events={"ev_session_established": 1, "ev_nh_resolved": 1,
+                     "ev_slow_response_rate_limited": 1},
+             check=expect_session(P, R_IDX, E_R, HUB_PORT, reverse=(HUB_PORT, I_IDX))))
+
+    # -- responses ------------------------------------------------------------
+    # A reflected response on HubPort is also copied to the slow path: its
+    # mac1 names the initiator, which the hub learns (wgmux.slowpath).
     m = response()
     add(Case("response_hub_port_half_open_reflected", inbound(E_R, hub(HUB_PORT), m),
              TC_ACT_REDIRECT, "reflect_response", reflected(hub(P), E_I, m),
-             setup=with_half_open,
-             events={"ev_session_established": 1, "ev_nh_resolved": 1},
+             setup=with_half_open, slow="response",
+             events={"ev_session_established": 1, "ev_nh_resolved": 1,
+                     "ev_slow_response": 1},
              check=expect_session(P, R_IDX, E_R, HUB_PORT, expect=E_I,
                                   reverse=(HUB_PORT, I_IDX), packets=0,
                                   also=expect_session(HUB_PORT, I_IDX, E_I, P, expect=E_R,
                                                       reverse=(P, R_IDX), packets=1,
                                                       nh_state="direct"))))
+    m = response()
+    add(Case("response_duplicate_reflected_again", inbound(E_R, hub(HUB_PORT), m),
+             TC_ACT_REDIRECT, "reflect_response", reflected(hub(P), E_I, m),
+             setup=with_established, slow="response",
+             events={"ev_nh_resolved": 1, "ev_slow_response": 1}, check=expect_sessions(2)))
+    m = response(sender=STRANGER_IDX)
+    add(Case("response_sender_index_clash_dropped", inbound(E_R, hub(HUB_PORT), m),
+             TC_ACT_SHOT, "drop_index_clash", SAME,
+             setup=lambda env: (with_half_open(env),
+                                env.dp.set_session(P, STRANGER_IDX, E_I_MOVED, HUB_PORT)),
+             check=expect_session(HUB_PORT, I_IDX, E_I, P, reverse=None)))
+    # Responder-initiated handshake (DESIGN §4): R's initiation came in on
+    # HubPort, the slow path opened (P, R's sender) -> {E_R, from HubPort}
+    # and sent it to E_I from P; I's response comes back on P.
+    def with_half_open_from_r(env: Env):
+        with_responder(env)
+        env.dp.set_session(P, R_IDX, E_R, HUB_PORT, expect=E_I)
+
+    m = response(sender=I_IDX, receiver=R_IDX)
+    add(Case("response_responder_initiated_reflected", inbound(E_I, hub(P), m),
+             TC_ACT_REDIRECT, "reflect_response", reflected(hub(HUB_PORT), E_R, m),
+             setup=with_half_open_from_r,
+             events={"ev_session_established": 1, "ev_nh_resolved": 1},
+             check=expect_session(HUB_PORT, I_IDX, E_I, P, expect=E_R, reverse=(P, R_IDX),
+                                  packets=0,
+                                  also=expect_session(P, R_IDX, E_R, HUB_PORT, expect=E_I,
+                                                      reverse=(HUB_PORT, I_IDX), packets=1))))
+    m = transport(I_IDX)
+    add(Case("transport_after_responder_initiated", inbound(E_R, hub(HUB_PORT), m),
+             TC_ACT_REDIRECT, "reflect_transport", reflected(hub(P), E_I, m),
+             setup=primed(with_half_open_from_r,
+                          inbound(E_I, hub(P), response(sender=I_IDX, receiver=R_IDX))),
+             events={"ev_nh_resolved": 1},
+             check=expect_session(HUB_PORT, I_IDX, E_I, P, packets=1)))
     m = response(receiver=STRANGER_IDX)
     add(Case("response_hub_port_unknown_passes", inbound(E_R, hub(HUB_PORT), m), TC_ACT_OK,
              "pass_hub", setup=with_half_open, check=expect_sessions(1)))
@@ -550,12 +696,13 @@ def cases() -> List[Case]:
     add(Case("transport_full_csum_that_looks_partial", inbound(E_I, hub(P), m),
              TC_ACT_REDIRECT, "reflect_transport", reflected(hub(HUB_PORT), E_R, m),
              setup=with_established, events={"ev_nh_resolved": 1, "ev_csum_verified": 1}))
-    m = _force_udp_csum(E_I, hub(P), initiation(), 60,
-                        partial_csum(E_I, hub(P), initiation()))
-    add(Case("init_full_csum_that_looks_partial", inbound(E_I, hub(P), m),
-             TC_ACT_REDIRECT, "reflect_initiation", reflected(hub(HUB_PORT), E_R, m),
-             setup=with_responder,
-             events={"ev_nh_resolved": 1, "ev_csum_verified": 1, "ev_session_half_open": 1}))
+    m = _force_udp_csum(E_R, hub(HUB_PORT), response(), 60,
+                        partial_csum(E_R, hub(HUB_PORT), response()))
+    add(Case("response_full_csum_that_looks_partial", inbound(E_R, hub(HUB_PORT), m),
+             TC_ACT_REDIRECT, "reflect_response", reflected(hub(P), E_I, m),
+             setup=with_half_open, slow="response",
+             events={"ev_nh_resolved": 1, "ev_csum_verified": 1, "ev_session_established": 1,
+                     "ev_slow_response": 1}))
 
     # -- roaming -----------------------------------------------------------
     m = transport(R_IDX)
@@ -672,16 +819,18 @@ def cases() -> List[Case]:
         env.dp.set_responder(P, *E_R6)
 
     m = initiation()
-    add(Case("v6_init_peer_port_reflected", inbound(E_I6, hub(P, True), m), TC_ACT_REDIRECT,
-             "reflect_initiation", reflected(hub(HUB_PORT, True), E_R6, m),
-             setup=with_responder6, events={"ev_session_half_open": 1, "ev_nh_resolved": 1},
-             check=expect_session(HUB_PORT, I_IDX, E_I6, P, expect=E_R6)))
+    add(Case("v6_init_peer_port_to_slow_path", inbound(E_I6, hub(P, True), m), TC_ACT_SHOT,
+             "slow_initiation", SAME, setup=with_responder6, slow="initiation",
+             check=expect_no_sessions))
+    m = initiation()
+    add(Case("v6_init_hub_port_passes_and_copied", inbound(E_R6, hub(HUB_PORT, True), m),
+             TC_ACT_OK, "slow_hub_initiation", setup=with_responder6, slow="initiation"))
     m = response()
     add(Case("v6_response_reflected", inbound(E_R6, hub(HUB_PORT, True), m), TC_ACT_REDIRECT,
-             "reflect_response", reflected(hub(P, True), E_I6, m),
+             "reflect_response", reflected(hub(P, True), E_I6, m), slow="response",
              setup=lambda env: (with_responder6(env),
                                 env.dp.set_session(HUB_PORT, I_IDX, E_I6, P, expect=E_R6)),
-             events={"ev_session_established": 1, "ev_nh_resolved": 1},
+             events={"ev_session_established": 1, "ev_nh_resolved": 1, "ev_slow_response": 1},
              check=expect_session(P, R_IDX, E_R6, HUB_PORT, expect=E_I6,
                                   reverse=(HUB_PORT, I_IDX))))
     m = transport(R_IDX)
@@ -721,14 +870,17 @@ def cases() -> List[Case]:
         return initiation(sender, header=_h(c, I, where), prefix=rand(c.prefixes[I]))
 
     m = awg_init(AWG1)
-    add(Case("awg1_init_reflected_prefix_kept", inbound(E_I, hub(P), m), TC_ACT_REDIRECT,
-             "reflect_initiation", reflected(hub(HUB_PORT), E_R, m), setup=with_responder,
-             classifier=AWG1, events={"ev_session_half_open": 1, "ev_nh_resolved": 1},
-             check=expect_session(HUB_PORT, I_IDX, E_I, P)))
+    add(Case("awg1_init_to_slow_path_prefix_kept", inbound(E_I, hub(P), m), TC_ACT_SHOT,
+             "slow_initiation", SAME, setup=with_responder, classifier=AWG1,
+             slow="initiation", check=expect_no_sessions))
+    m = awg_init(AWG1)
+    add(Case("awg1_init_hub_port_copied", inbound(E_R, hub(HUB_PORT), m), TC_ACT_OK,
+             "slow_hub_initiation", setup=with_responder, classifier=AWG1, slow="initiation"))
     m = response(header=_h(AWG1, R), prefix=rand(AWG1.prefixes[R]))
     add(Case("awg1_response_reflected", inbound(E_R, hub(HUB_PORT), m), TC_ACT_REDIRECT,
              "reflect_response", reflected(hub(P), E_I, m), setup=with_half_open,
-             classifier=AWG1, events={"ev_session_established": 1, "ev_nh_resolved": 1},
+             classifier=AWG1, slow="response",
+             events={"ev_session_established": 1, "ev_nh_resolved": 1, "ev_slow_response": 1},
              check=expect_session(P, R_IDX, E_R, HUB_PORT, reverse=(HUB_PORT, I_IDX))))
     m = cookie(I_IDX, header=_h(AWG1, C))
     add(Case("awg1_cookie_reflected", inbound(E_R, hub(HUB_PORT), m), TC_ACT_REDIRECT,
@@ -756,11 +908,9 @@ def cases() -> List[Case]:
     # -- AmneziaWG 2.0: S1..S4, header ranges ------------------------------------
     for where in ("lo", "hi"):
         m = awg_init(AWG2, where)
-        add(Case(f"awg2_init_header_{where}_reflected", inbound(E_I, hub(P), m),
-                 TC_ACT_REDIRECT, "reflect_initiation", reflected(hub(HUB_PORT), E_R, m),
-                 setup=with_responder, classifier=AWG2,
-                 events={"ev_session_half_open": 1, "ev_nh_resolved": 1},
-                 check=expect_session(HUB_PORT, I_IDX, E_I, P)))
+        add(Case(f"awg2_init_header_{where}_to_slow_path", inbound(E_I, hub(P), m),
+                 TC_ACT_SHOT, "slow_initiation", SAME, setup=with_responder, classifier=AWG2,
+                 slow="initiation", check=expect_no_sessions))
     for where in ("below", "above"):
         m = awg_init(AWG2, where)
         add(Case(f"awg2_init_header_{where}_range_dropped", inbound(E_I, hub(P), m),
@@ -769,7 +919,8 @@ def cases() -> List[Case]:
     m = response(header=_h(AWG2, R, "hi"), prefix=rand(AWG2.prefixes[R]))
     add(Case("awg2_response_reflected", inbound(E_R, hub(HUB_PORT), m), TC_ACT_REDIRECT,
              "reflect_response", reflected(hub(P), E_I, m), setup=with_half_open,
-             classifier=AWG2, events={"ev_session_established": 1, "ev_nh_resolved": 1},
+             classifier=AWG2, slow="response",
+             events={"ev_session_established": 1, "ev_nh_resolved": 1, "ev_slow_response": 1},
              check=expect_session(P, R_IDX, E_R, HUB_PORT, reverse=(HUB_PORT, I_IDX))))
     m = cookie(I_IDX, header=_h(AWG2, C), prefix=rand(AWG2.prefixes[C]))
     add(Case("awg2_cookie_reflected", inbound(E_R, hub(HUB_PORT), m), TC_ACT_REDIRECT,
@@ -801,6 +952,59 @@ def cases() -> List[Case]:
         junk = _junk(AWG2, n)
         add(Case(f"awg2_junk_{n}_dropped", inbound(E_I, hub(P), junk), TC_ACT_SHOT,
                  "drop_unclassified", setup=with_responder, classifier=AWG2))
+
+    # -- AmneziaWG 2.0, every header a range: each message type with its
+    # prefix at both ends of its range, and just outside it on both ports ----
+    A3 = dict(classifier=AWG3)
+    for where in ("lo", "hi"):
+        m = awg_init(AWG3, where)
+        add(Case(f"awg3_init_header_{where}_to_slow_path", inbound(E_I, hub(P), m), TC_ACT_SHOT,
+                 "slow_initiation", SAME, setup=with_responder, slow="initiation",
+                 check=expect_no_sessions, **A3))
+        m = awg_init(AWG3, where)
+        add(Case(f"awg3_init_header_{where}_hub_port_copied", inbound(E_R, hub(HUB_PORT), m),
+                 TC_ACT_OK, "slow_hub_initiation", setup=with_responder, slow="initiation", **A3))
+        m = response(header=_h(AWG3, R, where), prefix=rand(AWG3.prefixes[R]))
+        add(Case(f"awg3_response_header_{where}_reflected", inbound(E_R, hub(HUB_PORT), m),
+                 TC_ACT_REDIRECT, "reflect_response", reflected(hub(P), E_I, m),
+                 setup=with_half_open, slow="response",
+                 events={"ev_session_established": 1, "ev_nh_resolved": 1,
+                         "ev_slow_response": 1},
+                 check=expect_session(P, R_IDX, E_R, HUB_PORT, reverse=(HUB_PORT, I_IDX)), **A3))
+        m = cookie(I_IDX, header=_h(AWG3, C, where), prefix=rand(AWG3.prefixes[C]))
+        add(Case(f"awg3_cookie_header_{where}_reflected", inbound(E_R, hub(HUB_PORT), m),
+                 TC_ACT_REDIRECT, "reflect_cookie", reflected(hub(P), E_I, m),
+                 setup=with_half_open, events={"ev_nh_resolved": 1}, **A3))
+        m = cookie(R_IDX, header=_h(AWG3, C, where), prefix=rand(AWG3.prefixes[C]))
+        add(Case(f"awg3_cookie_i_to_r_header_{where}_reflected", inbound(E_I, hub(P), m),
+                 TC_ACT_REDIRECT, "reflect_cookie", reflected(hub(HUB_PORT), E_R, m),
+                 setup=with_established, events={"ev_nh_resolved": 1}, **A3))
+        m = transport(R_IDX, header=_h(AWG3, T, where), prefix=rand(AWG3.prefixes[T]))
+        add(Case(f"awg3_transport_i_to_r_header_{where}_reflected", inbound(E_I, hub(P), m),
+                 TC_ACT_REDIRECT, "reflect_transport", reflected(hub(HUB_PORT), E_R, m),
+                 setup=with_established, events={"ev_nh_resolved": 1}, **A3))
+        m = transport(I_IDX, n=300, header=_h(AWG3, T, where), prefix=rand(AWG3.prefixes[T]))
+        add(Case(f"awg3_transport_r_to_i_header_{where}_reflected",
+                 inbound(E_R, hub(HUB_PORT), m), TC_ACT_REDIRECT, "reflect_transport",
+                 reflected(hub(P), E_I, m), setup=with_established,
+                 events={"ev_nh_resolved": 1}, **A3))
+    for where in ("below", "above"):
+        outside = (
+            ("init", lambda: awg_init(AWG3, where), with_responder),
+            ("response", lambda: response(header=_h(AWG3, R, where),
+                                          prefix=rand(AWG3.prefixes[R])), with_half_open),
+            ("cookie", lambda: cookie(I_IDX, header=_h(AWG3, C, where),
+                                      prefix=rand(AWG3.prefixes[C])), with_half_open),
+            ("transport", lambda: transport(R_IDX, header=_h(AWG3, T, where),
+                                            prefix=rand(AWG3.prefixes[T])), with_established),
+        )
+        for name, build, setup in outside:
+            add(Case(f"awg3_{name}_header_{where}_range_peer_port_dropped",
+                     inbound(E_I, hub(P), build()), TC_ACT_SHOT, "drop_unclassified",
+                     setup=setup, **A3))
+            add(Case(f"awg3_{name}_header_{where}_range_hub_port_passes",
+                     inbound(E_R, hub(HUB_PORT), build()), TC_ACT_OK, "pass_hub",
+                     setup=setup, **A3))
 
     names = [c.name for c in rows]
     assert len(names) == len(set(names)), "duplicate row names"

@@ -3,11 +3,17 @@
 Used by `make demo` and the integration tests, so both exercise exactly
 what a user runs: `wgmux serve -c <file>` as a process in the hub's
 namespace, and `wgmux show` beside it.
+
+The daemon pins its maps under /sys/fs/bpf (shared by every namespace) so
+that a restart keeps the sessions; when the lab closes, the hub stops the
+daemon and runs `wgmux purge`, so a test leaves nothing there.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +22,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from netlab import CommandError, stop_process, wait_for
+from netlab.lab import NETNS_DIR
 from netlab.topology import Host, Topology
+
+from . import pinning
 
 
 @dataclass
@@ -32,12 +41,20 @@ class WgmuxHub:
     pairs: List[Pair] = field(default_factory=list)
     extra_config: str = ""
     process: Optional[subprocess.Popen] = None
+    serve_args: List[str] = field(default_factory=list)   # e.g. --session-idle-timeout 3
+    interface: str = "eth0"
 
     def __post_init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.topo.lab.prefix}-wgmux-"))
         self.config_path = self.dir / "config.toml"
         self.log_path = self.dir / "serve.log"
         self.topo.lab.on_close(self.close)
+
+    @property
+    def pin_dir(self) -> Path:
+        """Where the daemon on the hub pins its maps."""
+        ino = os.stat(NETNS_DIR / self.topo.hub.netns).st_ino
+        return pinning.pin_dir_for(self.interface, ino)
 
     # -- configuration ------------------------------------------------------
     def pair(self, initiator: Host, responder: Host, port: int) -> Pair:
@@ -59,7 +76,7 @@ class WgmuxHub:
         lines = ["[Interface]",
                  f'Device = "{self.topo.hub_wg.name}"',
                  f"HubPort = {self.topo.hub_port}",
-                 'Interface = "eth0"',
+                 f'Interface = "{self.interface}"',
                  self.extra_config, ""]
         seen = set()
         for p in self.pairs:
@@ -77,12 +94,15 @@ class WgmuxHub:
     def cli(self, *args) -> List[str]:
         return [sys.executable, "-m", "wgmux.cli", *args]
 
-    def start(self, timeout: float = 60.0):
-        """Start `wgmux serve` in the hub node; return once `show` answers."""
-        self.write_config()
+    def start(self, timeout: float = 60.0, args=(), write_config: bool = True):
+        """Start `wgmux serve` in the hub node; return once `show` answers.
+        `args`: more `serve` options for this start (after `serve_args`)."""
+        if write_config:
+            self.write_config()
         log = open(self.log_path, "ab")
-        self.process = self.topo.hub.popen(self.cli("serve", "-c", str(self.config_path)),
-                                           stdout=log, stderr=subprocess.STDOUT)
+        self.process = self.topo.hub.popen(
+            self.cli("serve", "-c", str(self.config_path), *self.serve_args, *args),
+            stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
         def up():
@@ -94,14 +114,36 @@ class WgmuxHub:
         return self
 
     def stop(self, sig=None) -> int:
-        import signal
-
+        """Stop the daemon (SIGTERM unless `sig`); its exit code."""
         if self.process is None:
             return 0
         stop_process(self.process, sig or signal.SIGTERM, timeout=15)
         code = self.process.returncode
         self.process = None
         return code
+
+    def kill(self) -> int:
+        """SIGKILL: the daemon gets no chance to detach."""
+        return self.stop(signal.SIGKILL)
+
+    def signal(self, sig):
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError("wgmux serve is not running")
+        os.kill(self.process.pid, sig)
+
+    def reload(self, timeout: float = 10.0) -> str:
+        """SIGHUP; returns the log lines the reload wrote once it finished
+        (applied or rejected)."""
+        mark = self.log_size()
+        self.signal(signal.SIGHUP)
+        wait_for(lambda: ("reloaded " in self.log(mark) or "reload rejected" in self.log(mark)),
+                 timeout=timeout, what="wgmux serve to reload")
+        return self.log(mark)
+
+    def purge(self, check: bool = True) -> str:
+        """`wgmux purge` in the hub: pinned maps and a killed daemon's program."""
+        out = self.topo.hub.run(self.cli("purge", "-c", str(self.config_path)), check=check)
+        return out.stdout + out.stderr
 
     def show(self, check: bool = True) -> Optional[dict]:
         try:
@@ -115,8 +157,27 @@ class WgmuxHub:
     def show_text(self) -> str:
         return self.topo.hub.run(self.cli("show", "-c", str(self.config_path))).stdout
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def log(self, offset: int = 0) -> str:
+        """The daemon's log (every start appends), from byte `offset`."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
 
     def close(self):
-        self.stop()
+        """At lab close: stop the daemon and remove its pinned state."""
+        try:
+            self.stop()
+        finally:
+            try:
+                pin_dir = self.pin_dir
+            except FileNotFoundError:
+                pin_dir = None        # the hub's namespace is already gone
+            if pin_dir is not None and pin_dir.exists() and self.config_path.exists():
+                self.purge(check=False)
+            if pin_dir is not None and pin_dir.exists():   # purge could not run
+                pinning.purge(pin_dir)

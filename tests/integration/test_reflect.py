@@ -25,6 +25,8 @@ pytestmark = pytest.mark.netlab
 
 PORT = 51821
 MB = 1 << 20
+IP_UDP_HEADERS = 28
+COUNT_SLACK = 2048   # a few handshake/keepalive messages
 
 
 @pytest.fixture(params=[NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC],
@@ -93,10 +95,17 @@ def test_reflects_end_to_end_without_decrypting(paired):
     assert s["state"] == "established"
     assert s["initiator"] == f"{initiator.site.public_ip}:{s['initiator'].rsplit(':', 1)[1]}"
     assert s["responder"].startswith(responder.site.public_ip + ":")
-    # Each direction carried one 10 MB stream plus the ACKs of the other,
-    # all with WireGuard's per-packet overhead.
-    for direction in ("i2r", "r2i"):
-        assert 10 * MB < s[f"{direction}_bytes"] < 14 * MB, s
-        assert s[f"{direction}_packets"] > 10 * MB / 1500, s
+    # The hub's per-direction counters match what the sending peer's own
+    # WireGuard counted (the hub counts IP bytes: the message plus 28 bytes
+    # of IPv4 and UDP headers each), to within a handshake or keepalive.
+    # (Not the receiver's count: a loaded receiver drops some datagrams
+    # after the hub, and TCP resends them.)
+    i_view = initiator.wg.peer(responder.wg.public_key)
+    r_view = responder.wg.peer(initiator.wg.public_key)
+    i2r = s["i2r_bytes"] - IP_UDP_HEADERS * s["i2r_packets"]
+    r2i = s["r2i_bytes"] - IP_UDP_HEADERS * s["r2i_packets"]
+    assert i2r > 10 * MB and r2i > 10 * MB, s
+    assert abs(i2r - i_view.tx_bytes) < COUNT_SLACK, (i2r, i_view.tx_bytes, s)
+    assert abs(r2i - r_view.tx_bytes) < COUNT_SLACK, (r2i, r_view.tx_bytes, s)
     text = hub.show_text()
     assert f"port {PORT}:" in text and s["initiator"] in text

@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from netlab import wait_for
 from wgmux import golden as g
 from wgmux import packet as pk
 from wgmux import wire
@@ -51,6 +52,8 @@ def test_golden(golden_env, case: g.Case):
     assert got.retval == case.verdict, f"verdict {got.retval}, want {case.verdict}"
     assert out.verdicts == {case.reason: 1}, out.verdicts
     assert out.events == case.events, out.events
+    problem = g.slow_problem(golden_env, case, out.slow)
+    assert problem is None, problem
     if case.output is g.SAME:
         assert got.data == case.packet, "frame must be left untouched"
     elif case.output is not None:
@@ -75,9 +78,25 @@ def test_table_rows_can_fail():
             assert isinstance(c.output, bytes) and c.output != c.packet, c.name
             assert c.reason.startswith("reflect_"), c.name
         elif c.verdict == TC_ACT_OK:
-            assert c.reason.startswith("pass_") and c.output is g.SAME, c.name
+            assert c.reason.startswith("pass_") or c.reason == "slow_hub_initiation", c.name
+            assert c.output is g.SAME, c.name
+        elif c.reason == "slow_initiation":
+            # queued for the slow path, the original dropped untouched
+            assert c.verdict == TC_ACT_SHOT and c.output is g.SAME, c.name
         else:
             assert c.verdict == TC_ACT_SHOT and c.reason.startswith("drop_"), c.name
+        # what goes to the slow path is exactly what the verdict says
+        if c.reason.startswith("slow_"):
+            assert c.slow == "initiation", c.name
+        elif c.slow is not None:
+            assert c.reason == "reflect_response" and c.events.get("ev_slow_response") == 1, c.name
+        else:
+            assert not c.events.get("ev_slow_response"), c.name
+    names = {c.reason for c in CASES} | {e for c in CASES for e in c.events}
+    for counter in ("slow_initiation", "slow_hub_initiation", "drop_rate_limited",
+                    "pass_hub_rate_limited", "ev_slow_response",
+                    "ev_slow_response_rate_limited"):
+        assert counter in names, f"no row counts {counter}"
     reflected = [c for c in CASES if c.verdict == TC_ACT_REDIRECT]
     for c in reflected:
         f = pk.parse(c.output)
@@ -143,12 +162,16 @@ def test_walk_handshake_transport_cookie(golden_env):
 
     m = g.initiation()
     res, d = _run(env, g.inbound(g.E_I, g.hub(g.P), m))
-    assert res.retval == TC_ACT_REDIRECT and d["reflect_initiation"] == 1
-    assert res.data == g.reflected(g.hub(g.HUB_PORT), g.E_R, m)
+    assert res.retval == TC_ACT_SHOT and d == {"slow_initiation": 1}
+    (msg,) = env.dp.drain_slow_path()
+    assert msg.payload == m
+    # what the slow path does once mac1 checks out (tests/unit/test_slowpath_unit.py)
+    assert env.dp.insert_session(g.HUB_PORT, g.I_IDX, g.E_I, g.P, expect=g.E_R) == "created"
 
     m = g.response()
     res, d = _run(env, g.inbound(g.E_R, g.hub(g.HUB_PORT), m))
     assert res.retval == TC_ACT_REDIRECT and d["reflect_response"] == 1
+    assert [x.payload for x in env.dp.drain_slow_path()] == [m]
     assert res.data == g.reflected(g.hub(g.P), g.E_I, m)
 
     k1, k2 = env.dp.session(g.HUB_PORT, g.I_IDX), env.dp.session(g.P, g.R_IDX)
@@ -233,14 +256,56 @@ def test_responders_api(golden_env):
     r = env.dp.responders()
     assert (str(r[g.P].endpoint.ip), r[g.P].endpoint.port) == g.E_R
     assert r[g.P_NOEP].endpoint is None
-    env.run(g.inbound(g.E_I, g.hub(g.P), g.initiation()))
-    assert env.dp.responders()[g.P].next_hop.state == "direct"
-    assert env.dp.responders()[g.P].next_hop.dmac == g.GW_MAC
-    env.dp.set_responder(g.P, *g.E_R)          # unchanged: cache kept
-    assert env.dp.responders()[g.P].next_hop.state == "direct"
-    env.dp.set_responder(g.P, "203.0.113.99", 1)   # moved: cache dropped
-    assert env.dp.responders()[g.P].next_hop.state == "none"
+    assert env.dp.responder(g.P) == r[g.P] and env.dp.responder(12345) is None
+    env.dp.set_responder(g.P, *g.E_R)          # unchanged
+    assert env.dp.responder(g.P) == r[g.P]
+    env.dp.set_responder(g.P, "203.0.113.99", 1)   # moved
+    assert str(env.dp.responder(g.P).endpoint) == "203.0.113.99:1"
     assert not env.dp.remove_responder(12345)
+
+
+def test_initiators_map_api(golden_env):
+    env = golden_env
+    env.reset()
+    assert env.dp.initiators() == []
+    key = bytes(range(32))
+    env.dp.learn_initiator(g.P, key, g.E_I, 0x1234)
+    (li,) = env.dp.initiators()
+    assert (li.port, li.public_key, str(li.endpoint), li.index) == (g.P, key, "198.51.100.10:43210",
+                                                                    0x1234)
+    env.dp.learn_initiator(g.P, key, g.E_I_MOVED, 0x99)    # relearned: replaced
+    (li,) = env.dp.initiators()
+    assert li.index == 0x99
+    assert env.dp.forget_initiator(g.P, key) and not env.dp.forget_initiator(g.P, key)
+    assert env.dp.initiators() == []
+
+
+def test_slow_rate_config(golden_env):
+    dp = golden_env.dp
+    golden_env.reset()
+    rate, burst = dp.slow_rate()
+    assert (rate, burst) == (250.0, 100)
+    dp.set_slow_rate(4, 10)
+    assert dp.slow_rate() == (4.0, 10)
+    dp.set_slow_rate(0)
+    assert dp.slow_rate() == (0.0, 0)
+    with pytest.raises(ValueError):
+        dp.set_slow_rate(-1)
+    golden_env.reset()
+
+
+def test_userspace_counters_only_for_slow_path(golden_env):
+    dp = golden_env.dp
+    golden_env.reset()
+    dp.count("sp_drop_mac1")
+    dp.count("sp_drop_mac1", 2)
+    assert dp.counters()["sp_drop_mac1"] == 3
+    with pytest.raises(ValueError):
+        dp.count("reflect_transport")
+    from wgmux.datapath import EVENT_COUNTERS, SLOW_PATH_COUNTERS, VERDICT_COUNTERS
+    assert not set(SLOW_PATH_COUNTERS) & set(VERDICT_COUNTERS)
+    assert len(VERDICT_COUNTERS) + len(EVENT_COUNTERS) + len(SLOW_PATH_COUNTERS) == len(COUNTERS)
+    golden_env.reset()
 
 
 # ---- bounded session table ---------------------------------------------------
@@ -249,12 +314,43 @@ def test_sessions_full_is_counted_not_evicting():
     with g.GoldenNet() as net, Datapath(g.HUB_PORT, max_sessions=4) as dp:
         env = g.Env(dp, net)
         env.reset()
-        g.with_responder(env)
-        for i in range(4):
+        g.with_half_open(env)
+        for i in range(3):
             dp.set_session(g.HUB_PORT, 100 + i, g.E_I, g.P)
-        res, d = _run(env, g.inbound(g.E_I, g.hub(g.P), g.initiation(sender=7)))
+        res, d = _run(env, g.inbound(g.E_R, g.hub(g.HUB_PORT), g.response()))
         assert res.retval == TC_ACT_SHOT and d == {"drop_sessions_full": 1}
-        assert sorted(s.index for s in dp.sessions()) == [100, 101, 102, 103]
+        assert sorted(s.index for s in dp.sessions()) == [100, 101, 102, g.I_IDX]
+        # the slow path's inserts fail the same way, without evicting
+        assert dp.insert_session(g.HUB_PORT, 7, g.E_I, g.P) == "full"
+        assert len(dp.sessions()) == 4
+
+
+def test_slow_ring_full_is_counted():
+    """A ring buffer nobody reads fills up: initiations on a peer port are
+    then dropped, on HubPort passed, response copies lost, all counted."""
+    with g.GoldenNet() as net, Datapath(g.HUB_PORT,
+                                        cflags=["-DWGMUX_SLOW_RING_PAGES=1"]) as dp:
+        env = g.Env(dp, net)
+        env.reset()
+        g.with_half_open(env)
+        dp.set_slow_rate(0, 0)
+        queued = 0
+        while True:
+            res, d = _run(env, g.inbound(g.E_I, g.hub(g.P), g.initiation()))
+            if d != {"slow_initiation": 1}:
+                break
+            queued += 1
+            assert queued < 100
+        assert res.retval == TC_ACT_SHOT and d == {"drop_slow_full": 1}
+        assert 10 < queued < 4096 // (64 + 148)
+        res, d = _run(env, g.inbound(g.E_R, g.hub(g.HUB_PORT), g.initiation()))
+        assert res.retval == TC_ACT_OK and d == {"pass_hub_slow_full": 1}
+        res, d = _run(env, g.inbound(g.E_R, g.hub(g.HUB_PORT), g.response()))
+        assert res.retval == TC_ACT_REDIRECT
+        assert d["reflect_response"] == 1 and d["ev_slow_response_full"] == 1
+        assert len(dp.drain_slow_path()) == queued
+        res, d = _run(env, g.inbound(g.E_I, g.hub(g.P), g.initiation()))
+        assert d == {"slow_initiation": 1}
 
 
 # ---- attach / detach ---------------------------------------------------------
@@ -429,12 +525,23 @@ def test_real_traffic_is_reflected(golden_env, lan, forwarding):
     sysctl = ["ip", "netns", "exec", ns["hub"], "sysctl", "-qw", "net.ipv4.conf.eth0.forwarding=1"]
     if forwarding:
         subprocess.run(sysctl, check=True)
+    # The slow path as the daemon runs it, re-sending through the hub's
+    # stack with a raw socket opened in the hub's namespace.
+    from types import SimpleNamespace
+
+    from wgmux import mac1
+    from wgmux.slowpath import RawSender, SlowPath
+    r_key = secrets.token_bytes(32)
+    with g.in_netns(ns["hub"]):
+        sender = RawSender()
+    config = SimpleNamespace(peers=[SimpleNamespace(port=g.P, public_key=r_key)])
+    slow = SlowPath(dp, lambda: config, lambda: None, sender=sender)
     dp.attach("eth0", netns=ns["hub"])
     try:
+        slow.start()
         # Forwarding off: bpf_fib_lookup() refuses, the datapath falls back
-        # to bpf_redirect_neigh().  On: the hub has no neighbour for R yet
-        # (NO_NEIGH), bpf_redirect_neigh() resolves it for this packet.
-        m = g.initiation()
+        # to bpf_redirect_neigh().  The initiation leaves through the stack.
+        m = mac1.with_mac1(g.initiation(), mac1.mac1_key(r_key))
         si.sendto(m, (addrs["hub"], g.P))
         data, src = sr.recvfrom(2048)
         assert (data, src) == (m, (addrs["hub"], g.HUB_PORT))
@@ -458,17 +565,32 @@ def test_real_traffic_is_reflected(golden_env, lan, forwarding):
             assert si.recvfrom(2048) == (m, (addrs["hub"], g.P))
             on_wire(wi, 43210, m)
         c = dp.counters()
-        assert c["reflect_initiation"] == 1 and c["reflect_response"] == 1
+        assert c["slow_initiation"] == 1 and c["sp_reflect_initiation"] == 1
+        assert c["reflect_response"] == 1
         assert c["reflect_transport"] == 6
         if forwarding:
-            assert c["ev_nh_fwd_disabled"] == 0 and c["ev_nh_no_neigh"] >= 1
+            # (the hub learnt the peers' MACs from their ARP requests and
+            # its own sends, so every lookup finds a neighbour here; the
+            # golden table covers NO_NEIGH)
+            assert c["ev_nh_fwd_disabled"] == 0
         else:
-            assert c["ev_nh_fwd_disabled"] == 2
+            assert c["ev_nh_fwd_disabled"] == 1
         assert c["ev_nh_resolved"] >= 2
         assert dp.session(g.P, g.R_IDX).next_hop.state == "direct"
         # every reflected packet went the partial way, or none did
-        assert c["ev_csum_partial"] == (8 if peers_offload else 0), c
+        assert c["ev_csum_partial"] == (7 if peers_offload else 0), c
+
+        # an initiation whose mac1 is not R's never reaches R
+        m = g.initiation(sender=0x5151)
+        si.sendto(m, (addrs["hub"], g.P))
+        wait_for(lambda: dp.counters()["sp_drop_mac1"] == 1, timeout=5, what="the mac1 drop")
+        sr.settimeout(0.5)
+        with pytest.raises(OSError):
+            sr.recvfrom(2048)
+        assert dp.session(g.HUB_PORT, 0x5151) is None
     finally:
+        slow.stop()
+        sender.close()
         dp.detach()
         for sock in (si, sr, wi, wr):
             sock.close()
@@ -499,6 +621,28 @@ MUTANTS = {
         "\tevent(CTR_EV_CSUM_VERIFIED);\n\treturn 1 || !segment_sums_to_zero("),
     "first fragments not recognised": (
         "if (ip->ihl != 5 || (ip->frag_off & WG_HTONS(WGMUX_IP_MF)))", "if (ip->ihl != 5)"),
+    # slow path
+    "peer port initiation passed on after queueing": (
+        "\t\tcase SLOW_QUEUED:\n\t\t\treturn verdict(CTR_SLOW_INITIATION, TC_ACT_SHOT);",
+        "\t\tcase SLOW_QUEUED:\n\t\t\treturn verdict(CTR_SLOW_INITIATION, TC_ACT_OK);"),
+    "HubPort initiations not copied": (
+        "\t\t\treturn hub_initiation(skb, cfg, l3, udp, plen, v6);",
+        "\t\t\treturn verdict(CTR_PASS_HUB, TC_ACT_OK);"),
+    "responses not copied": (
+        "\t\tif (dport == cfg->hub_port)\n\t\t\tcopy_response(skb, cfg, l3, udp, plen, v6);\n",
+        "\n"),
+    "payload copied from the UDP header on": (
+        "__u32 off = (void *)(udp + 1) - (void *)(long)skb->data;",
+        "__u32 off = (void *)udp - (void *)(long)skb->data;"),
+    "rate limit never sheds": (
+        "\tif (t - now > cfg->slow_tolerance_ns)\n\t\treturn 0;",
+        "\tif (t - now > cfg->slow_tolerance_ns)\n\t\treturn 1;"),
+    "the first message from a source not limited": (
+        "\t\tslow_rate.update(&k, &next);\n", "\n"),
+    "IPv6 sources limited per address, not per /64": (
+        "\t\tk.addr[1] = src->addr.v6[1];", "\t\t__builtin_memcpy(k.addr, src->addr.v6, 16);"),
+    "rate limit per address and port": (
+        "\tk.family = src->family;\n", "\tk.family = src->family;\n\tk._pad[0] = src->port;\n"),
 }
 
 
@@ -508,7 +652,8 @@ def _failing_rows(env) -> list:
         out = g.run_case(env, c)
         want = c.packet if c.output is g.SAME else c.output
         ok = (out.result.retval == c.verdict and out.verdicts == {c.reason: 1}
-              and out.events == c.events and (want is None or out.result.data == want))
+              and out.events == c.events and (want is None or out.result.data == want)
+              and g.slow_problem(env, c, out.slow) is None)
         if ok and c.check:
             try:
                 c.check(env, out.result)
@@ -590,5 +735,38 @@ def test_amnezia_params_object(golden_env):
     g.with_responder(env)
     m = g.initiation(header=100_500, prefix=g.rand(23))
     res = env.run(g.inbound(g.E_I, g.hub(g.P), m))
-    assert res.retval == TC_ACT_REDIRECT
+    assert res.retval == TC_ACT_SHOT and env.dp.counters()["slow_initiation"] == 1
+    assert [x.payload for x in env.dp.drain_slow_path()] == [m]
+    env.reset()
+
+
+# ---- AmneziaWG junk of every size (issue 5) -----------------------------------
+
+@pytest.mark.parametrize("name", sorted(g.AWG_JUNK_RANGES))
+def test_awg_junk_of_every_size_is_never_reflected(golden_env, name):
+    """Jc junk and I-packets are random datagrams of any size in [Jmin,
+    Jmax), the handshake sizes included.  On a peer port every one is
+    dropped and counted (drop_unclassified); on HubPort every one passes to
+    the hub's own AmneziaWG untouched; none reaches the slow path, none
+    creates state."""
+    classifier, jmin, jmax = g.AWG_JUNK_RANGES[name]
+    env = golden_env
+    env.reset(classifier)
+    g.with_established(env)
+    sessions = env.dp.sessions()
+    env.dp.drain_slow_path()
+    for port, verdict, reason in ((g.P, TC_ACT_SHOT, "drop_unclassified"),
+                                  (g.HUB_PORT, TC_ACT_OK, "pass_hub")):
+        before = env.dp.counters()
+        for n in range(jmin, jmax):
+            junk = g._junk(classifier, n)
+            frame = g.inbound(g.E_I, g.hub(port), junk)
+            res = env.run(frame)
+            assert res.retval == verdict, (port, n)
+            assert res.data == frame, (port, n)
+        after = env.dp.counters()
+        delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+        assert delta == {reason: jmax - jmin}, (port, delta)
+    assert env.dp.drain_slow_path() == []
+    assert env.dp.sessions() == sessions
     env.reset()

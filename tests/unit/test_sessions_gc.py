@@ -1,0 +1,168 @@
+"""Sessions over time, below the daemon's loop: the bounded table under
+churn, idle collection with the daemon's timeouts, what `show` calls live,
+and the daemon following a responder that moved (Datapath.retarget through
+Daemon.sync_endpoints), checked on the program with BPF_PROG_TEST_RUN.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from wgmux import daemon as dmod
+from wgmux import golden as g
+from wgmux import packet as pk
+from wgmux.discovery import DeviceInfo, PeerInfo
+from wgmux.testrun import TC_ACT_REDIRECT
+
+NS = 10**9
+
+
+def test_idle_timeouts(monkeypatch):
+    monkeypatch.delenv(dmod.IDLE_TIMEOUT_ENV, raising=False)
+    assert dmod.idle_timeouts() == (540, 30)
+    assert dmod.idle_timeouts(3) == (3.0, 3.0)
+    monkeypatch.setenv(dmod.IDLE_TIMEOUT_ENV, "7.5")
+    assert dmod.idle_timeouts() == (7.5, 7.5)
+    assert dmod.idle_timeouts(100) == (100.0, 30)
+    with pytest.raises(ValueError):
+        dmod.idle_timeouts(0)
+
+
+def test_live_pairs():
+    now = 1000 * NS
+    pair = lambda state, created, last: {"state": state, "created": now - created * NS,  # noqa
+                                         "last_seen": now - last * NS}
+    busy = pair("established", 100, 1)
+    idle = pair("established", 700, 541)
+    replaced = pair("established", 191, 1)      # its keys are past 180 s + margin
+    young_half = pair("half-open", 5, 5)
+    old_half = pair("half-open", 31, 31)
+    live, stale = dmod.live_pairs([busy, idle, replaced, young_half, old_half], now, 540, 30)
+    assert live == [busy, young_half]
+    assert stale == [idle, replaced, old_half]
+
+
+# ---- with the program ----------------------------------------------------------
+
+bcc = pytest.importorskip("bcc", reason="bcc (python3-bpfcc) is not installed")
+root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (eBPF, namespaces)")
+
+from wgmux.datapath import Datapath, monotonic_ns  # noqa: E402
+
+
+@root
+def test_churn_stays_bounded_and_is_collected():
+    """Many half-open sessions (initiations nobody answers): the table
+    holds at most max_sessions, refuses the rest without evicting, and
+    collection of the idle ones makes room again."""
+    n = 512
+    with g.GoldenNet() as net, Datapath(g.HUB_PORT, max_sessions=n) as dp:
+        g.with_established(dp_env := g.Env(dp, net))
+        past = monotonic_ns() - 60 * NS
+        for i in range(n - 2):
+            dp.set_session(g.HUB_PORT, 0x1000 + i, g.E_I, g.P, expect=g.E_R,
+                           created=past, last_seen=past)
+        assert len(dp.sessions()) == n
+        with pytest.raises(Exception):
+            dp.set_session(g.HUB_PORT, 0xFFFF, g.E_I, g.P, expect=g.E_R)
+        # a response to one of them needs one more entry: refused, counted
+        before = dp.counters()["drop_sessions_full"]
+        res = dp_env.run(g.inbound(g.E_R, g.hub(g.HUB_PORT),
+                                   g.response(sender=0x5555, receiver=0x1000)))
+        assert res.retval != TC_ACT_REDIRECT
+        assert dp.counters()["drop_sessions_full"] == before + 1
+        # the established pair keeps working at full table
+        res = dp_env.run(g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX)))
+        assert res.retval == TC_ACT_REDIRECT
+
+        # the daemon's collection: half-open ones after 30 s of silence
+        d = dmod.Daemon.__new__(dmod.Daemon)
+        d.datapath, d.idle_timeout, d.half_open_timeout = dp, 540.0, 30.0
+        import threading
+        d._lock = threading.Lock()
+        d.collect_idle()
+        assert sorted(s.key for s in dp.sessions()) == sorted(
+            [(g.HUB_PORT, g.I_IDX), (g.P, g.R_IDX)])
+        # and there is room again
+        res = dp_env.run(g.inbound(g.E_R, g.hub(g.HUB_PORT), g.transport(g.I_IDX)))
+        assert res.retval == TC_ACT_REDIRECT
+        dp.set_session(g.HUB_PORT, 0xFFFF, g.E_I, g.P, expect=g.E_R)
+        assert len(dp.sessions()) == 3
+
+
+@root
+def test_collect_idle_keeps_a_pair_while_one_direction_is_busy():
+    with Datapath(g.HUB_PORT) as dp:
+        now = monotonic_ns()
+        old, recent = now - 600 * NS, now - 1 * NS
+        dp.set_session(g.HUB_PORT, 1, g.E_I, g.P, reverse=(g.P, 2), created=old, last_seen=old)
+        dp.set_session(g.P, 2, g.E_R, g.HUB_PORT, reverse=(g.HUB_PORT, 1), created=old,
+                       last_seen=recent)
+        assert dp.collect_idle(540, 30, now_ns=now) == 0
+        assert dp.collect_idle(540, 30, now_ns=now + 540 * NS) == 2
+        assert dp.sessions() == []
+
+
+def _config(port=g.P, key="A" * 43 + "="):
+    from wgmux.config import parse
+
+    return parse(f'[Interface]\nDevice = "wg0"\nHubPort = {g.HUB_PORT}\nInterface = "eth0"\n'
+                 f'[[Peer]]\nPort = {port}\nPublicKey = "{key}"\n', "test.toml")
+
+
+def _device(key, endpoint):
+    return DeviceInfo("wg0", g.HUB_PORT, None,
+                      {key: PeerInfo(key, endpoint, 1, 0, 0)}, "test")
+
+
+@root
+def test_daemon_moves_sessions_when_the_responder_moves(caplog):
+    """sync_endpoints: the hub's device reports a new endpoint for R; R's
+    established sessions follow (sent to R from HubPort, expected from R on
+    HubPort), the initiator's side is left alone, and the next packet from
+    I goes to R's new endpoint."""
+    config = _config()
+    key = config.peers[0].public_key
+    moved = ("203.0.113.21", 40000)
+    with g.GoldenNet() as net, Datapath(g.HUB_PORT) as dp:
+        env = g.Env(dp, net)
+        g.with_established(env)
+        d = dmod.Daemon(config)
+        d.datapath = dp
+        d.sync_endpoints(_device(key, g.E_R))
+        assert dp.responders()[g.P].endpoint.port == g.E_R[1]
+
+        with caplog.at_level(logging.INFO, logger="wgmux"):
+            d.sync_endpoints(_device(key, moved))
+        assert f"responder on port {g.P} moved from {g.E_R[0]}:{g.E_R[1]}: 2 session " \
+               f"entries follow" in caplog.text
+        to_r = dp.session(g.P, g.R_IDX)
+        to_i = dp.session(g.HUB_PORT, g.I_IDX)
+        assert (str(to_r.dst), str(to_r.expect)) == ("203.0.113.21:40000", "198.51.100.10:43210")
+        assert (str(to_i.dst), str(to_i.expect)) == ("198.51.100.10:43210", "203.0.113.21:40000")
+        assert to_r.next_hop.state == "none"     # resolved again for the new target
+
+        res = env.run(g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX)))
+        assert res.retval == TC_ACT_REDIRECT
+        out = pk.parse(res.data)
+        assert (str(out.src), out.sport, str(out.dst), out.dport) == (g.HUB4, g.HUB_PORT, *moved)
+        assert out.udp_checksum_ok() and out.ip_checksum_ok()
+        # R's packets from the new endpoint are no roam: nothing left to learn
+        before = dp.counters()["ev_roam"]
+        res = env.run(g.inbound(moved, g.hub(g.HUB_PORT), g.transport(g.I_IDX)))
+        assert res.retval == TC_ACT_REDIRECT
+        assert dp.counters()["ev_roam"] == before
+
+
+@root
+def test_retarget_touches_only_sessions_sent_from_that_port():
+    with Datapath(g.HUB_PORT) as dp:
+        shared = ("198.51.100.50", 51820)     # one socket: R for P, I towards P2
+        dp.set_session(g.P, 1, shared, g.HUB_PORT)          # to it as a responder
+        dp.set_session(g.HUB_PORT, 2, shared, 40002)        # to it as an initiator
+        assert dp.retarget(shared, ("198.51.100.50", 6000), g.HUB_PORT) == 1
+        assert str(dp.session(g.P, 1).dst) == "198.51.100.50:6000"
+        assert str(dp.session(g.HUB_PORT, 2).dst) == "198.51.100.50:51820"

@@ -1,0 +1,417 @@
+"""The handshake slow path: mac1 checks in userspace (DESIGN §4, §6).
+
+The datapath (bpf/wgmux.c) never reflects a handshake initiation itself.
+It queues it on the ring buffer `slow_ring`, rate-limited per source
+address, with what this module needs to act on it: source and destination
+address and port, TTL, TOS, IP id and DF, ingress ifindex, arrival time and
+the whole UDP payload.  One thread here (`SlowPath`) reads the ring and
+decides, with public keys only (wgmux.mac1):
+
+* **Initiation on a peer port P** (the datapath dropped the original):
+  reflected only if its mac1 is valid for P's responder R (the key in the
+  config's `[[Peer]]`): the half-open session (HubPort, I's sender index)
+  -> {E_I, from P} goes into the session map, then the initiation is sent
+  from h:HubPort to E_R.  Anything else is dropped and counted
+  (sp_drop_mac1): the hub is no open reflector.
+
+* **Initiation on HubPort** (the datapath passed the original to the stack
+  and sent a copy): the hub's own handshake, or a responder-initiated one -
+  after a session expired, R's endpoint for I is h:HubPort, so R's
+  initiation to I arrives there.  If it comes from the endpoint of P's
+  responder and its mac1 is valid for an initiator I learned on P (below),
+  it is R's: the half-open session (P, R's sender index) -> {E_R, from
+  HubPort} goes into the map and the initiation is sent from h:P to E_I
+  (I's endpoint as seen on P).  I answers to h:P, and the datapath's
+  generic response handling establishes the pair (DESIGN §3 with the roles
+  swapped).  Otherwise nothing happens (sp_pass_hub): the stack already
+  has it.
+
+* **Response on HubPort** that the datapath reflected (R -> I): its mac1 is
+  keyed with I's public key, which must be one of the hub device's peers.
+  That teaches the hub "I talks to R through P" (map `initiators`, kept in
+  the kernel so that it survives a restart with the sessions).
+
+Packets are re-sent through the hub's own stack with raw sockets (IP header
+included, so addresses, ports, TTL - 1, TOS, id and DF are ours; the UDP
+checksum is computed here, the IPv4 one by the kernel).  They leave by the
+egress path, so they never meet the TC ingress program again.  Raw sockets
+need CAP_NET_RAW.
+
+Every message ends in exactly one sp_* counter of the datapath's counter
+map.  Initiations older than MAX_AGE (the daemon was busy or down) are
+dropped: WireGuard has resent a fresh one by then.
+
+Established sessions never involve this thread; while it (or the daemon)
+is down, transport keeps flowing and only new handshakes wait.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+from . import mac1
+from . import packet as pk
+from . import wire
+from .datapath import Endpoint, LearnedInitiator, SlowMessage, monotonic_ns
+
+log = logging.getLogger("wgmux")
+
+# WireGuard resends an unanswered initiation after REKEY_TIMEOUT (5 s) with
+# a new sender index; an older one is not worth reflecting.
+MAX_AGE = 5.0
+POLL_MS = 200
+
+
+class SlowPathError(RuntimeError):
+    """The slow path cannot start; the message says why."""
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+class RawSender:
+    """Send a UDP datagram with addresses, ports and IP header fields of our
+    choosing through this network namespace's stack (raw sockets with
+    IPPROTO_RAW, which implies IP_HDRINCL / IPV6_HDRINCL)."""
+
+    def __init__(self):
+        try:
+            self.v4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        except PermissionError:
+            raise SlowPathError("cannot open a raw socket to re-send verified handshakes: "
+                                "wgmux serve needs CAP_NET_RAW") from None
+        try:
+            self.v6: Optional[socket.socket] = socket.socket(
+                socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        except OSError:
+            self.v6 = None   # IPv6 disabled: IPv6 handshakes then fail, counted
+
+    def send(self, src: Endpoint, dst: Endpoint, payload: bytes, ttl: int, tos: int = 0,
+             ip_id: int = 0, df: bool = False):
+        seg = pk.udp(src.ip, dst.ip, src.port, dst.port, payload)
+        if dst.ip.version == 4:
+            frame = pk.ipv4(src.ip, dst.ip, seg, ttl=ttl, tos=tos, ident=ip_id,
+                            flags=pk.IP_DF if df else 0)
+            self.v4.sendto(frame, (str(dst.ip), 0))
+        else:
+            if self.v6 is None:
+                raise OSError("IPv6 raw socket unavailable")
+            frame = pk.ipv6(src.ip, dst.ip, seg, hop_limit=ttl, traffic_class=tos)
+            self.v6.sendto(frame, (str(dst.ip), 0))
+
+    def close(self):
+        for s in (self.v4, self.v6):
+            if s is not None:
+                s.close()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the slow path did with one message (for logs and tests)."""
+    counter: str                          # the sp_* counter it was counted under
+    sent: Optional[Tuple[Endpoint, Endpoint]] = None   # (from, to) if re-sent
+    session: Optional[Tuple[int, int]] = None          # the half-open key opened
+    learned: Optional[Tuple[int, str]] = None          # (port, initiator key b64)
+
+
+class SlowPath:
+    """Consumes the datapath's slow-path ring buffer in a thread.
+
+    `config()` returns the current wgmux Config (its [[Peer]] ports and
+    keys), `device()` the hub device as last read (DeviceInfo: its peers'
+    public keys); both are called per message, so a reload or a new peer
+    takes effect at once.  `sender` defaults to a RawSender opened by
+    start() in the calling thread's network namespace.
+    """
+
+    def __init__(self, datapath, config: Callable[[], object], device: Callable[[], object],
+                 sender=None, max_age: float = MAX_AGE):
+        self.dp = datapath
+        self._config = config
+        self._device = device
+        self.sender = sender
+        self.max_age_ns = int(max_age * 1e9)
+        self._own_sender = False
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()          # guards _learned, _warnings
+        # port -> {raw initiator key -> LearnedInitiator}
+        self._learned: Dict[int, Dict[bytes, LearnedInitiator]] = {}
+        self._warnings: Dict[frozenset, str] = {}
+        # (port, raw initiator key) -> the session key (P, R's sender) of the
+        # last responder-initiated handshake to it: once I has answered, its
+        # reverse entry holds I's new index and endpoint
+        self._answered: Dict[Tuple[int, bytes], Tuple[int, int]] = {}
+        self._peer_keys: Tuple[tuple, dict] = ((), {})
+        self.last: Optional[Decision] = None   # the latest decision (tests)
+
+    # -- lifecycle -----------------------------------------------------------
+    def load(self):
+        """Take over the identities a previous daemon learned (pinned map)."""
+        with self._lock:
+            self._learned.clear()
+            for li in self.dp.initiators():
+                self._learned.setdefault(li.port, {})[li.public_key] = li
+        n = sum(len(v) for v in self._learned.values())
+        if n:
+            log.info("slow path: %d learned initiator identit%s kept", n, "y" if n == 1 else "ies")
+
+    def start(self):
+        if self.sender is None:
+            self.sender = RawSender()
+            self._own_sender = True
+        self.load()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="wgmux-slowpath", daemon=True)
+        self._thread.start()
+        rate, burst = self.dp.slow_rate()
+        log.info("slow path: mac1 checks on; at most %s handshake messages/s per source "
+                 "(burst %d) reach it", f"{rate:g}" if rate else "unlimited", burst)
+
+    def stop(self, timeout: float = 5.0):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._own_sender and self.sender is not None:
+            self.sender.close()
+            self.sender = None
+            self._own_sender = False
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.dp.poll_slow_path(self.handle, POLL_MS)
+            except Exception:
+                log.exception("slow path: polling the ring buffer failed")
+                self._stop.wait(1.0)
+
+    # -- one message ---------------------------------------------------------
+    def handle(self, msg) -> Decision:
+        """Decide about one message (a SlowMessage, or the exception that
+        kept it from parsing), count it, and return the decision."""
+        try:
+            d = self._decide(msg)
+        except Exception:
+            log.exception("slow path: cannot handle %r", msg)
+            d = Decision("sp_drop_malformed")
+        self.dp.count(d.counter)
+        self.last = d
+        return d
+
+    def _decide(self, msg) -> Decision:
+        if not isinstance(msg, SlowMessage):
+            log.warning("slow path: unreadable message from the datapath: %s", msg)
+            return Decision("sp_drop_malformed")
+        kind, message = self.dp.classifier.message(msg.payload)
+        if kind is None or kind.value != msg.kind or msg.src.ip.version != msg.dst.ip.version:
+            return Decision("sp_drop_malformed")
+        hub_port = self.dp.hub_port
+        if kind is wire.MessageType.RESPONSE:
+            if msg.dst.port != hub_port:
+                return Decision("sp_drop_malformed")
+            return self._learn(msg, message, hub_port)
+        if kind is not wire.MessageType.INITIATION:
+            return Decision("sp_drop_malformed")
+        if monotonic_ns() - msg.ktime > self.max_age_ns:
+            return Decision("sp_drop_stale")
+        if msg.dst.port == hub_port:
+            return self._hub_initiation(msg, message, hub_port)
+        return self._peer_initiation(msg, message, hub_port)
+
+    def _responder_keys(self) -> Dict[int, str]:
+        return {p.port: p.public_key for p in self._config().peers}
+
+    def _device_keys(self) -> Dict[str, bytes]:
+        """{base64 public key: mac1 key} of the hub device's peers."""
+        device = self._device()
+        names = tuple(device.peers) if device is not None else ()
+        if names != self._peer_keys[0]:
+            self._peer_keys = (names, mac1.mac1_keys({n: n for n in names}))
+        return self._peer_keys[1]
+
+    def _open(self, port: int, index: int, dst: Endpoint, src_port: int,
+              expect: Optional[Endpoint]) -> Tuple[Optional[str], bool]:
+        """Open the half-open session; (counter if it failed, created)."""
+        res = self.dp.insert_session(port, index, dst, src_port, expect=expect)
+        if res == "created":
+            return None, True
+        if res == "full":
+            return "sp_drop_sessions_full", False
+        old = self.dp.session(port, index)
+        if old is not None and old.dst == dst and old.src_port == src_port:
+            return None, False          # the same initiation again: resend it
+        return "sp_drop_index_clash", False
+
+    def _send(self, msg: SlowMessage, src: Endpoint, dst: Endpoint, key: Tuple[int, int],
+              created: bool, ok: str) -> Decision:
+        try:
+            self.sender.send(src, dst, msg.payload, ttl=msg.ttl - 1, tos=msg.tos,
+                             ip_id=msg.ip_id, df=msg.df)
+        except OSError as e:
+            log.warning("slow path: cannot send the initiation %s -> %s: %s", src, dst, e)
+            if created:
+                self.dp.delete_session(*key)
+            return Decision("sp_drop_send")
+        return Decision(ok, sent=(src, dst), session=key)
+
+    @staticmethod
+    def _reflectable(msg: SlowMessage, dst: Optional[Endpoint]) -> bool:
+        return dst is not None and dst.ip.version == msg.src.ip.version and msg.ttl > 1
+
+    def _peer_initiation(self, msg: SlowMessage, message: bytes, hub_port: int) -> Decision:
+        port = msg.dst.port
+        key = self._responder_keys().get(port)
+        r = self.dp.responder(port)
+        if key is None or r is None or r.endpoint is None:
+            return Decision("sp_drop_no_responder")
+        if not mac1.verify_mac1(message, mac1.mac1_key(key)):
+            log.debug("slow path: initiation from %s to port %d: mac1 not for its responder, "
+                      "dropped", msg.src, port)
+            return Decision("sp_drop_mac1")
+        if not self._reflectable(msg, r.endpoint):
+            return Decision("sp_drop_unreflectable")
+        (sender,) = struct.unpack_from("<I", message, wire.WG_INITIATION_OFF_SENDER)
+        why, created = self._open(hub_port, sender, msg.src, port, r.endpoint)
+        if why:
+            return Decision(why)
+        return self._send(msg, Endpoint(msg.dst.ip, hub_port), r.endpoint, (hub_port, sender),
+                          created, "sp_reflect_initiation")
+
+    def _hub_initiation(self, msg: SlowMessage, message: bytes, hub_port: int) -> Decision:
+        device_keys = self._device_keys()
+        with self._lock:
+            learned = {p: dict(v) for p, v in self._learned.items() if v}
+        for port, by_key in sorted(learned.items()):
+            r = self.dp.responder(port)
+            if r is None or r.endpoint != msg.src:
+                continue            # only P's responder may start a handshake via P
+            for raw, li in by_key.items():
+                name = _b64(raw)
+                if name not in device_keys:
+                    continue        # no longer a peer of the hub
+                if mac1.verify_mac1(message, device_keys[name]):
+                    return self._to_initiator(msg, message, hub_port, port, li)
+        return Decision("sp_pass_hub")
+
+    def _refresh(self, hub_port: int, port: int, li: LearnedInitiator) -> LearnedInitiator:
+        """After a responder-initiated handshake, I's response (on P, so
+        never copied here) created (HubPort, I's new index): follow it, so
+        that a chain of handshakes R starts keeps up with I's endpoint."""
+        answered = self._answered.get((port, li.public_key))
+        s = self.dp.session(*answered) if answered else None
+        if s is None or s.reverse is None or s.reverse[0] != hub_port:
+            return li
+        back = self.dp.session(*s.reverse)
+        if back is None or back.dst is None or back.src_port != port:
+            return li
+        li = LearnedInitiator(port, li.public_key, back.dst, s.reverse[1], monotonic_ns())
+        with self._lock:
+            self._learned.setdefault(port, {})[li.public_key] = li
+            self._answered.pop((port, li.public_key), None)
+        self.dp.learn_initiator(port, li.public_key, li.endpoint, li.index, li.learned)
+        return li
+
+    def _to_initiator(self, msg: SlowMessage, message: bytes, hub_port: int, port: int,
+                      li: LearnedInitiator) -> Decision:
+        li = self._refresh(hub_port, port, li)
+        # E_I as the datapath sees it now (it follows roaming), else as learned
+        e_i = li.endpoint
+        s = self.dp.session(hub_port, li.index)
+        if s is not None and s.src_port == port and s.dst is not None:
+            e_i = s.dst
+        if not self._reflectable(msg, e_i):
+            return Decision("sp_drop_unreflectable")
+        (sender,) = struct.unpack_from("<I", message, wire.WG_INITIATION_OFF_SENDER)
+        why, created = self._open(port, sender, msg.src, hub_port, e_i)
+        if why:
+            return Decision(why)
+        log.debug("slow path: responder-initiated handshake %s -> %s… via port %d",
+                  msg.src, _b64(li.public_key)[:8], port)
+        d = self._send(msg, Endpoint(msg.dst.ip, port), e_i, (port, sender), created,
+                       "sp_reflect_hub_initiation")
+        if d.sent:
+            with self._lock:
+                self._answered[(port, li.public_key)] = (port, sender)
+        return d
+
+    def _learn(self, msg: SlowMessage, message: bytes, hub_port: int) -> Decision:
+        (receiver,) = struct.unpack_from("<I", message, wire.WG_RESPONSE_OFF_RECEIVER)
+        s = self.dp.session(hub_port, receiver)
+        if s is None or s.src_port == hub_port or s.dst is None:
+            return Decision("sp_learn_unknown")
+        port = s.src_port
+        name = mac1.find_receiver(message, self._device_keys())
+        if name is None:
+            return Decision("sp_learn_unknown")
+        raw = mac1.public_key_bytes(name)
+        li = LearnedInitiator(port, raw, s.dst, receiver, monotonic_ns())
+        with self._lock:
+            by_key = self._learned.setdefault(port, {})
+            new = raw not in by_key
+            by_key[raw] = li
+        self.dp.learn_initiator(port, raw, s.dst, receiver, li.learned)
+        if new:
+            log.info("slow path: learned initiator %s… on port %d (at %s)", name[:8], port, s.dst)
+            self._check_both_initiators(port, name)
+        return Decision("sp_learn_initiator", learned=(port, name))
+
+    def _check_both_initiators(self, port: int, initiator: str):
+        """`initiator` was just learned on `port`.  If it is itself the
+        responder of another port Q, and the responder of `port` was
+        learned as an initiator on Q, both sides of that pair are
+        configured with the other's Endpoint = hub:port."""
+        keys = self._responder_keys()
+        responder = keys.get(port)
+        other = [q for q, k in keys.items() if k == initiator and q != port]
+        if responder is None or not other:
+            return
+        with self._lock:
+            for q in other:
+                if mac1.public_key_bytes(responder) not in self._learned.get(q, {}):
+                    continue
+                pair = frozenset((port, q))
+                if pair in self._warnings:
+                    continue
+                text = (f"peers {initiator[:8]}… (responder on port {q}) and {responder[:8]}… "
+                        f"(responder on port {port}) are both configured as initiator: each "
+                        f"has the other's Endpoint = hub:<its port>.  wgmux reflects each "
+                        f"handshake through the port it was sent to, which works while their "
+                        f"handshakes do not cross; if both start one at once, a session can "
+                        f"stall until WireGuard's next handshake.  Set the Endpoint on one "
+                        f"side only.")
+                self._warnings[pair] = text
+                log.warning("%s", text)
+
+    # -- views ---------------------------------------------------------------
+    def learned(self) -> List[LearnedInitiator]:
+        with self._lock:
+            return [li for v in self._learned.values() for li in v.values()]
+
+    def warnings(self) -> List[str]:
+        with self._lock:
+            return list(self._warnings.values())
+
+    def status(self) -> dict:
+        """For `wgmux show`."""
+        rate, burst = self.dp.slow_rate()
+        mono, wall = monotonic_ns(), time.time()
+        return {
+            "rate": rate,
+            "burst": burst,
+            "initiators": [{
+                "port": li.port,
+                "public_key": _b64(li.public_key),
+                "endpoint": str(li.endpoint) if li.endpoint else None,
+                "learned": wall - (mono - li.learned) / 1e9,
+            } for li in sorted(self.learned(), key=lambda x: (x.port, x.public_key))],
+            "warnings": self.warnings(),
+        }
