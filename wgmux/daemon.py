@@ -54,6 +54,8 @@ SESSION_IDLE_TIMEOUT = 3 * 180
 # filling the table for long.
 HALF_OPEN_TIMEOUT = 30
 GC_INTERVAL = 5.0
+# Drops are logged as one summary line per interval, whatever their rate.
+DROP_SUMMARY_INTERVAL = 60.0
 # WireGuard refuses a keypair REJECT_AFTER_TIME after the handshake that made
 # it; `show` does not list a session whose handshake is older than that
 # (plus a margin for the hub seeing the initiation before the peers derive
@@ -200,6 +202,8 @@ class Daemon:
         self.pin = pin                 # pin the maps (restart without loss)
         self.pin_dir = None
         self.reloads = 0
+        self._logged_sessions: dict = {}
+        self._drops_logged: dict = {}
         self._reload_requested = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -372,6 +376,7 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
         next_gc = time.monotonic() + self.gc_interval
+        next_drop_summary = time.monotonic() + DROP_SUMMARY_INTERVAL
         try:
             while not self._stop.wait(SYNC_INTERVAL):
                 if self._reload_requested:
@@ -383,9 +388,44 @@ class Daemon:
                     log.warning("cannot read %s: %s", self.config.device, e)
                 if time.monotonic() >= next_gc:
                     self.collect_idle()
+                    self.log_sessions()
                     next_gc = time.monotonic() + self.gc_interval
+                if time.monotonic() >= next_drop_summary:
+                    self.log_drops()
+                    next_drop_summary = time.monotonic() + DROP_SUMMARY_INTERVAL
         finally:
+            self.log_drops()
             self.stop()
+
+    def log_sessions(self):
+        """One line when a session comes up (a response went through) or
+        goes (collected, or its port removed)."""
+        with self._lock:
+            pairs = self.datapath.session_pairs(wall_clock=False)
+        now = {(p["port"], p["initiator_index"], p["responder_index"]): p
+               for p in pairs if p["state"] == "established"}
+        for key in now.keys() - self._logged_sessions.keys():
+            p = now[key]
+            log.info("session up: port %d, initiator %s <-> responder %s", p["port"],
+                     p["initiator"], p["responder"])
+        for key in self._logged_sessions.keys() - now.keys():
+            p = self._logged_sessions[key]
+            log.info("session down: port %d, initiator %s <-> responder %s (%d+%d packets)",
+                     p["port"], p["initiator"], p["responder"], p["i2r_packets"],
+                     p["r2i_packets"])
+        self._logged_sessions = now
+
+    def log_drops(self):
+        """Drops summarised per interval, never a line per packet."""
+        if self.datapath is None:
+            return
+        counters = self.datapath.counters()
+        drops = {k: v - self._drops_logged.get(k, 0) for k, v in counters.items()
+                 if "drop_" in k and v > self._drops_logged.get(k, 0)}
+        self._drops_logged = {k: v for k, v in counters.items() if "drop_" in k}
+        if drops:
+            log.warning("dropped since the last summary: %s",
+                        ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
 
     def reload(self) -> bool:
         """Apply the config file again (SIGHUP); see the module doc."""
