@@ -22,8 +22,7 @@ import contextlib
 import ctypes
 import os
 import random
-import secrets
-import subprocess
+import socket
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -93,49 +92,53 @@ def in_netns(name: str):
 
 
 class GoldenNet:
-    """A private network namespace giving bpf_fib_lookup() fixed answers."""
+    """A private network namespace giving bpf_fib_lookup() fixed answers.
+
+    A netlab lab of one node, so a crashed run's namespace is reaped and the
+    test suite's leak check sees it like any other.
+    """
 
     def __init__(self):
-        self.name = f"wgmuxdp-{os.getpid()}-{secrets.token_hex(3)}"
+        self.lab = None
+        self.name = None
         self.ifindex: Dict[str, int] = {}
 
-    def _ip(self, *args: str):
-        subprocess.run(["ip", "-n", self.name, *args], check=True, capture_output=True)
-
     def __enter__(self) -> "GoldenNet":
-        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True)
+        from netlab import Lab
+
+        self.lab = Lab().__enter__()
         try:
-            ip = self._ip
-            ip("link", "add", "pub0", "address", HUB_MAC, "type", "veth", "peer", "name", "pub0p")
-            ip("link", "add", "nofwd0", "address", NOFWD_MAC, "type", "veth",
-               "peer", "name", "nofwd0p")
-            for dev in ("lo", "pub0", "pub0p", "nofwd0", "nofwd0p"):
-                ip("link", "set", dev, "up")
-            ip("addr", "add", f"{HUB4}/24", "dev", "pub0")
-            ip("addr", "add", f"{HUB6}/64", "dev", "pub0", "nodad")
-            ip("addr", "add", f"{NOFWD4}/24", "dev", "nofwd0")
-            ip("route", "add", "default", "via", GW4, "dev", "pub0")
-            ip("-6", "route", "add", "default", "via", GW6, "dev", "pub0")
-            ip("neigh", "add", GW4, "lladdr", GW_MAC, "dev", "pub0", "nud", "permanent")
-            ip("-6", "neigh", "add", GW6, "lladdr", GW_MAC, "dev", "pub0", "nud", "permanent")
-            ip("route", "add", "blackhole", f"{E_BLACKHOLE[0]}/32")
-            ip("-6", "route", "add", "blackhole", "2001:db8:dead::/48")
+            node = self.lab.add_node("dp")
+            self.name = node.netns
+            ipr = node.ipr
+            for dev, mac in (("pub0", HUB_MAC), ("nofwd0", NOFWD_MAC)):
+                ipr.link("add", ifname=dev, kind="veth", address=mac, peer=f"{dev}p")
+                node.up(dev)
+                node.up(f"{dev}p")
+                self.ifindex[dev] = node.index(dev)
+            node.add_address("pub0", f"{HUB4}/24")
+            node.add_address("pub0", f"{HUB6}/64")
+            node.add_address("nofwd0", f"{NOFWD4}/24")
+            node.add_route("0.0.0.0/0", gateway=GW4, ifname="pub0")
+            node.add_route("::/0", gateway=GW6, ifname="pub0")
+            for gw in (GW4, GW6):
+                ipr.neigh("add", dst=gw, lladdr=GW_MAC, ifindex=self.ifindex["pub0"],
+                          state=0x80)  # NUD_PERMANENT
+            ipr.route("add", dst=f"{E_BLACKHOLE[0]}/32", type="blackhole")
+            ipr.route("add", dst="2001:db8:dead::/48", type="blackhole", family=socket.AF_INET6)
             # bpf_fib_lookup() answers FWD_DISABLED unless the input device
             # forwards; nofwd0 keeps the default (off) to test that branch.
-            subprocess.run(["nsenter", f"--net=/var/run/netns/{self.name}", "--", "sysctl", "-qw",
-                            "net.ipv4.conf.pub0.forwarding=1",
-                            "net.ipv6.conf.pub0.forwarding=1"], check=True, capture_output=True)
-            for dev in ("pub0", "nofwd0"):
-                out = subprocess.run(["ip", "-n", self.name, "-o", "link", "show", dev],
-                                     check=True, capture_output=True, text=True).stdout
-                self.ifindex[dev] = int(out.split(":", 1)[0])
+            node.sysctl("net.ipv4.conf.pub0.forwarding", 1)
+            node.sysctl("net.ipv6.conf.pub0.forwarding", 1)
         except BaseException:
             self.close()
             raise
         return self
 
     def close(self):
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        if self.lab is not None:
+            self.lab.close()
+            self.lab = None
 
     def __exit__(self, *exc):
         self.close()
