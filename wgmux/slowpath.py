@@ -56,7 +56,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import mac1
+from . import junk, mac1
 from . import packet as pk
 from . import wire
 from .datapath import Endpoint, LearnedInitiator, SlowMessage, monotonic_ns
@@ -254,6 +254,11 @@ class SlowPath:
     def _send(self, msg: SlowMessage, src: Endpoint, dst: Endpoint, key: Tuple[int, int],
               created: bool, ok: str) -> Decision:
         try:
+            # AmneziaWG: the hub's own Jc junk first, so the second leg of a
+            # reflected initiation looks like the first (DESIGN §5).
+            junk.send_junk(lambda datagram: self.sender.send(src, dst, datagram,
+                                                             ttl=msg.ttl - 1, tos=msg.tos),
+                           self._config().amnezia)
             self.sender.send(src, dst, msg.payload, ttl=msg.ttl - 1, tos=msg.tos,
                              ip_id=msg.ip_id, df=msg.df)
         except OSError as e:

@@ -188,7 +188,19 @@ def test_reflects_amnezia_end_to_end(awg):
     assert c["reflect_response"] >= 1 and c["reflect_transport"] > 1000, c
     assert c.get("reflect_initiation", 0) + c.get("sp_reflect_initiation", 0) >= 1, c
 
-    # 5. The hub's own AmneziaWG sessions carried none of it (it never decrypted).
+    # 5. The hub sent its own Jc junk toward R right before the reflected
+    #    initiation, so the second leg looks like the first (wgmux.junk).
+    leg2 = [p for p in ours if p.src == hub_ip and p.sport == topo.hub_port and p.dst == r_ip]
+    reflected = {p.payload for p in inits_in}
+    at = next(n for n, p in enumerate(leg2) if p.payload in reflected)
+    hub_junk = leg2[at - params.jc:at]
+    assert len(hub_junk) == params.jc, leg2[:at + 1]
+    for p in hub_junk:
+        assert params.jmin <= len(p.payload) < max(params.jmax, params.jmin + 1), p
+        assert classifier.classify(p.payload)[0] is None, p
+        assert p.payload not in junk, "the hub's junk is its own, not the initiator's"
+
+    # 6. The hub's own AmneziaWG sessions carried none of it (it never decrypted).
     for host in (initiator, responder):
         assert topo.hub_wg.peer(host.wg.public_key).rx_bytes < MB
     sessions = [s for s in hub.show()["sessions"] if s["port"] == PORT]
