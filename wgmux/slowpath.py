@@ -256,9 +256,11 @@ class SlowPath:
         try:
             # AmneziaWG: the hub's own Jc junk first, so the second leg of a
             # reflected initiation looks like the first (DESIGN §5).
-            junk.send_junk(lambda datagram: self.sender.send(src, dst, datagram,
-                                                             ttl=msg.ttl - 1, tos=msg.tos),
-                           self._config().amnezia)
+            amnezia = getattr(self._config(), "amnezia", None)
+            if amnezia is not None and amnezia.jc:
+                junk.send_junk(lambda datagram: self.sender.send(src, dst, datagram,
+                                                                 ttl=msg.ttl - 1, tos=msg.tos),
+                               amnezia)
             self.sender.send(src, dst, msg.payload, ttl=msg.ttl - 1, tos=msg.tos,
                              ip_id=msg.ip_id, df=msg.df)
         except OSError as e:
