@@ -11,7 +11,6 @@ touching labs that are still alive (parallel xdist workers, other users).
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import os
 import secrets

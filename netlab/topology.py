@@ -144,7 +144,6 @@ def distinct_ports(base: int = 51820) -> Callable[[Host], int]:
 def add_wireguard(topo: Topology, classic: bool = False, keepalive: int = 1,
                   listen_port: int = 51820, amnezia=None):
     """A WireGuard interface on the hub and on every host, each host peered with the hub."""
-    lab = topo.lab
     topo.hub_wg = WireGuard.create(topo.hub, "hub", topo.hub_port, f"{HUB_OVERLAY_IP}/16",
                                    amnezia=amnezia)
     if classic:

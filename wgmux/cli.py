@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 
 from . import control
 from .config import DEFAULT_PATH, ConfigError, load

@@ -3,16 +3,12 @@
 Drawing is pure; sending uses raw sockets from HubPort while another socket
 holds HubPort (as the hub's WireGuard does), checked inside a netlab node."""
 
-import os
 import random
-import socket
 from types import SimpleNamespace
 
-import pytest
 
 from wgmux import wire
-from wgmux.golden import in_netns
-from wgmux.junk import JunkSender, junk_datagrams, send_junk
+from wgmux.junk import junk_datagrams, send_junk
 
 AWG = SimpleNamespace(jc=5, jmin=64, jmax=200, s1=23, s2=41, s3=9, s4=12,
                       h1=(100_000, 100_999), h2=(200_000, 299_999),
@@ -38,35 +34,6 @@ def test_junk_sizes_and_never_a_message():
 def test_plain_wireguard_gets_no_junk_and_equal_bounds_give_jmin():
     assert junk_datagrams(SimpleNamespace(jc=0, jmin=0, jmax=0)) == []
     assert {len(j) for j in junk_datagrams(SimpleNamespace(jc=3, jmin=50, jmax=50))} == {50}
-
-
-@pytest.mark.netlab
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (raw sockets, namespaces)")
-@pytest.mark.parametrize("family,addr", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")],
-                         ids=["ipv4", "ipv6"])
-def test_sender_uses_hub_port_while_it_is_taken(lab, family, addr):
-    node = lab.add_node("junk")
-    hub_port = 51820
-    with in_netns(node.netns):
-        owner = socket.socket(family, socket.SOCK_DGRAM)        # the hub's WireGuard
-        owner.bind((addr, hub_port))
-        rx = socket.socket(family, socket.SOCK_DGRAM)           # the responder
-        rx.bind((addr, 0))
-        rx.settimeout(5)
-        with JunkSender(hub_port) as sender:
-            sent = sender.send_before_initiation(addr, rx.getsockname()[:2], AWG)
-    try:
-        assert sent == AWG.jc
-        got = [rx.recvfrom(2048) for _ in range(sent)]   # a bad UDP checksum would be dropped
-        for data, src in got:
-            assert src[:2] == (addr, hub_port)
-            assert AWG.jmin <= len(data) < AWG.jmax
-        owner.settimeout(0.2)
-        with pytest.raises(socket.timeout):
-            owner.recvfrom(2048)                          # nothing went to the hub's socket
-    finally:
-        owner.close()
-        rx.close()
 
 
 def test_hook_form_calls_the_given_sender():
