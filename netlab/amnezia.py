@@ -110,9 +110,8 @@ INNER_V4 = "169.254.77.1"
 INNER_V6 = "fd00:a3c:77::1"
 TUN_MTU = 65535
 
-HeaderRange = Tuple[int, int]
-_WG_DEFAULT_HEADERS = tuple((t, t) for t in (wire.WG_MSG_INITIATION, wire.WG_MSG_RESPONSE,
-                                             wire.WG_MSG_COOKIE, wire.WG_MSG_TRANSPORT))
+HeaderRange = wire.HeaderRange
+_WG_DEFAULT_HEADERS = wire.WIREGUARD_HEADERS
 
 
 # ---- parameters -------------------------------------------------------------
@@ -130,29 +129,14 @@ def _range(value, default: HeaderRange) -> HeaderRange:
 
 
 @dataclass(frozen=True)
-class AwgParams:
-    """AmneziaWG obfuscation values, as netlab needs them.
+class AwgParams(wire.AmneziaParams):
+    """AmneziaWG obfuscation values (the fields of wire.AmneziaParams), with
+    what netlab needs on top: conversion and the adapter's settings.
 
     `AwgParams.of(x)` takes anything with jc/jmin/jmax/s1..s4/h1..h4/i1..i5
     attributes or keys (e.g. wgmux.config.AmneziaParams, whose validation a
     test should go through), with H values as ints, (lo, hi) pairs or "a-b".
     """
-    jc: int = 0
-    jmin: int = 0
-    jmax: int = 0
-    s1: int = 0
-    s2: int = 0
-    s3: int = 0
-    s4: int = 0
-    h1: HeaderRange = _WG_DEFAULT_HEADERS[0]
-    h2: HeaderRange = _WG_DEFAULT_HEADERS[1]
-    h3: HeaderRange = _WG_DEFAULT_HEADERS[2]
-    h4: HeaderRange = _WG_DEFAULT_HEADERS[3]
-    i1: Optional[str] = None
-    i2: Optional[str] = None
-    i3: Optional[str] = None
-    i4: Optional[str] = None
-    i5: Optional[str] = None
 
     _INTS = ("jc", "jmin", "jmax", "s1", "s2", "s3", "s4")
     _HEADERS = ("h1", "h2", "h3", "h4")
@@ -174,14 +158,6 @@ class AwgParams:
         for spec in params.specials:
             parse_special(spec)  # refuse what the adapter cannot send, early
         return params
-
-    @property
-    def headers(self) -> Tuple[HeaderRange, ...]:
-        return (self.h1, self.h2, self.h3, self.h4)
-
-    @property
-    def prefixes(self) -> Tuple[int, ...]:
-        return (self.s1, self.s2, self.s3, self.s4)
 
     @property
     def specials(self) -> Tuple[str, ...]:

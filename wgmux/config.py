@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import wire
+from .wire import AmneziaParams  # noqa: F401  (part of this module's API)
 
 try:
     import tomllib
@@ -47,16 +48,14 @@ __all__ = [
 
 DEFAULT_PATH = "/etc/wgmux/config.toml"
 
-HeaderRange = Tuple[int, int]
+HeaderRange = wire.HeaderRange
 
 # Plain WireGuard message lengths (the one definition is wgmux.wire), and
 # the type values AmneziaWG's H1-H4 replace.
 INITIATION_SIZE = wire.WG_INITIATION_SIZE
 RESPONSE_SIZE = wire.WG_RESPONSE_SIZE
 COOKIE_SIZE = wire.WG_COOKIE_SIZE
-WIREGUARD_TYPES: Tuple[HeaderRange, ...] = tuple(
-    (t, t) for t in (wire.WG_MSG_INITIATION, wire.WG_MSG_RESPONSE, wire.WG_MSG_COOKIE,
-                     wire.WG_MSG_TRANSPORT))
+WIREGUARD_TYPES: Tuple[HeaderRange, ...] = wire.WIREGUARD_HEADERS
 
 # AmneziaWG limits, as its documentation recommends them: a padded handshake
 # fits the 1280-byte minimum MTU (S1 <= 1280-148, S2 <= 1280-92, and
@@ -111,60 +110,6 @@ class ConfigError(ValueError):
             problems = (problems,)
         self.problems: Tuple[str, ...] = tuple(problems)
         super().__init__("\n".join(self.problems))
-
-
-@dataclass(frozen=True)
-class AmneziaParams:
-    """AmneziaWG obfuscation parameters; the defaults are plain WireGuard."""
-
-    jc: int = 0
-    jmin: int = 0
-    jmax: int = 0
-    s1: int = 0
-    s2: int = 0
-    s3: int = 0
-    s4: int = 0
-    h1: HeaderRange = WIREGUARD_TYPES[0]
-    h2: HeaderRange = WIREGUARD_TYPES[1]
-    h3: HeaderRange = WIREGUARD_TYPES[2]
-    h4: HeaderRange = WIREGUARD_TYPES[3]
-    i1: Optional[str] = None
-    i2: Optional[str] = None
-    i3: Optional[str] = None
-    i4: Optional[str] = None
-    i5: Optional[str] = None
-
-    @property
-    def headers(self) -> Tuple[HeaderRange, HeaderRange, HeaderRange, HeaderRange]:
-        """Inclusive type-field ranges of initiation, response, cookie, transport."""
-        return (self.h1, self.h2, self.h3, self.h4)
-
-    @property
-    def prefixes(self) -> Tuple[int, int, int, int]:
-        """Random prefix lengths of initiation, response, cookie, transport."""
-        return (self.s1, self.s2, self.s3, self.s4)
-
-    @property
-    def specials(self) -> Tuple[Optional[str], ...]:
-        return (self.i1, self.i2, self.i3, self.i4, self.i5)
-
-    @property
-    def enabled(self) -> bool:
-        """True when any AmneziaWG key is set to something other than its
-        plain-WireGuard default."""
-        return self != AmneziaParams()
-
-    @property
-    def version(self) -> Optional[str]:
-        """The AmneziaWG wire format: "2.0" when header ranges, S3/S4 or
-        I1-I5 are used, "1.0" for the original set (Jc/Jmin/Jmax, S1/S2,
-        single H values), None for plain WireGuard."""
-        if not self.enabled:
-            return None
-        if (any(lo != hi for lo, hi in self.headers) or self.s3 or self.s4
-                or any(s is not None for s in self.specials)):
-            return "2.0"
-        return "1.0"
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,67 @@ class ClassSpec:
     hi: int
 
 
+# ---- AmneziaWG parameters ----------------------------------------------------
+
+# Plain WireGuard: the type field holds 1..4, and no prefixes.
+WIREGUARD_HEADERS: Tuple[HeaderRange, ...] = tuple(
+    (t, t) for t in (WG_MSG_INITIATION, WG_MSG_RESPONSE, WG_MSG_COOKIE, WG_MSG_TRANSPORT))
+
+
+@dataclass(frozen=True)
+class AmneziaParams:
+    """AmneziaWG obfuscation parameters; the defaults are plain WireGuard."""
+
+    jc: int = 0
+    jmin: int = 0
+    jmax: int = 0
+    s1: int = 0
+    s2: int = 0
+    s3: int = 0
+    s4: int = 0
+    h1: HeaderRange = WIREGUARD_HEADERS[0]
+    h2: HeaderRange = WIREGUARD_HEADERS[1]
+    h3: HeaderRange = WIREGUARD_HEADERS[2]
+    h4: HeaderRange = WIREGUARD_HEADERS[3]
+    i1: Optional[str] = None
+    i2: Optional[str] = None
+    i3: Optional[str] = None
+    i4: Optional[str] = None
+    i5: Optional[str] = None
+
+    @property
+    def headers(self) -> Tuple[HeaderRange, HeaderRange, HeaderRange, HeaderRange]:
+        """Inclusive type-field ranges of initiation, response, cookie, transport."""
+        return (self.h1, self.h2, self.h3, self.h4)
+
+    @property
+    def prefixes(self) -> Tuple[int, int, int, int]:
+        """Random prefix lengths of initiation, response, cookie, transport."""
+        return (self.s1, self.s2, self.s3, self.s4)
+
+    @property
+    def specials(self) -> Tuple[Optional[str], ...]:
+        return (self.i1, self.i2, self.i3, self.i4, self.i5)
+
+    @property
+    def enabled(self) -> bool:
+        """True when any AmneziaWG key is set to something other than its
+        plain-WireGuard default."""
+        return self != type(self)()
+
+    @property
+    def version(self) -> Optional[str]:
+        """The AmneziaWG wire format: "2.0" when header ranges, S3/S4 or
+        I1-I5 are used, "1.0" for the original set (Jc/Jmin/Jmax, S1/S2,
+        single H values), None for plain WireGuard."""
+        if not self.enabled:
+            return None
+        if (any(lo != hi for lo, hi in self.headers) or self.s3 or self.s4
+                or any(s is not None for s in self.specials)):
+            return "2.0"
+        return "1.0"
+
+
 @dataclass(frozen=True)
 class Classifier:
     """How to recognise each message kind in a UDP payload (DESIGN §5).
