@@ -15,9 +15,11 @@ change it: a responder that is a peer of the device but has no endpoint yet
 is a warning, because `serve` starts anyway and picks the endpoint up as
 soon as the responder's keepalive reaches the hub (until then initiations to
 its port are dropped); so is a missing bpffs (`serve` runs with unpinned
-maps, and a restart then drops the sessions). A responder key that is not a peer of the device at
-all is a failure: the hub can never learn where that responder is, so the
-port can never reflect (almost always a wrong or stale key in the config).
+maps, and a restart then drops the sessions), and so is forwarding off on
+Interface (reflection works, on the slower neighbour path). A responder key
+that is not a peer of the device at all is a failure: the hub can never
+learn where that responder is, so the port can never reflect (almost always
+a wrong or stale key in the config).
 """
 
 from __future__ import annotations
@@ -178,6 +180,17 @@ def check_interface(config) -> Result:
     return Result(OK, f"Interface {config.interface!r} exists")
 
 
+def check_forwarding(config) -> Result:
+    sysctl = daemon.forwarding_off(config)
+    if sysctl:
+        return Result(WARN, f"forwarding is off on {config.interface!r}: every reflected packet "
+                      f"takes the kernel's neighbour path (ev_nh_fwd_disabled), slower than "
+                      f"the fast path",
+                      f"sysctl -w {sysctl}=1 (and net.ipv6.conf.all.forwarding=1 for IPv6 "
+                      f"peers); persist it in /etc/sysctl.d/")
+    return Result(OK, f"forwarding on {config.interface!r}: reflected packets take the fast path")
+
+
 def check_device(config):
     try:
         device = daemon.read_hub_device(config)
@@ -272,7 +285,8 @@ def run_checks(path, emit: Callable[[Result], None] = lambda r: None) -> List[Re
         add(Result(SKIP, "datapath loads (needs bcc, headers and privileges)"))
     else:
         add(check_datapath(config))
-    add(check_interface(config))
+    if add(check_interface(config)).status == OK:
+        add(check_forwarding(config))
     device, r = check_device(config)
     add(r)
     if device is None:

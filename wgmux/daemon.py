@@ -140,6 +140,24 @@ def check_hub_port(config: Config, device):
                          f"{config.device}'s listen port {device.listen_port}")
 
 
+def forwarding_off(config: Config) -> Optional[str]:
+    """The sysctl to set when IPv4 forwarding is off on Interface, else None.
+
+    bpf_fib_lookup() refuses to route a packet that arrived on an interface
+    without forwarding; the datapath then hands every reflected packet to
+    bpf_redirect_neigh() (ev_nh_fwd_disabled): it still works, through the
+    kernel's neighbour code for each packet instead of cached MACs.  wgmux
+    does not flip the sysctl itself: it makes the host a router for what
+    arrives on that interface, which is the operator's decision.  (IPv6
+    asks net.ipv6.conf.all.forwarding, named in the hints.)"""
+    try:
+        with open(f"/proc/sys/net/ipv4/conf/{config.interface}/forwarding") as f:
+            on = f.read().strip() != "0"
+    except OSError:
+        return None          # no such interface: check_interface says so
+    return None if on else f"net.ipv4.conf.{config.interface}.forwarding"
+
+
 def check_bcc():
     try:
         import bcc  # noqa: F401
@@ -234,6 +252,11 @@ class Daemon:
             log.info("attached to %s (TC ingress), hub port %d, %d responder port(s): %s",
                      self.config.interface, self.config.hub_port, len(self.config.peers),
                      " ".join(str(p.port) for p in self.config.peers) or "-")
+            sysctl = forwarding_off(self.config)
+            if sysctl:
+                log.warning("forwarding is off on %s: reflected packets take the kernel's "
+                            "neighbour path (ev_nh_fwd_disabled), slower than the fast path; "
+                            "sysctl -w %s=1 enables it", self.config.interface, sysctl)
             if self.datapath.replaced_filter:
                 log.info("took over from the datapath a previous wgmux left attached (%s)",
                          self.datapath.replaced_filter)
@@ -320,15 +343,23 @@ class Daemon:
                 log.warning("cannot record the peers in %s: %s", self.datapath.pin_dir, e)
 
     def _drop_port(self, port: int) -> int:
-        """Stop reflecting for `port` and end its sessions (both directions,
-        and half-open ones that would be answered from it).  Returns the
-        session entries deleted."""
+        """Stop reflecting for `port`: end its sessions (both directions,
+        and half-open ones that would be answered from it) and forget the
+        initiators learned on it.  Returns the session entries deleted."""
         dp = self.datapath
         before = len(dp.sessions())
         dp.remove_responder(port, flush_sessions=True)
         for s in dp.sessions():
             if s.src_port == port:
                 dp.delete_session(s.port, s.index, reverse=True)
+        # The initiators learned on the port talked to its old responder: a
+        # new one there must not start handshakes towards them.
+        if self.slowpath is not None:
+            self.slowpath.forget_port(port)
+        else:
+            for li in dp.initiators():
+                if li.port == port:
+                    dp.forget_initiator(port, li.public_key)
         self.endpoints.pop(port, None)
         return before - len(dp.sessions())
 

@@ -23,7 +23,8 @@ from typing import List, Optional
 
 from netlab import CommandError, stop_process, wait_for
 from netlab.lab import NETNS_DIR
-from netlab.topology import Host, Topology
+from netlab.topology import Host, Topology, standard
+from netlab.traffic import ping
 
 from . import pinning
 
@@ -43,8 +44,13 @@ class WgmuxHub:
     process: Optional[subprocess.Popen] = None
     serve_args: List[str] = field(default_factory=list)   # e.g. --session-idle-timeout 3
     interface: str = "eth0"
+    # as the README asks of a hub: forwarding on Interface, so the datapath
+    # takes the fast path (False: the neighbour path, ev_nh_fwd_disabled)
+    forwarding: bool = True
 
     def __post_init__(self):
+        self.topo.hub.sysctl(f"net.ipv4.conf.{self.interface}.forwarding",
+                             int(self.forwarding))
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.topo.lab.prefix}-wgmux-"))
         self.config_path = self.dir / "config.toml"
         self.log_path = self.dir / "serve.log"
@@ -181,3 +187,21 @@ class WgmuxHub:
                 self.purge(check=False)
             if pin_dir is not None and pin_dir.exists():   # purge could not run
                 pinning.purge(pin_dir)
+
+
+def serving_pair(lab, kinds, port: int, serve_args=(), forwarding: bool = True):
+    """The usual start of an end-to-end test: the standard topology with two
+    sites of NAT `kinds`, both hosts in session with the hub's WireGuard,
+    host 1 the initiator of host 2 through hub:`port`, the daemon serving
+    and one ping through the hub done.
+    Returns (topology, hub, initiator, responder)."""
+    topo = standard(lab, list(kinds), wireguard=True)
+    initiator, responder = topo.host(1), topo.host(2)
+    for host in (initiator, responder):
+        topo.hub_wg.wait_handshake(host.wg.public_key)
+    hub = WgmuxHub(topo, serve_args=list(serve_args), forwarding=forwarding)
+    hub.pair(initiator, responder, port)
+    hub.start()
+    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+             what="the first ping through the hub")
+    return topo, hub, initiator, responder

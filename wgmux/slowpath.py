@@ -398,6 +398,20 @@ class SlowPath:
                 self._warnings[pair] = text
                 log.warning("%s", text)
 
+    def forget_port(self, port: int) -> int:
+        """`port` was removed or got another responder: the initiators
+        learned on it (here and in the pinned map) and the warnings about
+        it go.  Returns how many initiators were forgotten."""
+        with self._lock:
+            gone = self._learned.pop(port, {})
+            self._answered = {k: v for k, v in self._answered.items() if k[0] != port}
+            self._warnings = {pair: text for pair, text in self._warnings.items()
+                              if port not in pair}
+        for li in self.dp.initiators():
+            if li.port == port:
+                self.dp.forget_initiator(port, li.public_key)
+        return len(gone)
+
     # -- views ---------------------------------------------------------------
     def learned(self) -> List[LearnedInitiator]:
         with self._lock:

@@ -44,6 +44,7 @@ def hub(lab, tmp_path):
     node = lab.add_node("hub")
     peer = lab.add_node("peer")
     lab.link(node, "eth0", peer, "eth0", "198.18.0.1/24", "198.18.0.2/24")
+    node.sysctl("net.ipv4.conf.eth0.forwarding", 1)
     wg = WireGuard.create(node, "chk", 51820, "10.9.0.1/24")
     wg.set_peer(RESPONDER, endpoint="198.18.0.2:51820", allowed_ips=["10.9.0.2/32"])
     return node, wg, tmp_path
@@ -69,13 +70,24 @@ def test_all_ok_on_a_hub_that_can_serve(hub):
     for expected in ["config ", "privileges: root with", "bpffs mounted at /sys/fs/bpf",
                      "bcc importable", "kernel headers usable by bcc",
                      "datapath compiles and the kernel loads it",
-                     "Interface 'eth0' exists", f"Device '{wg.name}' readable",
+                     "Interface 'eth0' exists", "forwarding on 'eth0'",
+                     f"Device '{wg.name}' readable",
                      f"HubPort 51820 is {wg.name}'s listen port",
                      f"responder on port 51821 ({RESPONDER[:10]}…) is at 198.18.0.2:51820"]:
         assert expected in texts, (expected, out.stdout)
     assert out.stdout.rstrip().endswith("wgmux check: wgmux serve would work")
     # Nothing attached, nothing left.
     assert node.run(["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout.strip() == ""
+
+
+def test_forwarding_off_is_a_warning(hub):
+    node, wg, tmp = hub
+    node.sysctl("net.ipv4.conf.eth0.forwarding", 0)
+    out = check(node, config(wg, tmp))
+    assert out.returncode == 0, out.stdout + out.stderr
+    warns = [(t, h) for s, t, h in parse(out.stdout) if s == "warn"]
+    assert [t.split(":")[0] for t, _ in warns] == ["forwarding is off on 'eth0'"], out.stdout
+    assert "sysctl -w net.ipv4.conf.eth0.forwarding=1" in warns[0][1]
 
 
 @pytest.mark.parametrize("case", ["hubport", "interface", "device", "unknown-key"])

@@ -19,7 +19,7 @@ from netlab.capture import Capture
 from netlab.nat import NatKind
 from netlab.topology import standard
 from netlab.traffic import ping, send_udp, tcp_transfer
-from wgmux.netlab_hub import WgmuxHub
+from wgmux.netlab_hub import WgmuxHub, serving_pair
 
 pytestmark = pytest.mark.netlab
 
@@ -109,3 +109,17 @@ def test_reflects_end_to_end_without_decrypting(paired):
     assert abs(r2i - r_view.tx_bytes) < COUNT_SLACK, (r2i, r_view.tx_bytes, s)
     text = hub.show_text()
     assert f"port {PORT}:" in text and s["initiator"] in text
+
+
+@pytest.mark.parametrize("forwarding", [True, False], ids=["forwarding", "no-forwarding"])
+def test_forwarding_chooses_the_path_and_off_is_said(lab, forwarding):
+    """Forwarding on Interface lets bpf_fib_lookup() route reflected packets
+    (the fast path, cached MACs); without it every packet takes the kernel's
+    neighbour path: it still works, the counter shows it and serve says so."""
+    topo, hub, initiator, responder = serving_pair(
+        lab, [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED], PORT, forwarding=forwarding)
+    assert ping(responder.node, initiator.overlay_ip, count=3)
+    said = "forwarding is off on eth0" in hub.log()
+    neigh_path = hub.show()["counters"]["ev_nh_fwd_disabled"]
+    assert said == (not forwarding), hub.log()
+    assert (neigh_path > 0) == (not forwarding), neigh_path

@@ -86,6 +86,21 @@ def test_new_key_on_a_port_ends_its_sessions(daemon):
     assert str(d.datapath.responders()[40002].endpoint) == "203.0.113.3:51820"
 
 
+@pytest.mark.parametrize("peers", [[(40001, K1)], [(40001, K1), (40002, K3)]],
+                         ids=["port_removed", "port_reassigned"])
+def test_initiators_learned_on_a_dropped_port_are_forgotten(daemon, peers):
+    """R's initiations reach initiators it learned on its port (slow path);
+    a port removed or given to another responder must not keep them."""
+    import base64
+    d, path = daemon
+    i1, i2 = (base64.b64decode(k) for k in (K3, K1))
+    d.datapath.learn_initiator(40001, i1, ("198.51.100.9", 1001), 1)
+    d.datapath.learn_initiator(40002, i2, ("198.51.100.9", 1002), 2)
+    path.write_text(text(peers))
+    assert d.reload()
+    assert [(li.port, li.public_key) for li in d.datapath.initiators()] == [(40001, i1)]
+
+
 @pytest.mark.parametrize("change, expected", [
     (dict(interface="eth1"), "Interface changed from 'eth0' to 'eth1'"),
     (dict(hub_port=51999), "HubPort changed from 51820 to 51999"),

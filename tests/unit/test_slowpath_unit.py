@@ -289,6 +289,20 @@ def test_responder_initiated_after_sessions_collected(env):
     assert hub.sender.sent[0].dst == ep(g.E_I)
 
 
+def test_forgotten_port_no_longer_reaches_its_initiators(env):
+    """A reload that removes P or gives it to another responder forgets
+    what was learned on it: R's initiation to I then passes to the stack."""
+    hub = Hub(env)
+    walk_to_established(hub)
+    env.dp.flush_sessions()
+    assert hub.slow.forget_port(g.P) == 1
+    assert env.dp.initiators() == [] and hub.slow.status()["initiators"] == []
+    hub.sender.sent.clear()
+    assert hub.one(g.E_R, g.hub(g.HUB_PORT), init_for(I_KEY, sender=7),
+                   TC_ACT_OK).counter == "sp_pass_hub"
+    assert hub.sender.sent == []
+
+
 @pytest.mark.parametrize("what", ["hub_key", "not_learned", "other_source", "not_a_peer_now",
                                   "random"])
 def test_hub_port_initiation_left_to_the_stack(env, what):
