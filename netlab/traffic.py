@@ -1,19 +1,66 @@
-"""Traffic between nodes: ping, UDP markers, TCP transfers with checksums.
+"""Traffic between nodes: ping, UDP markers, UDP and TCP flows with checksums.
 
-Each helper runs a small Python program inside a node (the same interpreter
-as the caller) so no extra tools are needed and results are exact.
+Each flow runs as a small Python program inside a node (the same
+interpreter as the caller), so no extra tools are needed and results are
+exact.  Receivers report every arrival with CLOCK_MONOTONIC, which all
+namespaces share with the test process, so a test can act *during* a flow
+(restart a daemon, flush a NAT, move a peer) and then ask exactly when
+packets stopped and started again:
+
+- `UdpSeq`: numbered datagrams at a fixed rate; the receiver prints each
+  arrival.  Precise "when did packets resume" for WireGuard itself (no TCP
+  backoff in the way).
+- `TcpFlow`: a TCP stream, paced or as fast as it goes, with SHA-256 at
+  both ends; the receiver prints its byte count as it grows.  Proves a
+  transfer survives and completes intact.  `tcp_transfer` is one run to
+  completion.
+
+Pacing inside a generator is the generator's business; callers wait on
+arrivals with deadlines (`wait_for`), never with sleeps.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 from .lab import Node, stop_process, wait_for
 
-_SINK = r"""
-import hashlib, socket, sys
+_UDP_SINK = r"""
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+while True:
+    data = s.recv(65536)
+    if len(data) >= 4:
+        print(struct.unpack("!I", data[:4])[0], time.monotonic(), flush=True)
+"""
+
+_UDP_SOURCE = r"""
+import socket, struct, sys, time
+dst, port, interval, size = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_INET6 if ':' in dst else socket.AF_INET, socket.SOCK_DGRAM)
+seq, pad = 0, b"u" * max(0, size - 4)
+nxt = time.monotonic()
+while True:
+    try:
+        s.sendto(struct.pack("!I", seq) + pad, (dst, port))
+    except OSError:
+        pass            # no key yet (kernel WireGuard says ENOKEY): keep the pace
+    seq += 1
+    nxt += interval
+    time.sleep(max(0.0, nxt - time.monotonic()))
+"""
+
+# Prints "P <bytes> <time>" at most every 20 ms while bytes arrive, echoes
+# the SHA-256 to the sender, and ends with "DONE <bytes> <sha256>".
+_TCP_SINK = r"""
+import hashlib, socket, sys, time
 srv = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind((sys.argv[1], int(sys.argv[2])))
@@ -22,25 +69,35 @@ print("listening", flush=True)
 srv.settimeout(float(sys.argv[3]))
 conn, _ = srv.accept()
 conn.settimeout(float(sys.argv[3]))
-h, n = hashlib.sha256(), 0
+h, n, last = hashlib.sha256(), 0, 0.0
 while True:
     chunk = conn.recv(1 << 16)
     if not chunk:
         break
     h.update(chunk); n += len(chunk)
+    now = time.monotonic()
+    if now - last >= 0.02:
+        print("P", n, now, flush=True); last = now
 conn.sendall(h.hexdigest().encode())
 conn.close()
-print(n, h.hexdigest(), flush=True)
+print("P", n, time.monotonic(), flush=True)
+print("DONE", n, h.hexdigest(), flush=True)
 """
 
-_SOURCE = r"""
-import hashlib, os, socket, sys, time
-size, seed = int(sys.argv[3]), sys.argv[4].encode()
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[5]))
-h, sent, block = hashlib.sha256(), 0, hashlib.sha256(seed).digest() * 2048
+# rate 0: as fast as TCP goes.  Ends with "SENT <bytes> <sha256> <echoed sha256> <seconds>".
+_TCP_SOURCE = r"""
+import hashlib, socket, sys, time
+dst, port, size, rate, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+s = socket.create_connection((dst, port), timeout=timeout)
+h, sent = hashlib.sha256(), 0
+block = hashlib.sha256(sys.argv[6].encode()).digest() * (512 if rate else 2048)
 t0 = time.monotonic()
 while sent < size:
-    chunk = block[: min(len(block), size - sent)]
+    allowed = min(size, int(rate * (time.monotonic() - t0)) + len(block)) if rate else size
+    if sent >= allowed:
+        time.sleep(0.005)
+        continue
+    chunk = block[: min(len(block), allowed - sent)]
     s.sendall(chunk); h.update(chunk); sent += len(chunk)
 s.shutdown(socket.SHUT_WR)
 reply = b""
@@ -49,8 +106,106 @@ while True:
     if not part:
         break
     reply += part
-print(sent, h.hexdigest(), reply.decode(), round(time.monotonic() - t0, 3), flush=True)
+print("SENT", sent, h.hexdigest(), reply.decode() or "-", round(time.monotonic() - t0, 3), flush=True)
 """
+
+
+def largest_gap(times: List[float], start: float, end: float) -> Tuple[float, float]:
+    """(gap, at): the longest interval in [start, end] without an arrival,
+    counting from `start` and up to `end`."""
+    points = [start] + [t for t in times if start < t < end] + [end]
+    best = (0.0, start)
+    for a, b in zip(points, points[1:]):
+        if b - a > best[0]:
+            best = (b - a, a)
+    return best
+
+
+class _Flow:
+    """A receiver program on one node whose stdout lines are collected by a
+    thread, and a sender program on another; both stopped by PID."""
+
+    def __init__(self, src: Node, dst: Node, dst_ip: str, port: int):
+        self.src, self.dst, self.dst_ip, self.port = src, dst, dst_ip, port
+        self._lines: list = []
+        self._lock = threading.Lock()
+        self._sink: Optional[subprocess.Popen] = None
+        self._source: Optional[subprocess.Popen] = None
+
+    def _start_sink(self, program: str, *args: str):
+        self._sink = self.dst.popen([sys.executable, "-u", "-c", program, self.dst_ip,
+                                     str(self.port), *args],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = self._sink.stdout.readline()
+        if not first.startswith("listening"):
+            err = self._sink.stderr.read() if self._sink.poll() is not None else ""
+            raise RuntimeError(f"{type(self).__name__} receiver on {self.dst.name} did not "
+                               f"start: {first!r} {err.strip()}")
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self):
+        for line in self._sink.stdout:
+            with self._lock:
+                self._lines.append(line.split())
+
+    def _received_lines(self) -> list:
+        with self._lock:
+            return list(self._lines)
+
+    def stop(self):
+        for p in (self._source, self._sink):
+            if p is not None:
+                stop_process(p)
+
+    def start(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class UdpSeq(_Flow):
+    """Datagrams from `src` to `dst_ip` (on `dst`) every `interval` seconds."""
+
+    def __init__(self, src: Node, dst: Node, dst_ip: str, port: int,
+                 interval: float = 0.02, size: int = 64):
+        super().__init__(src, dst, dst_ip, port)
+        self.interval, self.size = interval, size
+
+    def start(self) -> "UdpSeq":
+        self._start_sink(_UDP_SINK)
+        self._source = self.src.popen([sys.executable, "-c", _UDP_SOURCE, self.dst_ip,
+                                       str(self.port), str(self.interval), str(self.size)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def arrivals(self) -> List[Tuple[int, float]]:
+        """(sequence number, monotonic arrival time) of every datagram so far."""
+        return [(int(a), float(b)) for a, b in self._received_lines()]
+
+    def times(self) -> List[float]:
+        return [t for _, t in self.arrivals()]
+
+    def count_after(self, t: float) -> int:
+        return sum(1 for x in self.times() if x > t)
+
+    def first_after(self, t: float) -> Optional[float]:
+        return next((x for x in self.times() if x > t), None)
+
+    def wait_flowing(self, n: int = 5, after: Optional[float] = None, timeout: float = 20.0,
+                     what: str = "the UDP flow") -> float:
+        """Wait until `n` datagrams arrived after `after` (default now);
+        returns the arrival time of the first of them."""
+        t = time.monotonic() if after is None else after
+        wait_for(lambda: self.count_after(t) >= n, timeout=timeout, what=what)
+        return self.first_after(t)
+
+    def largest_gap(self, start: float, end: Optional[float] = None):
+        return largest_gap(self.times(), start, time.monotonic() if end is None else end)
 
 
 @dataclass
@@ -59,30 +214,79 @@ class Transfer:
     received_bytes: int
     sent_sha256: str
     received_sha256: str
-    seconds: float
+    seconds: float              # sender's view: first byte to the receiver's checksum
 
     @property
     def ok(self) -> bool:
-        return self.sent_bytes == self.received_bytes and self.sent_sha256 == self.received_sha256
+        return (self.sent_bytes == self.received_bytes > 0
+                and self.sent_sha256 == self.received_sha256)
+
+
+class TcpFlow(_Flow):
+    """`size` bytes over TCP from `src` to `dst_ip`:`port`, at `rate`
+    bytes/s (0: as fast as it goes)."""
+
+    def __init__(self, src: Node, dst: Node, dst_ip: str, size: int, rate: float = 0,
+                 port: int = 5301, timeout: float = 120.0, seed: str = "netlab"):
+        super().__init__(src, dst, dst_ip, port)
+        self.size, self.rate, self.timeout, self.seed = size, rate, timeout, seed
+
+    def start(self) -> "TcpFlow":
+        self._start_sink(_TCP_SINK, str(self.timeout))
+        self._source = self.src.popen([sys.executable, "-c", _TCP_SOURCE, self.dst_ip,
+                                       str(self.port), str(self.size), str(self.rate),
+                                       str(self.timeout), self.seed],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return self
+
+    def progress(self) -> List[Tuple[int, float]]:
+        """(bytes received, monotonic time) as the receiver reported them."""
+        return [(int(x[1]), float(x[2])) for x in self._received_lines() if x and x[0] == "P"]
+
+    def received(self) -> int:
+        p = self.progress()
+        return p[-1][0] if p else 0
+
+    def wait_bytes(self, n: int, timeout: float = 30.0) -> float:
+        """Wait until the receiver has `n` bytes; returns when it had them."""
+        wait_for(lambda: self.received() >= n, timeout=timeout,
+                 what=f"{n} bytes through TCP (have {self.received()})")
+        return next(t for b, t in self.progress() if b >= n)
+
+    def largest_stall(self, start: float, end: Optional[float] = None):
+        """(seconds, at): the longest time in [start, end] the byte count did
+        not grow (the receiver reports at most every 20 ms)."""
+        times, last = [], -1
+        for b, t in self.progress():
+            if b > last:
+                times.append(t)
+                last = b
+        return largest_gap(times, start, time.monotonic() if end is None else end)
+
+    def result(self, timeout: Optional[float] = None) -> Transfer:
+        """Wait for both ends to finish; sizes and checksums."""
+        timeout = self.timeout + 10 if timeout is None else timeout
+        try:
+            out, err = self._source.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"TCP source did not finish in {timeout:.0f}s "
+                               f"(received {self.received()} of {self.size})") from None
+        if self._source.returncode != 0:
+            raise RuntimeError(f"TCP source failed ({self._source.returncode}): {err.strip()}")
+
+        def done():
+            return next((x for x in self._received_lines() if x and x[0] == "DONE"), None)
+        received = wait_for(done, timeout=10, what="the TCP sink to finish")
+        _, sent, sent_sha, _, seconds = out.split()
+        return Transfer(int(sent), int(received[1]), sent_sha, received[2], float(seconds))
 
 
 def tcp_transfer(src: Node, dst: Node, dst_ip: str, size: int, port: int = 5201,
                  timeout: float = 60.0, seed: str = "netlab") -> Transfer:
-    """Send `size` bytes over TCP from `src` to `dst_ip` (on `dst`), with SHA-256 both ends."""
-    sink = dst.popen([sys.executable, "-c", _SINK, dst_ip, str(port), str(timeout)],
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: sink.stdout.readline().startswith("listening") or sink.poll() is not None,
-                 timeout=10, what="the TCP sink to listen")
-        out = src.run([sys.executable, "-c", _SOURCE, dst_ip, str(port), str(size), seed,
-                       str(timeout)], timeout=timeout + 5).stdout.split()
-        sent, sent_sha, echoed_sha, secs = int(out[0]), out[1], out[2], float(out[3])
-        sink.wait(timeout)
-        got = sink.stdout.read().split()
-        received = int(got[0]) if got else -1
-        return Transfer(sent, received, sent_sha, echoed_sha, secs)
-    finally:
-        stop_process(sink)
+    """Send `size` bytes over TCP from `src` to `dst_ip` (on `dst`) as fast
+    as it goes, with SHA-256 both ends."""
+    with TcpFlow(src, dst, dst_ip, size, port=port, timeout=timeout, seed=seed) as flow:
+        return flow.result()
 
 
 _SEND_UDP = ("import socket,sys; s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] "

@@ -87,3 +87,11 @@ def lab():
 
     with Lab() as lab:
         yield lab
+
+
+@pytest.fixture
+def veth(lab):
+    """A fresh namespace (a netlab node) holding a veth pair a0 <-> b0."""
+    node = lab.add_node("veth")
+    lab.link(node, "a0", node, "b0")
+    return node

@@ -19,8 +19,8 @@ def attach_pass_filter(node, ifname):
     """A real bcc program on clsact ingress, attached with pyroute2."""
     from bcc import BPF
 
-    prog = BPF(text="int pass(struct __sk_buff *skb) { return 0; }")
-    fn = prog.load_func("pass", BPF.SCHED_CLS)
+    prog = BPF(text=b"int pass(struct __sk_buff *skb) { return 0; }")
+    fn = prog.load_func(b"pass", BPF.SCHED_CLS)
     idx = node.index(ifname)
     node.ipr.tc("add", "clsact", idx)
     node.ipr.tc("add-filter", "bpf", idx, ":1", fd=fn.fd, name="netlab-test",

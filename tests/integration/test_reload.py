@@ -14,11 +14,10 @@ import time
 
 import pytest
 
-from flows import UdpSeq
 from netlab import wait_for
 from netlab.nat import NatKind
 from netlab.topology import standard
-from netlab.traffic import ping
+from netlab.traffic import ping, UdpSeq
 from wgmux.netlab_hub import WgmuxHub
 
 pytestmark = pytest.mark.netlab

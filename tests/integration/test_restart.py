@@ -20,12 +20,11 @@ import time
 
 import pytest
 
-from flows import FilterWatch, PacedTcp, UdpSeq
-from netlab import wait_for
+from flows import FilterWatch
 from netlab.nat import NatKind
 from netlab.topology import standard
-from netlab.traffic import ping
-from wgmux.netlab_hub import WgmuxHub
+from netlab.traffic import TcpFlow, UdpSeq
+from wgmux.netlab_hub import WgmuxHub, serving_pair
 
 pytestmark = pytest.mark.netlab
 
@@ -49,18 +48,10 @@ def has_clsact(node) -> bool:
 def running(lab):
     """A pair through a serving hub, a handshake done, and three flows on:
     UDP I->R, UDP R->I (20 ms apart) and a paced TCP transfer I->R."""
-    topo = standard(lab, [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED], wireguard=True)
-    initiator, responder = topo.host(1), topo.host(2)
-    for host in (initiator, responder):
-        topo.hub_wg.wait_handshake(host.wg.public_key)
-    hub = WgmuxHub(topo)
-    hub.pair(initiator, responder, PORT)
-    hub.start()
-    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
-             what="the first ping through the hub")
+    topo, hub, initiator, responder = serving_pair(lab, [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED], PORT)
     i2r = UdpSeq(initiator.node, responder.node, responder.overlay_ip, 7001).start()
     r2i = UdpSeq(responder.node, initiator.node, initiator.overlay_ip, 7002).start()
-    tcp = PacedTcp(initiator.node, responder.node, responder.overlay_ip, 6 * MB, 512 * 1024,
+    tcp = TcpFlow(initiator.node, responder.node, responder.overlay_ip, 6 * MB, 512 * 1024,
                    port=5301).start()
     lab.on_close(tcp.stop)
     lab.on_close(i2r.stop)

@@ -29,12 +29,10 @@ import time
 
 import pytest
 
-from flows import PacedTcp, UdpSeq
 from netlab import wait_for
 from netlab.nat import NatKind
-from netlab.topology import standard
-from netlab.traffic import ping
-from wgmux.netlab_hub import WgmuxHub
+from netlab.traffic import TcpFlow, UdpSeq
+from wgmux.netlab_hub import serving_pair
 
 pytestmark = pytest.mark.netlab
 
@@ -50,23 +48,15 @@ def test_roaming_mid_transfer(lab, side, how):
     kinds = [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED]
     if how == "nat-flush":
         kinds[moving_site - 1] = NatKind.SYMMETRIC
-    topo = standard(lab, kinds, wireguard=True)
-    initiator, responder = topo.host(1), topo.host(2)
+    topo, hub, initiator, responder = serving_pair(lab, kinds, PORT)
     mover = initiator if side == "initiator" else responder
-    for host in (initiator, responder):
-        topo.hub_wg.wait_handshake(host.wg.public_key)
-    hub = WgmuxHub(topo)
-    hub.pair(initiator, responder, PORT)
-    hub.start()
-    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
-             what="the first ping through the hub")
 
     # Flows towards the moving side show when it is reachable again.  The
     # responder case has no flow from the responder: it must stay silent.
     flows = [UdpSeq(initiator.node, responder.node, responder.overlay_ip, 7001)]
     if side == "initiator":
         flows.append(UdpSeq(responder.node, initiator.node, initiator.overlay_ip, 7002))
-    tcp = PacedTcp(initiator.node, responder.node, responder.overlay_ip, 5 * MB, 512 * 1024,
+    tcp = TcpFlow(initiator.node, responder.node, responder.overlay_ip, 5 * MB, 512 * 1024,
                    port=5301)
     for f in flows + [tcp]:
         f.start()
@@ -125,15 +115,7 @@ def test_silent_responder_is_followed_from_the_hub_device(lab):
     where it went.  Traffic to it resumes through the hub anyway, before
     anything of it crossed the reflected session (no ev_roam) and long
     before WireGuard would handshake again."""
-    topo = standard(lab, [NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC], wireguard=True)
-    initiator, responder = topo.host(1), topo.host(2)
-    for host in (initiator, responder):
-        topo.hub_wg.wait_handshake(host.wg.public_key)
-    hub = WgmuxHub(topo)
-    hub.pair(initiator, responder, PORT)
-    hub.start()
-    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
-             what="the first ping through the hub")
+    topo, hub, initiator, responder = serving_pair(lab, [NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC], PORT)
 
     def r2i_packets():
         (s,) = [x for x in hub.show()["sessions"] if x["port"] == PORT]

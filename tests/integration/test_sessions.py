@@ -14,12 +14,10 @@ import time
 
 import pytest
 
-from flows import PacedTcp, UdpSeq
 from netlab import wait_for
 from netlab.nat import NatKind
-from netlab.topology import standard
-from netlab.traffic import ping
-from wgmux.netlab_hub import WgmuxHub
+from netlab.traffic import TcpFlow, UdpSeq
+from wgmux.netlab_hub import serving_pair
 
 pytestmark = pytest.mark.netlab
 
@@ -28,16 +26,7 @@ IDLE = 3.0
 
 
 def make_pair(lab, kinds=(NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED), serve_args=()):
-    topo = standard(lab, list(kinds), wireguard=True)
-    initiator, responder = topo.host(1), topo.host(2)
-    for host in (initiator, responder):
-        topo.hub_wg.wait_handshake(host.wg.public_key)
-    hub = WgmuxHub(topo, serve_args=list(serve_args))
-    hub.pair(initiator, responder, PORT)
-    hub.start()
-    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
-             what="the first ping through the hub")
-    return topo, hub, initiator, responder
+    return serving_pair(lab, kinds, PORT, serve_args)
 
 
 def sessions_on(status, port=PORT):
@@ -89,7 +78,7 @@ def test_transfer_across_two_rekeys_never_stalls(lab):
     first = initiator.wg.peer(peer).latest_handshake
     rate = 256 * 1024
     seconds = 270                      # > 2 x REKEY_AFTER_TIME (120 s) + slack
-    tcp = PacedTcp(initiator.node, responder.node, responder.overlay_ip, rate * seconds, rate,
+    tcp = TcpFlow(initiator.node, responder.node, responder.overlay_ip, rate * seconds, rate,
                    port=5301, timeout=seconds + 60).start()
     udp = UdpSeq(initiator.node, responder.node, responder.overlay_ip, 7001,
                  interval=0.05).start()

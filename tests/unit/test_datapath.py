@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 
 import pytest
 
@@ -355,79 +354,63 @@ def test_slow_ring_full_is_counted():
 
 # ---- attach / detach ---------------------------------------------------------
 
-@pytest.fixture
-def veth_ns():
-    name = f"wgmuxat-{os.getpid()}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "add", "a0", "type", "veth", "peer", "name",
-                        "b0"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name])
+def _tc(node, *args) -> str:
+    return node.run(["tc", *args]).stdout
 
 
-def _tc(ns, *args):
-    return subprocess.run(["ip", "netns", "exec", ns, "tc", *args], check=True,
-                          capture_output=True, text=True).stdout
-
-
-def test_attach_detach_own_clsact(golden_env, veth_ns):
+def test_attach_detach_own_clsact(golden_env, veth):
     dp = golden_env.dp
-    dp.attach("a0", netns=veth_ns)
+    dp.attach("a0", netns=veth.netns)
     try:
-        assert "clsact" in _tc(veth_ns, "qdisc", "show", "dev", "a0")
-        shown = _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+        assert "clsact" in _tc(veth, "qdisc", "show", "dev", "a0")
+        shown = _tc(veth, "filter", "show", "dev", "a0", "ingress")
         assert "wgmux_ingress" in shown and "direct-action" in shown
         assert f"pref {0x5747}" in shown
     finally:
         dp.detach()
-    assert "clsact" not in _tc(veth_ns, "qdisc", "show", "dev", "a0")
+    assert "clsact" not in _tc(veth, "qdisc", "show", "dev", "a0")
     assert dp.attachments == []
 
 
-def test_detach_keeps_foreign_clsact_and_filters(golden_env, veth_ns):
+def test_detach_keeps_foreign_clsact_and_filters(golden_env, veth):
     from pyroute2 import IPRoute
     dp = golden_env.dp
-    _tc(veth_ns, "qdisc", "add", "dev", "a0", "clsact")
+    _tc(veth, "qdisc", "add", "dev", "a0", "clsact")
     # Someone else's filter on the clsact (only cls_bpf is sure to exist
     # on a kernel without modules, so it is a bpf one under another name).
-    with IPRoute(netns=veth_ns) as ipr:
+    with IPRoute(netns=veth.netns) as ipr:
         idx = ipr.link_lookup(ifname="a0")[0]
         ipr.tc("add-filter", "bpf", idx, 1, fd=dp.prog_fd, name="foreign",
                parent=0xFFFFFFF3, prio=7, classid=1, direct_action=True)
-    ifindex = dp.attach("a0", netns=veth_ns)
+    ifindex = dp.attach("a0", netns=veth.netns)
     assert ifindex == idx
-    assert "wgmux_ingress" in _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+    assert "wgmux_ingress" in _tc(veth, "filter", "show", "dev", "a0", "ingress")
     dp.detach()
-    assert "clsact" in _tc(veth_ns, "qdisc", "show", "dev", "a0")
-    assert "wgmux" not in _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
-    assert "foreign" in _tc(veth_ns, "filter", "show", "dev", "a0", "egress")
+    assert "clsact" in _tc(veth, "qdisc", "show", "dev", "a0")
+    assert "wgmux" not in _tc(veth, "filter", "show", "dev", "a0", "ingress")
+    assert "foreign" in _tc(veth, "filter", "show", "dev", "a0", "egress")
 
 
-def test_replace_hands_over_without_detaching_the_successor(golden_env, veth_ns):
+def test_replace_hands_over_without_detaching_the_successor(golden_env, veth):
     old = golden_env.dp
-    old.attach("a0", netns=veth_ns)
+    old.attach("a0", netns=veth.netns)
     with Datapath(g.HUB_PORT) as new:
-        new.attach("a0", netns=veth_ns, replace=True)
-        shown = _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+        new.attach("a0", netns=veth.netns, replace=True)
+        shown = _tc(veth, "filter", "show", "dev", "a0", "ingress")
         assert new.filter_name in shown and old.filter_name not in shown
         old.detach()     # must not remove the successor's filter
-        assert new.filter_name in _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
-        assert "clsact" in _tc(veth_ns, "qdisc", "show", "dev", "a0")
+        assert new.filter_name in _tc(veth, "filter", "show", "dev", "a0", "ingress")
+        assert "clsact" in _tc(veth, "qdisc", "show", "dev", "a0")
         new.detach()
-    assert "wgmux" not in _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+    assert "wgmux" not in _tc(veth, "filter", "show", "dev", "a0", "ingress")
 
 
 def test_detach_after_namespace_is_gone(golden_env):
-    name = f"wgmuxgone-{os.getpid()}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "add", "a0", "type", "veth", "peer", "name",
-                        "b0"], check=True)
-        golden_env.dp.attach("a0", netns=name)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
+    from netlab import Lab
+    with Lab() as lab:
+        node = lab.add_node("gone")
+        lab.link(node, "a0", node, "b0")
+        golden_env.dp.attach("a0", netns=node.netns)
     golden_env.dp.detach()
     assert golden_env.dp.attachments == []
 
@@ -438,38 +421,24 @@ def test_detach_after_namespace_is_gone(golden_env):
 # offload off so that receivers verify every checksum in software.
 
 @pytest.fixture(params=["peers_csum_offload", "peers_csum_software"])
-def lan(request):
-    """Namespaces hub, i, r on one bridge: 192.0.2.{1,10,20}/24.  The hub
+def lan(request, lab):
+    """Nodes hub, i, r on one bridge: 192.0.2.{1,10,20}/24.  The hub
     finishes checksums in software (tx off), so what leaves it is what the
     datapath computed.  The peers either leave their checksums to the
     "device" (the hub then receives CHECKSUM_PARTIAL skbs) or finish them."""
     peers_offload = request.param == "peers_csum_offload"
-    tag = f"{os.getpid()}-{secrets.token_hex(2)}"
-    ns = {n: f"wgmuxrt-{n}-{tag}" for n in ("sw", "hub", "i", "r")}
     addrs = {"hub": "192.0.2.1", "i": "192.0.2.10", "r": "192.0.2.20"}
-    made = []
-    try:
-        for n in ns.values():
-            subprocess.run(["ip", "netns", "add", n], check=True)
-            made.append(n)
-        sw = ns["sw"]
-        subprocess.run(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"], check=True)
-        subprocess.run(["ip", "-n", sw, "link", "set", "br0", "up"], check=True)
-        for role, addr in addrs.items():
-            sub = ["ip", "-n", ns[role]]
-            subprocess.run(["ip", "-n", sw, "link", "add", f"{role}s", "type", "veth", "peer",
-                            "name", "eth0", "netns", ns[role]], check=True)
-            subprocess.run(["ip", "-n", sw, "link", "set", f"{role}s", "master", "br0", "up"],
-                           check=True)
-            subprocess.run(sub + ["addr", "add", f"{addr}/24", "dev", "eth0"], check=True)
-            subprocess.run(sub + ["link", "set", "eth0", "up"], check=True)
-            if role == "hub" or not peers_offload:
-                subprocess.run(["ip", "netns", "exec", ns[role], "ethtool", "-K", "eth0", "tx",
-                                "off"], check=True, capture_output=True)
-        yield ns, addrs, peers_offload
-    finally:
-        for n in made:
-            subprocess.run(["ip", "netns", "del", n])
+    sw = lab.add_node("sw")
+    lab.bridge(sw)
+    ns = {}
+    for role, addr in addrs.items():
+        node = lab.add_node(role)
+        lab.link(sw, f"{role}s", node, "eth0", b_addr=f"{addr}/24")
+        lab.enslave(sw, f"{role}s", "br0")
+        if role == "hub" or not peers_offload:
+            node.set_tx_checksum("eth0", False)
+        ns[role] = node
+    return ns, addrs, peers_offload
 
 
 def _udp_socket(netns: str, port: int):
@@ -514,17 +483,16 @@ def test_real_traffic_is_reflected(golden_env, lan, forwarding):
     dp = golden_env.dp
     golden_env.reset()
     dp.set_responder(g.P, addrs["r"], 51820)
-    si, sr = _udp_socket(ns["i"], 43210), _udp_socket(ns["r"], 51820)
-    wi, wr = _Sniffer(ns["i"]), _Sniffer(ns["r"])
+    si, sr = _udp_socket(ns["i"].netns, 43210), _udp_socket(ns["r"].netns, 51820)
+    wi, wr = _Sniffer(ns["i"].netns), _Sniffer(ns["r"].netns)
 
     def on_wire(sniffer, port, m):
         f = sniffer.udp_to(port, m)
         assert f.ip_checksum_ok() and f.udp_checksum_ok(), f
         assert f.udp_checksum != 0
 
-    sysctl = ["ip", "netns", "exec", ns["hub"], "sysctl", "-qw", "net.ipv4.conf.eth0.forwarding=1"]
     if forwarding:
-        subprocess.run(sysctl, check=True)
+        ns["hub"].sysctl("net.ipv4.conf.eth0.forwarding", 1)
     # The slow path as the daemon runs it, re-sending through the hub's
     # stack with a raw socket opened in the hub's namespace.
     from types import SimpleNamespace
@@ -532,11 +500,11 @@ def test_real_traffic_is_reflected(golden_env, lan, forwarding):
     from wgmux import mac1
     from wgmux.slowpath import RawSender, SlowPath
     r_key = secrets.token_bytes(32)
-    with g.in_netns(ns["hub"]):
+    with g.in_netns(ns["hub"].netns):
         sender = RawSender()
     config = SimpleNamespace(peers=[SimpleNamespace(port=g.P, public_key=r_key)])
     slow = SlowPath(dp, lambda: config, lambda: None, sender=sender)
-    dp.attach("eth0", netns=ns["hub"])
+    dp.attach("eth0", netns=ns["hub"].netns)
     try:
         slow.start()
         # Forwarding off: bpf_fib_lookup() refuses, the datapath falls back
@@ -553,7 +521,7 @@ def test_real_traffic_is_reflected(golden_env, lan, forwarding):
         assert (data, src) == (m, (addrs["hub"], g.P))
         on_wire(wi, 43210, m)
 
-        subprocess.run(sysctl, check=True)
+        ns["hub"].sysctl("net.ipv4.conf.eth0.forwarding", 1)
         dp.invalidate_next_hops()
         for i in range(3):
             m = g.transport(g.R_IDX, counter=i, n=100 * i)
@@ -677,17 +645,17 @@ def test_mutants_are_caught(golden_env, tmp_path):
             assert _failing_rows(g.Env(dp, golden_env.net)), f"table misses: {what}"
 
 
-def test_attach_errors_are_datapath_errors(golden_env, veth_ns):
+def test_attach_errors_are_datapath_errors(golden_env, veth):
     from wgmux.datapath import DatapathError
     with pytest.raises(DatapathError, match="no interface"):
-        golden_env.dp.attach("nonexistent0", netns=veth_ns)
+        golden_env.dp.attach("nonexistent0", netns=veth.netns)
     with pytest.raises(DatapathError, match="no network namespace"):
-        golden_env.dp.attach("a0", netns=veth_ns + "-gone")
-    assert not os.path.exists(f"/var/run/netns/{veth_ns}-gone")
-    golden_env.dp.attach("a0", netns=veth_ns)
+        golden_env.dp.attach("a0", netns=veth.netns + "-gone")
+    assert not os.path.exists(f"/var/run/netns/{veth.netns}-gone")
+    golden_env.dp.attach("a0", netns=veth.netns)
     try:
         with Datapath(g.HUB_PORT) as other, pytest.raises(DatapathError, match="already"):
-            other.attach("a0", netns=veth_ns)
+            other.attach("a0", netns=veth.netns)
     finally:
         golden_env.dp.detach()
     assert golden_env.dp.attachments == []

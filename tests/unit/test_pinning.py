@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -158,7 +157,7 @@ def test_untrustworthy_pins_start_fresh(pin_dir, damage):
 
 
 def test_purge_removes_the_directory(pin_dir):
-    with Datapath(HUB, pin_dir=pin_dir) as dp:
+    with Datapath(HUB, pin_dir=pin_dir):
         pass
     assert pin_dir.is_dir()
     removed = pinning.purge(pin_dir)
@@ -169,21 +168,8 @@ def test_purge_removes_the_directory(pin_dir):
 
 # ---- attachment: takeover after SIGKILL, purge -------------------------------
 
-@pytest.fixture
-def veth_ns():
-    name = f"wgmuxpin-{os.getpid()}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "add", "a0", "type", "veth", "peer", "name",
-                        "b0"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name])
-
-
-def _tc(ns, *args):
-    return subprocess.run(["ip", "netns", "exec", ns, "tc", *args], check=True,
-                          capture_output=True, text=True).stdout
+def _tc(node, *args) -> str:
+    return node.run(["tc", *args]).stdout
 
 
 def _killed(dp):
@@ -191,61 +177,61 @@ def _killed(dp):
     dp._attached.clear()
 
 
-def test_takeover_inherits_the_clsact_it_must_remove(pin_dir, veth_ns):
+def test_takeover_inherits_the_clsact_it_must_remove(pin_dir, veth):
     old = Datapath(HUB, pin_dir=pin_dir)
-    old.attach("a0", netns=veth_ns)
+    old.attach("a0", netns=veth.netns)
     _killed(old)
     try:
         with Datapath(HUB, pin_dir=pin_dir) as new:
-            new.attach("a0", netns=veth_ns, replace=True)
+            new.attach("a0", netns=veth.netns, replace=True)
             assert new.replaced_filter == old.filter_name
-            assert attached_filter("a0", veth_ns) == new.filter_name
+            assert attached_filter("a0", veth.netns) == new.filter_name
             new.detach()
-            assert "clsact" not in _tc(veth_ns, "qdisc", "show", "dev", "a0")
+            assert "clsact" not in _tc(veth, "qdisc", "show", "dev", "a0")
     finally:
         old.close()
 
 
-def test_takeover_leaves_a_foreign_clsact(pin_dir, veth_ns):
-    _tc(veth_ns, "qdisc", "add", "dev", "a0", "clsact")
+def test_takeover_leaves_a_foreign_clsact(pin_dir, veth):
+    _tc(veth, "qdisc", "add", "dev", "a0", "clsact")
     old = Datapath(HUB, pin_dir=pin_dir)
-    old.attach("a0", netns=veth_ns)
+    old.attach("a0", netns=veth.netns)
     _killed(old)
     try:
         with Datapath(HUB, pin_dir=pin_dir) as new:
-            new.attach("a0", netns=veth_ns, replace=True)
+            new.attach("a0", netns=veth.netns, replace=True)
             new.detach()
-        assert "clsact" in _tc(veth_ns, "qdisc", "show", "dev", "a0")
-        assert attached_filter("a0", veth_ns) is None
+        assert "clsact" in _tc(veth, "qdisc", "show", "dev", "a0")
+        assert attached_filter("a0", veth.netns) is None
     finally:
         old.close()
 
 
-def test_replace_refuses_a_foreign_filter(pin_dir, veth_ns):
+def test_replace_refuses_a_foreign_filter(pin_dir, veth):
     from pyroute2 import IPRoute
 
     with Datapath(HUB, pin_dir=pin_dir) as dp:
-        _tc(veth_ns, "qdisc", "add", "dev", "a0", "clsact")
-        with IPRoute(netns=veth_ns) as ipr:
+        _tc(veth, "qdisc", "add", "dev", "a0", "clsact")
+        with IPRoute(netns=veth.netns) as ipr:
             idx = ipr.link_lookup(ifname="a0")[0]
             ipr.tc("add-filter", "bpf", idx, 1, fd=dp.prog_fd, name="foreign",
                    parent=0xFFFFFFF2, prio=TC_PRIO, protocol=3, classid=1, direct_action=True)
         with pytest.raises(DatapathError, match="not wgmux's"):
-            dp.attach("a0", netns=veth_ns, replace=True)
-        assert "foreign" in _tc(veth_ns, "filter", "show", "dev", "a0", "ingress")
+            dp.attach("a0", netns=veth.netns, replace=True)
+        assert "foreign" in _tc(veth, "filter", "show", "dev", "a0", "ingress")
 
 
-def test_remove_leftovers_after_a_kill(pin_dir, veth_ns):
+def test_remove_leftovers_after_a_kill(pin_dir, veth):
     old = Datapath(HUB, pin_dir=pin_dir)
-    old.attach("a0", netns=veth_ns)
+    old.attach("a0", netns=veth.netns)
     _killed(old)
     old.close()                      # its fds go; the attached program stays
-    name = attached_filter("a0", veth_ns)
+    name = attached_filter("a0", veth.netns)
     assert name and name.startswith(PROGRAM)
-    removed = remove_leftovers("a0", pin_dir, netns=veth_ns)
+    removed = remove_leftovers("a0", pin_dir, netns=veth.netns)
     assert removed == [f"TC filter {name} on a0", "clsact qdisc on a0",
                        f"pinned state {pin_dir}"]
-    assert attached_filter("a0", veth_ns) is None
-    assert "clsact" not in _tc(veth_ns, "qdisc", "show", "dev", "a0")
+    assert attached_filter("a0", veth.netns) is None
+    assert "clsact" not in _tc(veth, "qdisc", "show", "dev", "a0")
     assert not pin_dir.exists()
-    assert remove_leftovers("a0", pin_dir, netns=veth_ns) == []
+    assert remove_leftovers("a0", pin_dir, netns=veth.netns) == []
