@@ -27,7 +27,7 @@ help:
 	@echo "make unit-test         unit tests only"
 	@echo "make netlab-test       integration tests on netlab (namespaces, real WireGuard)"
 	@echo "make netlab-test-slow  the minutes-long tests (rekeys, idle timeouts)"
-	@echo "make bench             datapath micro-benchmark (BPF_PROG_TEST_RUN)"
+	@echo "make bench             datapath micro-benchmark (BPF_PROG_TEST_RUN), then end to end on netlab"
 	@echo "make reap              remove what crashed netlab runs left behind"
 	@echo "make install           wgmux in its own venv under PREFIX (/usr/local), launcher,"
 	@echo "                       systemd unit, example /etc/wgmux/config.toml if none (root)"
@@ -53,6 +53,7 @@ demo: setup
 
 bench: setup-check
 	$(PY) -m wgmux.bench
+	$(PY) -m wgmux.bench --e2e
 
 .PHONY: install uninstall
 install:

@@ -47,10 +47,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("-k", dest="only", default="", help="only rows whose name contains this")
     ap.add_argument("--all", action="store_true",
                     help="every row of the table, not just those marked bench")
+    ap.add_argument("--e2e", action="store_true",
+                    help="instead: end to end on netlab, wgmux (forwarding on/off) against "
+                         "a classic decrypting hub (wgmux.bench_e2e)")
+    ap.add_argument("--size-mb", type=int, default=10, help="--e2e: TCP transfer size")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("wgmux.bench: needs root (eBPF, network namespaces)", file=sys.stderr)
         return 2
+    if args.e2e:
+        from wgmux import bench_e2e
+        return bench_e2e.main(size_mb=args.size_mb, rounds=args.rounds, only=args.only)
 
     from wgmux.datapath import Datapath
 
