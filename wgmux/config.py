@@ -48,6 +48,17 @@ __all__ = [
 
 DEFAULT_PATH = "/etc/wgmux/config.toml"
 
+# What each source address (IPv4 address, IPv6 /64) may send to the
+# handshake slow path: messages per second on average, and at once.  A
+# WireGuard peer sends an initiation every 5 s at most while it retries;
+# the defaults leave room for a NAT with hundreds of peers behind one
+# address, and stop one source from flooding the daemon.
+HANDSHAKE_RATE = 250.0
+HANDSHAKE_RATE_MIN = 0.01       # one per 100 s; the datapath's interval is in ns
+HANDSHAKE_RATE_MAX = 1_000_000
+HANDSHAKE_BURST = 100
+HANDSHAKE_BURST_MAX = 1_000_000
+
 HeaderRange = wire.HeaderRange
 
 # Plain WireGuard message lengths (the one definition is wgmux.wire), and
@@ -88,7 +99,8 @@ AMNEZIA3_KEYS = (
 
 IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL
 
-_INTERFACE_KEYS = ("Device", "HubPort", "Interface", "WgUtil", "MetricsListen")
+_INTERFACE_KEYS = ("Device", "HubPort", "Interface", "WgUtil", "MetricsListen",
+                   "HandshakeRate", "HandshakeBurst")
 _JUNK_KEYS = ("Jc", "Jmin", "Jmax")
 _PREFIX_KEYS = ("S1", "S2", "S3", "S4")
 _HEADER_KEYS = ("H1", "H2", "H3", "H4")
@@ -131,6 +143,8 @@ class Config:
     interface: str
     wg_util: str = "wg"
     metrics_listen: Optional[Tuple[str, int]] = None   # (host, port) or off
+    handshake_rate: float = HANDSHAKE_RATE   # per source and second; 0: no limit
+    handshake_burst: int = HANDSHAKE_BURST
     amnezia: AmneziaParams = field(default_factory=AmneziaParams)
     peers: Tuple[PeerConfig, ...] = ()
     path: str = "<string>"
@@ -418,8 +432,22 @@ class _Checker:
             self.report(table, label, "WgUtil", f'expected "wg" or "awg", got {_show(wg_util)}')
             wg_util = None
 
+        rate = section.get("HandshakeRate", HANDSHAKE_RATE)
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool):
+            self.report(table, label, "HandshakeRate",
+                        f"expected a number of messages per second, got {_show(rate)}")
+            rate = None
+        elif rate != 0 and not HANDSHAKE_RATE_MIN <= rate <= HANDSHAKE_RATE_MAX:
+            self.report(table, label, "HandshakeRate",
+                        f"{rate} is out of range {HANDSHAKE_RATE_MIN}-{HANDSHAKE_RATE_MAX} "
+                        f"(or 0: no limit)")
+            rate = None
+        burst = self.integer(section, table, label, "HandshakeBurst", 1, HANDSHAKE_BURST_MAX)
+
         return dict(device=device, hub_port=hub_port, interface=ifname, wg_util=wg_util,
                     metrics_listen=self.listen_address(section, table, label, "MetricsListen"),
+                    handshake_rate=None if rate is None else float(rate),
+                    handshake_burst=HANDSHAKE_BURST if burst is None else burst,
                     amnezia=self.amnezia(section, table, label))
 
     def listen_address(self, section, table, label, key) -> Optional[Tuple[str, int]]:

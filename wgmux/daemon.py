@@ -242,6 +242,7 @@ class Daemon:
                                          amnezia=self.config.amnezia, pin_dir=self.pin_dir)
             except DatapathError as e:
                 raise ServeError(str(e)) from None
+            self.datapath.set_slow_rate(self.config.handshake_rate, self.config.handshake_burst)
             self._adopt_pinned_state()
             try:
                 # replace: a killed predecessor's program is swapped out
@@ -500,14 +501,16 @@ class Daemon:
             for port in added:
                 self.datapath.set_responder(port)
                 log.info("reload: port %d (%s…) added", port, new_peers[port].public_key[:8])
+            limit = (new.handshake_rate, new.handshake_burst)
             if new.amnezia != old.amnezia:
-                # configure() rewrites the whole config entry: keep the rest
-                limit = getattr(self.datapath, "slow_rate", None)
-                limit = limit() if limit else None
-                self.datapath.configure(new.hub_port, new.amnezia)
-                if limit is not None:
-                    self.datapath.set_slow_rate(limit[0], max(1, limit[1]))
+                # configure() rewrites the whole config entry, rate included
+                self.datapath.configure(new.hub_port, new.amnezia, slow_rate=limit[0],
+                                        slow_burst=limit[1])
                 log.info("reload: AmneziaWG parameters changed, applied to the datapath")
+            if limit != (old.handshake_rate, old.handshake_burst):
+                self.datapath.set_slow_rate(*limit)
+                log.info("reload: handshake rate limit per source now %s",
+                         f"{limit[0]:g}/s, burst {limit[1]}" if limit[0] else "off")
             if device is not None:
                 log.info("reload: Device is now %s (%s)", new.device, new.wg_util)
                 self.device = device

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from wgmux import pinning, wire
+from wgmux.config import HANDSHAKE_BURST, HANDSHAKE_RATE
 
 try:
     from wgmux.bpf import SOURCE_DIR
@@ -77,13 +78,10 @@ EVENT_COUNTERS = tuple(n for n in COUNTERS if n.startswith("ev_"))
 SLOW_PATH_COUNTERS = tuple(n for n in COUNTERS if n.startswith("sp_"))
 _COUNTER_SLOT = {n: i for i, n in enumerate(COUNTERS)}
 
-# Slow-path rate limit per source address (IPv4 address, IPv6 /64):
-# handshake messages per second, and how many may come at once.  A peer
-# sends at most one initiation per 5 s and peer pair (plus one response
-# per handshake), so this leaves room for hundreds of pairs behind one
-# address while a flood from it is shed in the kernel.
-DEFAULT_SLOW_RATE = 250.0
-DEFAULT_SLOW_BURST = 100
+# Slow-path rate limit per source address: the config's HandshakeRate and
+# HandshakeBurst (wgmux.config says why these defaults).
+DEFAULT_SLOW_RATE = HANDSHAKE_RATE
+DEFAULT_SLOW_BURST = HANDSHAKE_BURST
 
 
 _CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)  # Linux value

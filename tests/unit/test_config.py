@@ -129,6 +129,20 @@ BAD = [
     ("metrics-integer", awg("MetricsListen = 9586"),
      ['cfg.toml:5: [Interface] MetricsListen: expected "host:port" such as "127.0.0.1:9586" '
       'or "[::1]:9586", got 9586 (integer)']),
+    ("handshake-rate-string", awg('HandshakeRate = "100/s"'),
+     ['cfg.toml:5: [Interface] HandshakeRate: expected a number of messages per second, '
+      'got "100/s" (string)']),
+    ("handshake-rate-negative", awg("HandshakeRate = -1"),
+     ["cfg.toml:5: [Interface] HandshakeRate: -1 is out of range 0.01-1000000 (or 0: no limit)"]),
+    ("handshake-rate-tiny", awg("HandshakeRate = 0.001"),
+     ["cfg.toml:5: [Interface] HandshakeRate: 0.001 is out of range 0.01-1000000 "
+      "(or 0: no limit)"]),
+    ("handshake-burst-zero", awg("HandshakeBurst = 0"),
+     ["cfg.toml:5: [Interface] HandshakeBurst: 0 is out of range 1-1000000"]),
+    ("handshake-burst-float", awg("HandshakeBurst = 2.5"),
+     ["cfg.toml:5: [Interface] HandshakeBurst: expected an integer, got 2.5 (float)"]),
+    ("handshake-typo", awg("HandshakeRates = 10"),
+     ["cfg.toml:5: [Interface] HandshakeRates: unknown key; did you mean HandshakeRate?"]),
     ("wgutil", awg('WgUtil = "wireguard"'),
      ['cfg.toml:5: [Interface] WgUtil: expected "wg" or "awg", got "wireguard" (string)']),
     # -- [[Peer]]
@@ -468,3 +482,13 @@ def test_metrics_listen(value, expected):
     text = '[Interface]\nDevice = "wg0"\nHubPort = 51820\nInterface = "eth0"\n'
     assert parse(text).metrics_listen is None
     assert parse(text + f"MetricsListen = {value}\n").metrics_listen == expected
+
+
+def test_handshake_rate_limit():
+    text = '[Interface]\nDevice = "wg0"\nHubPort = 51820\nInterface = "eth0"\n'
+    default = parse(text)
+    assert (default.handshake_rate, default.handshake_burst) == (250.0, 100)
+    tuned = parse(text + "HandshakeRate = 20\nHandshakeBurst = 5\n")
+    assert (tuned.handshake_rate, tuned.handshake_burst) == (20.0, 5)
+    assert parse(text + "HandshakeRate = 0\n").handshake_rate == 0.0      # no limit
+    assert parse(text + "HandshakeRate = 0.5\n").handshake_rate == 0.5

@@ -147,3 +147,23 @@ def test_sighup_only_flags_the_loop():
     d._lock = threading.Lock()
     d.request_reload()
     assert d._reload_requested
+
+
+def test_handshake_rate_limit_follows_the_config(daemon, caplog):
+    d, path = daemon
+    peers = [(40001, K1), (40002, K2)]
+    path.write_text(text(peers, extra="HandshakeRate = 20\nHandshakeBurst = 5"))
+    with caplog.at_level(logging.INFO, logger="wgmux"):
+        assert d.reload()
+    rate, burst = d.datapath.slow_rate()
+    assert (round(rate), burst) == (20, 5)
+    assert "handshake rate limit per source now 20/s, burst 5" in caplog.text
+    # AmneziaWG values rewrite the datapath's config entry: the limit stays
+    path.write_text(text(peers, extra="HandshakeRate = 20\nHandshakeBurst = 5\nS1 = 10\nS2 = 20"))
+    assert d.reload()
+    rate, burst = d.datapath.slow_rate()
+    assert (round(rate), burst) == (20, 5)
+    path.write_text(text(peers, extra="HandshakeRate = 0"))
+    assert d.reload()
+    assert d.datapath.slow_rate() == (0.0, 0)
+    assert keys(d.datapath) == [(40001, 11), (40002, 12), (HUB, 1), (HUB, 2), (HUB, 99)]
