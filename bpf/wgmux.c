@@ -553,6 +553,26 @@ static __always_inline int udp_csum_partial(struct __sk_buff *skb, void *l3, str
  * moves into the src field, so in the checksums it cancels out and only
  * "old src ip -> target ip" remains. */
 
+/* `sum`: the UDP checksum field as a sum (the field itself when `partial`,
+ * its complement otherwise) plus the address change.  Finishes the field
+ * and writes the ports.  A zero field (IPv4: no checksum) stays zero. */
+static __always_inline void udp_rewrite(struct udphdr *udp, __u32 sum, int partial,
+					__be16 sport, __be16 dport)
+{
+	if (partial) {
+		/* The field holds the plain pseudo-header sum; the ports are
+		 * data and get summed when the checksum is finished. */
+		udp->check = csum_fold(sum);
+	} else if (udp->check) {
+		sum += (__u16)~udp->source + sport;
+		sum += (__u16)~udp->dest + dport;
+		__u16 check = ~csum_fold(sum);
+		udp->check = check ? check : 0xffff;
+	}
+	udp->source = sport;
+	udp->dest = dport;
+}
+
 static __always_inline void rewrite4(struct iphdr *ip, struct udphdr *udp, struct endpoint *dst,
 				     __be16 sport, int partial)
 {
@@ -571,24 +591,10 @@ static __always_inline void rewrite4(struct iphdr *ip, struct udphdr *udp, struc
 	ip->saddr = ip->daddr;
 	ip->daddr = daddr;
 
-	if (partial) {
-		/* The field holds the plain pseudo-header sum; the ports are
-		 * data and get summed when the checksum is finished. */
-		sum = udp->check;
-		sum = csum_add32(sum, ~old_saddr);
-		sum = csum_add32(sum, daddr);
-		udp->check = csum_fold(sum);
-	} else if (udp->check) {
-		sum = (__u16)~udp->check;
-		sum = csum_add32(sum, ~old_saddr);
-		sum = csum_add32(sum, daddr);
-		sum += (__u16)~udp->source + sport;
-		sum += (__u16)~udp->dest + dport;
-		__u16 check = ~csum_fold(sum);
-		udp->check = check ? check : 0xffff;
-	}
-	udp->source = sport;
-	udp->dest = dport;
+	sum = partial ? udp->check : (__u16)~udp->check;
+	sum = csum_add32(sum, ~old_saddr);
+	sum = csum_add32(sum, daddr);
+	udp_rewrite(udp, sum, partial, sport, dport);
 }
 
 static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, struct endpoint *dst,
@@ -607,18 +613,9 @@ static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, st
 		daddr[i] = dst->addr.v6[i];
 	}
 	ip6->hop_limit--;
-	/* A zero UDP checksum is invalid over IPv6; leave it for the peer to
-	 * reject rather than inventing one. */
-	if (partial) {
-		udp->check = csum_fold(sum);
-	} else if (udp->check) {
-		sum += (__u16)~udp->source + sport;
-		sum += (__u16)~udp->dest + dport;
-		__u16 check = ~csum_fold(sum);
-		udp->check = check ? check : 0xffff;
-	}
-	udp->source = sport;
-	udp->dest = dport;
+	/* A zero UDP checksum is invalid over IPv6; udp_rewrite() leaves it
+	 * for the peer to reject rather than inventing one. */
+	udp_rewrite(udp, sum, partial, sport, dport);
 }
 
 /* ---- next hop -------------------------------------------------------------

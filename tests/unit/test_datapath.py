@@ -569,16 +569,14 @@ def test_real_traffic_is_reflected(golden_env, lan, forwarding):
 # wgmux.c changes so that a snippet no longer matches, update the snippet.
 MUTANTS = {
     "udp checksum not updated": (
-        "\t\tudp->check = check ? check : 0xffff;\n\t}\n\tudp->source = sport;\n"
-        "\tudp->dest = dport;\n}\n\nstatic __always_inline void rewrite6",
-        "\t}\n\tudp->source = sport;\n\tudp->dest = dport;\n}\n\n"
-        "static __always_inline void rewrite6"),
+        "\t\tudp->check = check ? check : 0xffff;\n\t}\n\tudp->source = sport;\n",
+        "\t}\n\tudp->source = sport;\n"),
     "ttl not decremented": ("\tip->ttl--;\n", "\n"),
     "computed zero checksum sent as zero": (
-        "\t\tudp->check = check ? check : 0xffff;\n\t}\n\tudp->source = sport;\n"
-        "\tudp->dest = dport;\n}\n\nstatic __always_inline void rewrite6",
-        "\t\tudp->check = check;\n\t}\n\tudp->source = sport;\n\tudp->dest = dport;\n}\n\n"
-        "static __always_inline void rewrite6"),
+        "\t\tudp->check = check ? check : 0xffff;\n", "\t\tudp->check = check;\n"),
+    "udp checksum misses the address change": (
+        "\tsum = partial ? udp->check : (__u16)~udp->check;\n\tsum = csum_add32(sum, ~old_saddr);\n",
+        "\tsum = partial ? udp->check : (__u16)~udp->check;\n"),
     "header range upper bound excluded": (
         "if (load_le32(m) - lo > cfg->cls[i].hi - lo)",
         "if (load_le32(m) - lo >= cfg->cls[i].hi - lo)"),
