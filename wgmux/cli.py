@@ -203,10 +203,10 @@ forwarding; the next start takes over from it atomically. `wgmux purge`
 removes that state; --fresh starts without it.
 
 SIGHUP reloads the config: peers added start working, peers removed stop
-(their sessions end), the others are untouched; Device/WgUtil and AmneziaWG
-parameters may change. An invalid file, or one that changes Interface or
-HubPort, is rejected with a log line and the running config stays (those two
-need a restart).
+(their sessions end), the others are untouched; Device/WgUtil, AmneziaWG
+parameters and HandshakeRate/HandshakeBurst may change. An invalid file, or
+one that changes Interface or HubPort, is rejected with a log line and the
+running config stays (those two need a restart).
 
 Idle sessions are collected after 540 s without a packet (3 x WireGuard's
 180 s key lifetime), half-open ones after 30 s.""")
