@@ -431,21 +431,29 @@ class Daemon:
 
     def log_sessions(self):
         """One line when a session comes up (a response went through) or
-        goes (collected, or its port removed)."""
+        goes (collected, or its port removed).  Only the pairs that came up
+        are read in full: a full map costs one lean scan."""
+        dp = self.datapath
         with self._lock:
-            pairs = self.datapath.session_pairs(wall_clock=False)
-        now = {(p["port"], p["initiator_index"], p["responder_index"]): p
-               for p in pairs if p["state"] == "established"}
-        for key in now.keys() - self._logged_sessions.keys():
-            p = now[key]
-            log.info("session up: port %d, initiator %s <-> responder %s", p["port"],
-                     p["initiator"], p["responder"])
-        for key in self._logged_sessions.keys() - now.keys():
-            p = self._logged_sessions[key]
+            pairs = dp.established_pairs()
+        logged = self._logged_sessions
+        for key in pairs.keys() - logged.keys():
+            i2r, r2i = (dp.session(*link.key) for link in pairs[key])
+            if i2r is None or r2i is None:
+                continue        # gone since the scan: never up for the log
+            logged[key] = {"port": key[0], "initiator": str(r2i.dst) if r2i.dst else None,
+                           "responder": str(i2r.dst) if i2r.dst else None}
+            log.info("session up: port %d, initiator %s <-> responder %s", key[0],
+                     logged[key]["initiator"], logged[key]["responder"])
+        for key in list(logged):
+            if key in pairs:
+                i2r, r2i = pairs[key]
+                logged[key]["packets"] = (i2r.packets, r2i.packets)
+                continue
+            p = logged.pop(key)
+            i2r_packets, r2i_packets = p.get("packets", (0, 0))
             log.info("session down: port %d, initiator %s <-> responder %s (%d+%d packets)",
-                     p["port"], p["initiator"], p["responder"], p["i2r_packets"],
-                     p["r2i_packets"])
-        self._logged_sessions = now
+                     p["port"], p["initiator"], p["responder"], i2r_packets, r2i_packets)
 
     def log_drops(self):
         """Drops summarised per interval, never a line per packet."""

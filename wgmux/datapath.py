@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
+import functools
 import ipaddress
 import os
 import re
@@ -22,7 +23,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from wgmux import pinning, wire
 from wgmux.config import HANDSHAKE_BURST, HANDSHAKE_RATE
@@ -111,6 +112,15 @@ class NextHop:
     dmac: str
     smac: str
     current: bool       # resolved in the current generation (not invalidated)
+
+
+class SessionLink(NamedTuple):
+    """What collecting and the session log need of an entry: no endpoints,
+    no next hop, so a full map reads in a fraction of sessions()' time."""
+    key: Tuple[int, int]                # (port, index)
+    reverse: Optional[Tuple[int, int]]  # the other direction's key
+    last_seen: int                      # monotonic ns
+    packets: int
 
 
 @dataclass(frozen=True)
@@ -203,6 +213,22 @@ def _gcra(rate: float, burst: int) -> Tuple[int, int]:
         return (0, 0)
     interval = max(1, int(round(1e9 / rate)))
     return (interval, interval * max(int(burst) - 1, 0))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_of(raw: bytes) -> IPAddress:
+    """Addresses repeat across sessions (a NAT's public address serves all
+    its peers); parsing each once keeps a full map's scan cheap."""
+    return ipaddress.ip_address(raw)
+
+
+def _map_items(table) -> list:
+    """Every (key, leaf) of a bcc hash map: in batches of syscalls where the
+    kernel has them (5.6+), else one lookup per key."""
+    try:
+        return list(table.items_lookup_batch())
+    except Exception:      # no batch ops here (old kernel, bcc): the slow way
+        return list(table.items())
 
 
 def _check_port(port: int, what: str = "port") -> int:
@@ -662,12 +688,12 @@ class Datapath:
             raw = ct.string_at(ct.addressof(src.addr), 16)
         else:
             return None
-        return Endpoint(ipaddress.ip_address(raw), socket.ntohs(src.port))
+        return Endpoint(_ip_of(raw), socket.ntohs(src.port))
 
     def _next_hop(self, nh, gen: int) -> NextHop:
-        mac = lambda raw: ":".join(f"{b:02x}" for b in raw)  # noqa: E731
-        return NextHop(NH_STATES.get(nh.state, str(nh.state)), nh.ifindex, mac(bytes(nh.dmac)),
-                       mac(bytes(nh.smac)), nh.state != 0 and nh.gen == gen)
+        return NextHop(NH_STATES.get(nh.state, str(nh.state)), nh.ifindex,
+                       bytes(nh.dmac).hex(":"), bytes(nh.smac).hex(":"),
+                       nh.state != 0 and nh.gen == gen)
 
     def _session_key(self, port: int, index: int):
         key = self._sessions.Key()
@@ -727,7 +753,28 @@ class Datapath:
 
     def sessions(self) -> List[Session]:
         gen = self._nh_gen
-        return [self._to_session(k, v, gen) for k, v in self._sessions.items()]
+        return [self._to_session(k, v, gen) for k, v in _map_items(self._sessions)]
+
+    def session_links(self) -> List[SessionLink]:
+        ntohs = socket.ntohs
+        return [SessionLink((ntohs(k.port), k.index),
+                            (ntohs(v.reverse.port), v.reverse.index) if v.reverse.port else None,
+                            v.last_seen, v.packets)
+                for k, v in _map_items(self._sessions)]
+
+    def established_pairs(self, links: Optional[List[SessionLink]] = None
+                          ) -> Dict[Tuple[int, int, int], Tuple[SessionLink, SessionLink]]:
+        """(peer port, initiator index, responder index) -> (i2r, r2i) links
+        of every established pair (see session_pairs() for the roles)."""
+        by_key = {x.key: x for x in (self.session_links() if links is None else links)}
+        out = {}
+        for r2i in by_key.values():
+            if r2i.key[0] != self.hub_port or r2i.reverse is None:
+                continue
+            i2r = by_key.get(r2i.reverse)
+            if i2r is not None and i2r.reverse == r2i.key:
+                out[(i2r.key[0], r2i.key[1], i2r.key[1])] = (i2r, r2i)
+        return out
 
     def session(self, port: int, index: int) -> Optional[Session]:
         key = self._session_key(port, index)
@@ -806,7 +853,7 @@ class Datapath:
         now = monotonic_ns() if now_ns is None else now_ns
         full = int(timeout_s * 1e9)
         half = full if half_open_timeout_s is None else int(half_open_timeout_s * 1e9)
-        by_key = {s.key: s for s in self.sessions()}
+        by_key = {x.key: x for x in self.session_links()}
         removed = 0
         for key, s in by_key.items():
             other = by_key.get(s.reverse) if s.reverse else None

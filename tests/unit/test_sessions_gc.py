@@ -171,3 +171,40 @@ def test_retarget_touches_only_sessions_sent_from_that_port():
         assert dp.retarget(shared, ("198.51.100.50", 6000), g.HUB_PORT) == 1
         assert str(dp.session(g.P, 1).dst) == "198.51.100.50:6000"
         assert str(dp.session(g.HUB_PORT, 2).dst) == "198.51.100.50:51820"
+
+
+@root
+def test_established_pairs_and_the_session_log(caplog):
+    """The daemon's session log reads the map lean (established_pairs) and
+    says each pair once when it comes up and once when it goes, with its
+    endpoints and its packets both ways."""
+    import threading
+
+    with Datapath(g.HUB_PORT) as dp:
+        dp.set_session(g.P, g.R_IDX, g.E_R, g.HUB_PORT, expect=g.E_I)       # half-open
+        d = dmod.Daemon.__new__(dmod.Daemon)
+        d.datapath, d._lock, d._logged_sessions = dp, threading.Lock(), {}
+        with caplog.at_level(logging.INFO, logger="wgmux"):
+            d.log_sessions()
+            assert "session up" not in caplog.text
+            assert dp.established_pairs() == {}
+            # the response went through: both directions, linked
+            dp.set_session(g.P, g.R_IDX, g.E_R, g.HUB_PORT, expect=g.E_I,
+                           reverse=(g.HUB_PORT, g.I_IDX))
+            dp.set_session(g.HUB_PORT, g.I_IDX, g.E_I, g.P, expect=g.E_R,
+                           reverse=(g.P, g.R_IDX))
+            pairs = dp.established_pairs()
+            assert list(pairs) == [(g.P, g.I_IDX, g.R_IDX)]
+            (full,) = [p for p in dp.session_pairs() if p["state"] == "established"]
+            assert (full["port"], full["initiator_index"], full["responder_index"]) == \
+                (g.P, g.I_IDX, g.R_IDX)
+            d.log_sessions()
+            d.log_sessions()
+            ups = [r.message for r in caplog.records if "session up" in r.message]
+            assert ups == [f"session up: port {g.P}, initiator {full['initiator']} <-> "
+                           f"responder {full['responder']}"]
+            dp.delete_session(g.P, g.R_IDX, reverse=True)
+            d.log_sessions()
+            downs = [r.message for r in caplog.records if "session down" in r.message]
+            assert downs == [f"session down: port {g.P}, initiator {full['initiator']} <-> "
+                             f"responder {full['responder']} (0+0 packets)"]
