@@ -96,6 +96,24 @@
 #define WG_LE32(x) __builtin_bswap32(x)
 #endif
 
+/* Hide x's value range from clang, so that a check after it is emitted as
+ * written, on the register that is used next: clang otherwise fuses range
+ * checks ("x - lo > hi - lo") or drops masks it knows are redundant, and
+ * the verifier of older kernels (Debian 12's 6.1) cannot carry such a
+ * check back to x. */
+#define WGMUX_OPAQUE(x) asm volatile("" : "+r"(x))
+
+/* A big-endian length field as a number the verifier knows is < 65536.
+ * Older verifiers (6.1) forget a register's range at a byte swap, and then
+ * refuse packet pointer arithmetic with it; the mask gives it back. */
+static __always_inline __u32 be16_len(__be16 field)
+{
+	__u32 n = WG_NTOHS(field);
+
+	WGMUX_OPAQUE(n);
+	return n & 0xffff;
+}
+
 /* bcc 0.26 declares this helper with three arguments; the kernel's has
  * four (ifindex, params, plen, flags), and the verifier insists on all. */
 static long (*redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
@@ -503,6 +521,10 @@ static __always_inline int segment_sums_to_zero(struct __sk_buff *skb, __u32 off
 
 	if (!sc || len < sizeof(struct udphdr) || len > WGMUX_VERIFY_MAX)
 		return 0;
+	/* The same len, in a form older verifiers bound to 1..WGMUX_VERIFY_MAX
+	 * whatever clang does with the checks above. */
+	WGMUX_OPAQUE(len);
+	len = ((len - 1) & (WGMUX_VERIFY_MAX - 1)) + 1;
 	if (bpf_skb_load_bytes(skb, off, sc->buf, len))
 		return 0;
 	sc->buf[len] = 0;
@@ -544,7 +566,7 @@ static __always_inline int udp_csum_partial(struct __sk_buff *skb, void *l3, str
 		return 0;
 	event(CTR_EV_CSUM_VERIFIED);
 	return !segment_sums_to_zero(skb, (void *)udp - (void *)(long)skb->data,
-				     WG_NTOHS(udp->len), pseudo);
+				     be16_len(udp->len), pseudo);
 }
 
 /* ---- rewrite --------------------------------------------------------------
@@ -878,8 +900,13 @@ static __always_inline int to_slow_path(struct __sk_buff *skb, struct wgmux_conf
 	m->_pad = 0;
 	m->_pad2 = 0;
 	/* classify() bounds plen by an exact size plus a prefix of at most
-	 * WG_MAX_PREFIX; the verifier wants to see it again. */
-	if (plen < WG_PEEK_SIZE || plen > WGMUX_SLOW_PAYLOAD_MAX)
+	 * WG_MAX_PREFIX; the verifier wants to see it again, as two checks
+	 * on the value passed below. */
+	WGMUX_OPAQUE(plen);
+	if (plen > WGMUX_SLOW_PAYLOAD_MAX)
+		return SLOW_FULL;
+	WGMUX_OPAQUE(plen);
+	if (plen < WG_PEEK_SIZE)
 		return SLOW_FULL;
 	m->len = plen;
 	__u32 off = (void *)(udp + 1) - (void *)(long)skb->data;
@@ -1037,8 +1064,8 @@ static __always_inline int wgmux_process(struct __sk_buff *skb)
 		struct udphdr *udp = (void *)(ip + 1);
 		if ((void *)(udp + 1) > data_end)
 			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
-		__u32 ulen = WG_NTOHS(udp->len);
-		__u32 tot = WG_NTOHS(ip->tot_len);
+		__u32 ulen = be16_len(udp->len);
+		__u32 tot = be16_len(ip->tot_len);
 		if (ulen < sizeof(*udp) || ulen + sizeof(*ip) != tot || (void *)udp + ulen > data_end)
 			return not_reflected(cfg, udp->dest, CTR_DROP_MALFORMED);
 		return handle(skb, cfg, data_end, eth, ip, udp, ulen - sizeof(*udp), tot, 0);
@@ -1054,8 +1081,8 @@ static __always_inline int wgmux_process(struct __sk_buff *skb)
 		struct udphdr *udp = (void *)(ip6 + 1);
 		if ((void *)(udp + 1) > data_end)
 			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
-		__u32 ulen = WG_NTOHS(udp->len);
-		if (ulen < sizeof(*udp) || ulen != WG_NTOHS(ip6->payload_len) ||
+		__u32 ulen = be16_len(udp->len);
+		if (ulen < sizeof(*udp) || ulen != be16_len(ip6->payload_len) ||
 		    (void *)udp + ulen > data_end)
 			return not_reflected(cfg, udp->dest, CTR_DROP_MALFORMED);
 		return handle(skb, cfg, data_end, eth, ip6, udp, ulen - sizeof(*udp),
