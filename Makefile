@@ -3,7 +3,7 @@ PY      ?= .venv/bin/python
 PYTEST  ?= $(PY) -m pytest
 WORKERS ?= 2
 
-.PHONY: help setup test unit-test netlab-test netlab-test-slow demo bench reap clean
+.PHONY: help setup test unit-test netlab-test netlab-test-slow kernel-matrix demo bench reap clean
 
 # `make install` (see packaging/install.sh and README.md, "Install on a real
 # hub"). Every directory is overridable; DESTDIR stages the tree elsewhere
@@ -27,6 +27,8 @@ help:
 	@echo "make unit-test         unit tests only"
 	@echo "make netlab-test       integration tests on netlab (namespaces, real WireGuard)"
 	@echo "make netlab-test-slow  the minutes-long tests (rekeys, idle timeouts)"
+	@echo "make kernel-matrix     discovery/baseline/reflect tests in virtme-ng guests booting Debian"
+	@echo "                       kernels 6.1 and 6.12 (kernel WireGuard; root, slow, not in make test)"
 	@echo "make bench             datapath micro-benchmark (BPF_PROG_TEST_RUN), then end to end on netlab"
 	@echo "make reap              remove what crashed netlab runs left behind"
 	@echo "make install           wgmux in its own venv under PREFIX (/usr/local), launcher,"
@@ -47,6 +49,11 @@ netlab-test: setup-check
 
 netlab-test-slow: setup-check
 	$(PYTEST) -n $(WORKERS) -m slow tests
+
+# Optional, not part of `test` (see docs/kernel-matrix.md): root, minutes
+# per kernel. KM_KERNELS="6.1" picks kernels, KM_TESTS="tests/..." the tests.
+kernel-matrix: setup-check
+	$(if $(KM_KERNELS),KM_KERNELS="$(KM_KERNELS)") bash scripts/kernel-matrix.sh $(if $(KM_TESTS),-- $(KM_TESTS))
 
 demo: setup
 	$(PY) -m wgmux.demo

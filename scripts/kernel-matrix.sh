@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# Kernel matrix: run a chosen part of the test suite inside virtme-ng guests
+# that boot Debian's own kernels, so that the kernel-WireGuard code paths
+# (netlab's `kind wireguard` links, endpoint discovery over generic netlink)
+# run for real. Optional; not part of `make test`. See docs/kernel-matrix.md.
+#
+#   sudo scripts/kernel-matrix.sh                      # kernels 6.1 and 6.12
+#   sudo scripts/kernel-matrix.sh -k 6.1               # one kernel
+#   sudo scripts/kernel-matrix.sh -k 6.1 -- tests/integration/test_discovery.py
+#
+# Run as root. Idempotent: installs (--no-install-recommends) qemu-system-x86,
+# busybox-static, virtme-ng in its own venv ($KM_VNG_DIR), and each kernel's
+# Debian image with the exactly matching headers (6.12 from bookworm-backports,
+# whose apt source it adds when missing), then boots each kernel with the
+# host's filesystem (virtme-ng's default: read-only root, writable overlays)
+# and runs pytest there from this repository with its .venv. Exits non-zero
+# when any kernel failed.
+#
+# Kernels (-k, or KM_KERNELS, space separated): a series such as "6.1" (the
+# release's linux-headers-amd64) or "6.12" (linux-headers-6.12-amd64, from
+# backports), or an exact ABI such as "6.1.0-56-amd64".
+#
+# Environment: KM_KERNELS ("6.1 6.12"), KM_MEMORY (2G), KM_CPUS (2),
+# KM_TIMEOUT (seconds per kernel, 5400), KM_VNG_DIR (/opt/wgmux-vng),
+# KM_LOGDIR (/tmp/wgmux-kernel-matrix), KM_NO_INSTALL=1 (install nothing).
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SELF="$REPO/scripts/kernel-matrix.sh"
+# The kernel-WireGuard paths, the datapath's golden table on this kernel's
+# verifier and helpers (the mutation test compiles a dozen programs: left
+# to the host), the slow path, and wgmux end to end.
+DEFAULT_SELECTION=(tests/unit/test_datapath.py
+                   tests/integration/test_discovery.py
+                   tests/integration/test_baseline_hub_and_spoke.py
+                   tests/integration/test_reflect.py
+                   tests/integration/test_slowpath.py
+                   -k "not mutants")
+
+say() { printf 'kernel-matrix: %s\n' "$*"; }
+die() { printf 'kernel-matrix: %s\n' "$*" >&2; exit 2; }
+
+# ---------------------------------------------------------------------------
+# Inside the guest: prepare what the tests need, report which WireGuard
+# netlab uses, run pytest. Called by the host part through `vng --exec`.
+# ---------------------------------------------------------------------------
+in_guest() {
+    cd "$REPO" || exit 2
+    export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    export PYTHONDONTWRITEBYTECODE=1 HOME=/root TMPDIR=/tmp
+    local kver kdir abi_base
+    kver=$(uname -r)
+    kdir=/lib/modules/$kver
+    echo "KM-GUEST kernel=$kver"
+
+    mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+    mkdir -p /run/netns /run/wireguard
+    # Headers for bcc at build/ and source/ (the guest's /lib is a writable
+    # overlay; the host is not touched). Debian: <abi>-amd64 holds the arch
+    # part, <abi>-common the rest.
+    abi_base=${kver%-*}
+    [ -e "$kdir/build" ] || ln -sfn "/usr/src/linux-headers-$kver" "$kdir/build"
+    [ -e "$kdir/source" ] || ln -sfn "/usr/src/linux-headers-$abi_base-common" "$kdir/source"
+    if [ ! -e "$kdir/build/include/linux/kconfig.h" ] && [ ! -e "$kdir/source/include/linux/kconfig.h" ]; then
+        echo "KM-GUEST no kernel headers for $kver under $kdir"
+    fi
+    modprobe wireguard 2>&1 && echo "KM-GUEST wireguard module: $(cat /sys/module/wireguard/version 2>/dev/null || echo built-in)"
+
+    # Every start of wireguard-go is counted: with kernel WireGuard there
+    # should be none. The wrapper comes first on PATH and runs the real one.
+    mkdir -p /run/km-bin
+    : > /run/km-wireguard-go.log
+    cat > /run/km-bin/wireguard-go <<'EOF'
+#!/bin/sh
+echo "$*" >> /run/km-wireguard-go.log
+exec /usr/bin/wireguard-go "$@"
+EOF
+    chmod +x /run/km-bin/wireguard-go
+    export PATH=/run/km-bin:$PATH
+
+    # What netlab itself decides (netlab/wireguard.py: kernel when a
+    # `wireguard` link can be created in a scratch namespace), then a tunnel
+    # between two namespaces and the hub-side read-back `wgmux serve` uses
+    # (discovery.read_device: UAPI socket, else netlink, else `wg`), checked
+    # field by field: test_discovery only compares endpoints, and the reflect
+    # tests reach discovery only once the datapath loads.
+    .venv/bin/python - <<'EOF'
+from netlab import Lab
+from netlab.traffic import ping
+from netlab.wireguard import WireGuard, kernel_wireguard_available
+from wgmux import discovery
+print(f"KM-GUEST kernel_wireguard_available={kernel_wireguard_available()}")
+with Lab() as lab:
+    a, b = lab.add_node("a"), lab.add_node("b")
+    lab.link(a, "eth0", b, "eth0", "192.0.2.1/24", "192.0.2.2/24")
+    wa = WireGuard.create(a, "ka", 51820, "10.99.0.1/24")
+    wb = WireGuard.create(b, "kb", 51821, "10.99.0.2/24")
+    print(f"KM-GUEST netlab WireGuard implementation={wa.implementation}")
+    wa.set_peer(wb.public_key, "192.0.2.2:51821", ["10.99.0.2/32"])
+    wb.set_peer(wa.public_key, "192.0.2.1:51820", ["10.99.0.1/32"])
+    ok = ping(a, "10.99.0.2", count=3)
+    with a.entered():
+        info = discovery.read_device(wa.name)
+    peer = info.peers.get(wb.public_key)
+    problems = [what for what, good in [
+        ("ping through the tunnel", ok),
+        (f"source {info.source!r}", info.source == ("netlink" if wa.implementation == "kernel" else "uapi")),
+        (f"listen_port {info.listen_port}", info.listen_port == 51820),
+        (f"public_key {info.public_key!r}", info.public_key == wa.public_key),
+        ("peer present", peer is not None),
+        (f"endpoint {peer and peer.endpoint}", peer and peer.endpoint == ("192.0.2.2", 51821)),
+        (f"latest_handshake {peer and peer.latest_handshake}", peer and peer.latest_handshake > 0),
+        (f"rx/tx {peer and (peer.rx_bytes, peer.tx_bytes)}", peer and peer.rx_bytes > 0 and peer.tx_bytes > 0),
+    ] if not good]
+    print(f"KM-GUEST discovery read_device source={info.source} "
+          + ("OK" if not problems else "FAILED: " + "; ".join(problems)))
+EOF
+
+    # Does the datapath compile (bcc, these headers) and pass this kernel's
+    # verifier? Said on its own so that a failing reflect test has its
+    # reason next to it; it also warms bcc's and clang's files (9p root) so
+    # the tests' first `wgmux serve` is not slowed by them.
+    local start rc
+    start=$(date +%s)
+    if .venv/bin/python - > /tmp/km-datapath.log 2>&1 <<'EOF'
+from wgmux.datapath import Datapath
+Datapath(51820).close()
+EOF
+    then
+        echo "KM-GUEST datapath load=OK seconds=$(( $(date +%s) - start ))"
+    else
+        echo "KM-GUEST datapath load=FAILED: $(grep -B1 '^processed [0-9]* insns' /tmp/km-datapath.log | head -n 1)" \
+             "| $(grep -E 'Error|error:' /tmp/km-datapath.log | tail -n 1)"
+        grep -B6 '^processed [0-9]* insns' /tmp/km-datapath.log | sed 's/^/KM-GUEST   verifier: /'
+    fi
+
+    start=$(date +%s)
+    .venv/bin/python -m pytest -p no:cacheprovider -x -q -rs "$@"
+    rc=$?
+    echo "KM-GUEST wireguard-go starts=$(wc -l < /run/km-wireguard-go.log)"
+    echo "KM-GUEST pytest rc=$rc seconds=$(( $(date +%s) - start ))"
+    return $rc
+}
+
+if [ "${1:-}" = "--in-guest" ]; then
+    shift
+    in_guest "$@"
+    exit $?
+fi
+
+# ---------------------------------------------------------------------------
+# On the host.
+# ---------------------------------------------------------------------------
+KERNELS=${KM_KERNELS:-"6.1 6.12"}
+MEMORY=${KM_MEMORY:-2G}
+CPUS=${KM_CPUS:-2}
+TIMEOUT=${KM_TIMEOUT:-5400}
+VNG_DIR=${KM_VNG_DIR:-/opt/wgmux-vng}
+LOGDIR=${KM_LOGDIR:-/tmp/wgmux-kernel-matrix}
+NO_INSTALL=${KM_NO_INSTALL:-0}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -k|--kernels) KERNELS=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -uo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        --) shift; break ;;
+        *) break ;;
+    esac
+done
+SELECTION=("$@")
+[ ${#SELECTION[@]} -gt 0 ] || SELECTION=("${DEFAULT_SELECTION[@]}")
+
+[ "$(id -u)" = 0 ] || die "must run as root (installs packages, boots guests that create namespaces)"
+[ -x "$REPO/.venv/bin/python" ] || die "no $REPO/.venv: run 'make setup' first"
+export DEBIAN_FRONTEND=noninteractive
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+
+apt_updated=0
+apt_update() {
+    [ $apt_updated = 1 ] && return 0
+    apt-get update -q >/dev/null || die "apt-get update failed"
+    apt_updated=1
+}
+
+apt_install() {  # apt_install PKG... : the missing ones
+    local missing=() p
+    for p in "$@"; do installed "$p" || missing+=("$p"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$NO_INSTALL" = 1 ] && { say "missing (KM_NO_INSTALL=1): ${missing[*]}"; return 1; }
+    apt_update
+    say "installing ${missing[*]}"
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Debian's bookworm-backports, for the 6.12 kernels (added once; apt pins
+# backports low, so nothing else on the machine changes).
+ensure_backports() {
+    grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
+    [ "$NO_INSTALL" = 1 ] && return 1
+    . /etc/os-release
+    [ "${VERSION_CODENAME:-}" = bookworm ] || return 1
+    say "adding the bookworm-backports apt source (/etc/apt/sources.list.d/wgmux-bookworm-backports.sources)"
+    cat > /etc/apt/sources.list.d/wgmux-bookworm-backports.sources <<'EOF'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    apt_updated=0
+    apt_update
+}
+
+# The kernel ABI (e.g. 6.1.0-56-amd64) for a series or an exact ABI.
+resolve_abi() {
+    local spec=$1 meta abi
+    case "$spec" in
+        *-amd64) echo "$spec"; return 0 ;;
+    esac
+    # An installed kernel of that series wins (no apt needed, stays stable).
+    abi=$(ls -d /usr/src/linux-headers-"$spec".*-amd64 /usr/src/linux-headers-"$spec"[.+-]*-amd64 2>/dev/null \
+          | sed 's|.*/linux-headers-||' | grep -vE -- '-(cloud|rt)-amd64$' | sort -uV | while read -r a; do
+                [ -e "/boot/vmlinuz-$a" ] && echo "$a"; done | tail -n 1)
+    if [ -n "$abi" ]; then echo "$abi"; return 0; fi
+    [ "$NO_INSTALL" = 1 ] && return 1
+    for meta in "linux-headers-$spec-amd64" linux-headers-amd64; do
+        apt-cache show "$meta" >/dev/null 2>&1 || { apt_update; apt-cache show "$meta" >/dev/null 2>&1; } \
+            || { [ "$meta" = "linux-headers-$spec-amd64" ] && ensure_backports >&2 \
+                 && apt-cache show "$meta" >/dev/null 2>&1; } || continue
+        abi=$(apt-cache depends "$meta" 2>/dev/null | sed -n 's/^ *Depends: linux-headers-\(.*-amd64\)$/\1/p' | head -n 1)
+        case "$abi" in "$spec".*|"$spec"+*) echo "$abi"; return 0 ;; esac
+    done
+    return 1
+}
+
+prepare_kernel() {  # the image with modules and the exactly matching headers
+    local abi=$1
+    apt_install "linux-image-$abi" "linux-headers-$abi" >&2 || return 1
+    [ -e "/boot/vmlinuz-$abi" ] && [ -d "/lib/modules/$abi/kernel" ]
+}
+
+ensure_tools() {
+    apt_install qemu-system-x86 busybox-static kmod || die "cannot install qemu-system-x86/busybox-static"
+    if [ ! -x "$VNG_DIR/bin/vng" ]; then
+        [ "$NO_INSTALL" = 1 ] && die "no virtme-ng at $VNG_DIR (KM_NO_INSTALL=1)"
+        say "installing virtme-ng into $VNG_DIR"
+        /usr/bin/python3 -m venv "$VNG_DIR" || die "cannot create $VNG_DIR"
+        "$VNG_DIR/bin/pip" install -q --disable-pip-version-check virtme-ng || die "pip install virtme-ng failed"
+    fi
+}
+
+ensure_tools
+mkdir -p "$LOGDIR"
+export PATH="$VNG_DIR/bin:$PATH"   # vng runs virtme-run from its own venv
+say "virtme-ng $("$VNG_DIR/bin/vng" --version 2>&1 | awk '{print $2}'), logs in $LOGDIR"
+say "selection: ${SELECTION[*]}"
+
+declare -a ROWS
+overall=0
+for spec in $KERNELS; do
+    t0=$(date +%s)
+    abi=$(resolve_abi "$spec") || abi=""
+    if [ -z "$abi" ]; then
+        say "kernel $spec: no Debian kernel found for it"
+        ROWS+=("$spec|-|-|-|-|-|0|ERROR: no Debian kernel package found")
+        overall=1; continue
+    fi
+    if ! prepare_kernel "$abi"; then
+        ROWS+=("$abi|-|-|-|-|-|$(( $(date +%s) - t0 ))|ERROR: cannot install linux-image/headers-$abi")
+        overall=1; continue
+    fi
+    log="$LOGDIR/$abi.log"
+    say "kernel $abi: booting (TCG, ${CPUS} CPUs, $MEMORY), log $log"
+    t1=$(date +%s)
+    # Software emulation (no usable KVM); 9p root (virtiofsd is not needed).
+    timeout --kill-after=30 "$TIMEOUT" \
+        vng --run "/boot/vmlinuz-$abi" --disable-kvm --force-9p --busybox /bin/busybox \
+            --memory "$MEMORY" --cpus "$CPUS" --cwd "$REPO" \
+            --exec "bash $(printf '%q' "$SELF") --in-guest $(printf '%q ' "${SELECTION[@]}")" \
+        < /dev/null 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    secs=$(( $(date +%s) - t1 ))
+
+    # pytest's closing line, e.g. "12 passed, 1 skipped in 301.2s".
+    summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|skipped|deselected)' "$log" | tail -n 1 | sed 's/^=* *//; s/ *=*$//')
+    count() { grep -oE "[0-9]+ $1" <<<"$summary" | head -n 1 | awk '{print $1}'; }
+    passed=$(count passed); failed=$(count failed); errors=$(count 'errors?'); skipped=$(count skipped)
+    passed=${passed:-0}; failed=$(( ${failed:-0} + ${errors:-0} )); skipped=${skipped:-0}
+    impl=$(sed -n 's/.*KM-GUEST netlab WireGuard implementation=\([^[:space:]]*\).*/\1/p' "$log" | tail -n 1)
+    wggo=$(sed -n 's/.*KM-GUEST wireguard-go starts=\([0-9]*\).*/\1/p' "$log" | tail -n 1)
+    disc=$(sed -n 's/.*KM-GUEST discovery read_device source=[^ ]* \([A-Z]*\).*/\1/p' "$log" | tail -n 1)
+    datapath=$(sed -n 's/.*KM-GUEST datapath load=\([A-Z]*\).*/\1/p' "$log" | tail -n 1)
+    netlink=$(grep -cE 'test_discovery.py::test_netlink .*(SKIP|FAIL)|SKIPPED .*no kernel WireGuard' "$log")
+    kwg=no
+    [ "$impl" = kernel ] && [ "${wggo:-1}" = 0 ] && kwg=yes
+    note=""
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then note="timed out after ${TIMEOUT}s"
+    elif [ -z "$summary" ]; then note="no pytest summary (guest rc $rc)"
+    elif [ "$rc" != 0 ]; then note="pytest rc $rc"
+    fi
+    [ "$netlink" != 0 ] && note="${note:+$note; }netlink discovery test skipped/failed"
+    [ "$disc" = OK ] || note="${note:+$note; }discovery probe ${disc:-did not run}"
+    [ "$kwg" = yes ] || note="${note:+$note; }kernel WireGuard not used"
+    [ "$datapath" = OK ] || note="${note:+$note; }datapath load ${datapath:-not tried} (see KM-GUEST lines in the log)"
+    # The point of the matrix is kernel WireGuard: a run that did not use it,
+    # or whose discovery check failed, fails even when pytest passed.
+    status=PASS
+    if [ "$rc" != 0 ] || [ "$failed" != 0 ] || [ -z "$summary" ] || [ "$kwg" != yes ] \
+       || [ "$disc" != OK ]; then
+        status=FAIL; overall=1
+    fi
+    ROWS+=("$abi|$status|$passed|$failed|$skipped|$kwg (${impl:-?}, wireguard-go starts: ${wggo:-?})|$secs|$note")
+done
+
+echo
+say "summary (selection: ${SELECTION[*]})"
+printf '%-24s %-6s %6s %6s %7s %5s  %-40s %s\n' kernel result passed failed skipped secs "kernel WireGuard" note
+for row in "${ROWS[@]}"; do
+    IFS='|' read -r k st p f s w secs note <<<"$row"
+    printf '%-24s %-6s %6s %6s %7s %5s  %-40s %s\n' "$k" "$st" "$p" "$f" "$s" "$secs" "$w" "$note"
+done
+exit $overall
