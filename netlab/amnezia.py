@@ -686,16 +686,13 @@ def create(cls, node, tag: str, listen_port: int, address: Optional[str] = None,
     The default MTU is WireGuard's 1420 less S4 (every transport packet
     grows by S4 bytes on the wire; AmneziaWG users lower the MTU the same
     way), so full-size packets still fit a 1500-byte path unfragmented."""
-    from .wireguard import USERSPACE_SOCKET_DIR, genkey, pubkey, spawn_userspace
+    from .wireguard import USERSPACE_SOCKET_DIR, keypair, spawn_userspace
 
     params = AwgParams.of(params)
     impl = implementation_name or implementation()
     lab = node.lab
     name = lab.unique_ifname(tag)
-    if private_key is None:
-        private_key, public_key = genkey()
-    else:
-        public_key = pubkey(private_key)
+    private_key, public_key = keypair(private_key)
     if mtu is None:
         mtu = 1420 - params.s4
     if impl == "adapter":

@@ -38,6 +38,11 @@ def pubkey(private: str) -> str:
                           text=True, check=True).stdout.strip()
 
 
+def keypair(private: Optional[str] = None) -> tuple:
+    """(private, public): `private`'s pair, or a fresh one."""
+    return genkey() if private is None else (private, pubkey(private))
+
+
 @functools.lru_cache(maxsize=None)
 def kernel_wireguard_available() -> bool:
     """True when this kernel can create `wireguard` links (probed in a scratch netns)."""
@@ -110,10 +115,7 @@ class WireGuard:
         mtu = 1420 if mtu is None else mtu
         lab = node.lab
         name = lab.unique_ifname(tag)
-        if private_key is None:
-            private_key, public_key = genkey()
-        else:
-            public_key = pubkey(private_key)
+        private_key, public_key = keypair(private_key)
         impl = implementation or ("kernel" if kernel_wireguard_available() else "wireguard-go")
         process = None
         if impl == "kernel":
