@@ -23,6 +23,7 @@ from typing import List, Optional
 
 from netlab import CommandError, stop_process, wait_for
 from netlab.lab import NETNS_DIR
+from netlab.nat import NatKind
 from netlab.topology import Host, Topology, standard
 from netlab.traffic import ping
 
@@ -189,7 +190,8 @@ class WgmuxHub:
                 pinning.purge(pin_dir)
 
 
-def serving_pair(lab, kinds, port: int, serve_args=(), forwarding: bool = True):
+def serving_pair(lab, kinds=(NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED), port: int = 51821,
+                 serve_args=(), forwarding: bool = True):
     """The usual start of an end-to-end test: the standard topology with two
     sites of NAT `kinds`, both hosts in session with the hub's WireGuard,
     host 1 the initiator of host 2 through hub:`port`, the daemon serving

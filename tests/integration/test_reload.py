@@ -18,7 +18,7 @@ from netlab import wait_for
 from netlab.nat import NatKind
 from netlab.topology import standard
 from netlab.traffic import ping, UdpSeq
-from wgmux.netlab_hub import WgmuxHub
+from wgmux.netlab_hub import WgmuxHub, serving_pair
 
 pytestmark = pytest.mark.netlab
 
@@ -84,14 +84,7 @@ def test_sighup_adds_and_removes_peers(lab):
 
 
 def test_sighup_rejects_bad_configs_and_keeps_serving(lab):
-    topo = standard(lab, wireguard=True)
-    i, r = topo.host(1), topo.host(2)
-    for host in (i, r):
-        topo.hub_wg.wait_handshake(host.wg.public_key)
-    hub = WgmuxHub(topo)
-    hub.pair(i, r, P1)
-    hub.start()
-    wait_for(lambda: ping(i.node, r.overlay_ip), timeout=30, what="the first ping")
+    topo, hub, i, r = serving_pair(lab, port=P1)
     flow = UdpSeq(i.node, r.node, r.overlay_ip, 7001).start()
     lab.on_close(flow.stop)
     flow.wait_flowing()

@@ -21,7 +21,6 @@ import time
 import pytest
 
 from flows import FilterWatch
-from netlab.nat import NatKind
 from netlab.topology import standard
 from netlab.traffic import TcpFlow, UdpSeq
 from wgmux.netlab_hub import WgmuxHub, serving_pair
@@ -48,7 +47,7 @@ def has_clsact(node) -> bool:
 def running(lab):
     """A pair through a serving hub, a handshake done, and three flows on:
     UDP I->R, UDP R->I (20 ms apart) and a paced TCP transfer I->R."""
-    topo, hub, initiator, responder = serving_pair(lab, [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED], PORT)
+    topo, hub, initiator, responder = serving_pair(lab, port=PORT)
     i2r = UdpSeq(initiator.node, responder.node, responder.overlay_ip, 7001).start()
     r2i = UdpSeq(responder.node, initiator.node, initiator.overlay_ip, 7002).start()
     tcp = TcpFlow(initiator.node, responder.node, responder.overlay_ip, 6 * MB, 512 * 1024,

@@ -115,7 +115,8 @@ def test_silent_responder_is_followed_from_the_hub_device(lab):
     where it went.  Traffic to it resumes through the hub anyway, before
     anything of it crossed the reflected session (no ev_roam) and long
     before WireGuard would handshake again."""
-    topo, hub, initiator, responder = serving_pair(lab, [NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC], PORT)
+    topo, hub, initiator, responder = serving_pair(
+        lab, [NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC], PORT)
 
     def r2i_packets():
         (s,) = [x for x in hub.show()["sessions"] if x["port"] == PORT]
