@@ -13,7 +13,9 @@ fi
 
 # systemd: systemd-analyze, which the tests use to verify the unit;
 # python3-setuptools/-wheel: `make install` builds wgmux with them, offline.
-PKGS=(iproute2 nftables conntrack wireguard-tools wireguard-go python3-bpfcc
+# python3-nacl: libsodium's XChaCha20-Poly1305 for the hub's cookie replies
+# (wgmux/cookie.py), for the system Python like bcc.
+PKGS=(iproute2 nftables conntrack wireguard-tools wireguard-go python3-bpfcc python3-nacl
       python3-venv python3-pip python3-setuptools python3-wheel tcpdump iperf3
       iputils-ping ethtool procps util-linux kmod systemd)
 kver=$(uname -r)
