@@ -10,6 +10,8 @@ packets stopped and started again:
 - `UdpSeq`: numbered datagrams at a fixed rate; the receiver prints each
   arrival.  Precise "when did packets resume" for WireGuard itself (no TCP
   backoff in the way).
+- `UdpEcho`: probes echoed back at a fixed rate: loss and RTT
+  percentiles (p50/p99) of a pair, e.g. through a tunnel, in any window.
 - `TcpFlow`: a TCP stream, paced or as fast as it goes, with SHA-256 at
   both ends; the receiver prints its byte count as it grows.  Proves a
   transfer survives and completes intact.  `tcp_transfer` is one run to
@@ -110,6 +112,57 @@ print("SENT", sent, h.hexdigest(), reply.decode() or "-", round(time.monotonic()
 """
 
 
+# Echoes every datagram back to its sender.
+_UDP_ECHO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+while True:
+    data, peer = s.recvfrom(65536)
+    try:
+        s.sendto(data, peer)
+    except OSError:
+        pass
+"""
+
+# Sends probe <seq, send time> every `interval` (count 0: until stopped) and
+# prints "S <seq> <sent>" for each and "E <seq> <sent> <rtt>" for each echo;
+# after the last probe it waits `grace` seconds for late echoes, then "DONE".
+_UDP_PROBE = r"""
+import select, socket, struct, sys, time
+dst, port, interval, count, size, grace = (sys.argv[1], int(sys.argv[2]), float(sys.argv[3]),
+                                           int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
+s = socket.socket(socket.AF_INET6 if ':' in dst else socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+pad = b"p" * max(0, size - 12)
+seq, nxt, last = 0, time.monotonic(), None
+while True:
+    now = time.monotonic()
+    if (not count or seq < count) and now >= nxt:
+        try:
+            s.sendto(struct.pack("!Id", seq, now) + pad, (dst, port))
+        except OSError:
+            pass            # no key yet: the probe counts as lost
+        print("S", seq, now, flush=True)
+        seq, nxt, last = seq + 1, nxt + interval, now
+        continue
+    if count and seq >= count and now - last >= grace:
+        break
+    wait = (last + grace - now) if count and seq >= count else (nxt - now)
+    if select.select([s], [], [], max(0.0, wait))[0]:
+        while True:
+            try:
+                data = s.recv(65536)
+            except BlockingIOError:
+                break
+            if len(data) >= 12:
+                n, sent = struct.unpack("!Id", data[:12])
+                print("E", n, sent, time.monotonic() - sent, flush=True)
+print("DONE", seq, flush=True)
+"""
+
+
 def largest_gap(times: List[float], start: float, end: float) -> Tuple[float, float]:
     """(gap, at): the longest interval in [start, end] without an arrival,
     counting from `start` and up to `end`."""
@@ -141,16 +194,19 @@ class _Flow:
             err = self._sink.stderr.read() if self._sink.poll() is not None else ""
             raise RuntimeError(f"{type(self).__name__} receiver on {self.dst.name} did not "
                                f"start: {first!r} {err.strip()}")
-        threading.Thread(target=self._collect, daemon=True).start()
+        self._collect(self._sink.stdout, self._lines)
 
-    def _collect(self):
-        for line in self._sink.stdout:
-            with self._lock:
-                self._lines.append(line.split())
+    def _collect(self, stream, into: list):
+        """Split the lines of `stream` into `into`, from a thread."""
+        def run():
+            for line in stream:
+                with self._lock:
+                    into.append(line.split())
+        threading.Thread(target=run, daemon=True).start()
 
-    def _received_lines(self) -> list:
+    def _received_lines(self, lines: Optional[list] = None) -> list:
         with self._lock:
-            return list(self._lines)
+            return list(self._lines if lines is None else lines)
 
     def stop(self):
         for p in (self._source, self._sink):
@@ -206,6 +262,107 @@ class UdpSeq(_Flow):
 
     def largest_gap(self, start: float, end: Optional[float] = None):
         return largest_gap(self.times(), start, time.monotonic() if end is None else end)
+
+
+def percentile(values: List[float], p: float) -> Optional[float]:
+    """Nearest-rank percentile `p` (0-100) of `values`; None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(min(rank, len(ordered))) - 1]
+
+
+@dataclass
+class ProbeStats:
+    """Round trips of the probes sent in a window."""
+
+    sent: int
+    answered: int
+    rtts: List[float]           # seconds, of the answered ones
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.answered
+
+    @property
+    def loss(self) -> float:
+        """Fraction lost (0.0-1.0); 1.0 when nothing was sent."""
+        return self.lost / self.sent if self.sent else 1.0
+
+    def rtt(self, p: float) -> Optional[float]:
+        """Percentile `p` of the round-trip times, seconds."""
+        return percentile(self.rtts, p)
+
+    @property
+    def p50(self) -> Optional[float]:
+        return self.rtt(50)
+
+    @property
+    def p99(self) -> Optional[float]:
+        return self.rtt(99)
+
+    def __str__(self):
+        def ms(v):
+            return "-" if v is None else f"{v * 1000:.1f} ms"
+        return (f"{self.sent} probes, {self.lost} lost ({self.loss:.1%}), "
+                f"RTT p50 {ms(self.p50)}, p99 {ms(self.p99)}, max {ms(self.rtt(100))}")
+
+
+class UdpEcho(_Flow):
+    """Round trips from `src` to an echo server on `dst_ip` (on `dst`): a
+    probe every `interval` seconds, `count` of them (0: until stopped), each
+    echoed back; `stats()` gives loss and RTT percentiles for any window.
+    Across a tunnel (overlay addresses) it measures the pair end to end."""
+
+    def __init__(self, src: Node, dst: Node, dst_ip: str, port: int = 7007,
+                 interval: float = 0.01, count: int = 0, size: int = 64, grace: float = 1.0):
+        super().__init__(src, dst, dst_ip, port)
+        self.interval, self.count, self.size, self.grace = interval, count, size, grace
+        self._probe_lines: list = []
+
+    def start(self) -> "UdpEcho":
+        self._start_sink(_UDP_ECHO)
+        self._source = self.src.popen([sys.executable, "-u", "-c", _UDP_PROBE, self.dst_ip,
+                                       str(self.port), str(self.interval), str(self.count),
+                                       str(self.size), str(self.grace)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._collect(self._source.stdout, self._probe_lines)
+        return self
+
+    def _probe(self) -> list:
+        return self._received_lines(self._probe_lines)
+
+    def done(self) -> bool:
+        return any(x and x[0] == "DONE" for x in self._probe())
+
+    def wait_done(self, timeout: Optional[float] = None) -> "UdpEcho":
+        """Wait for a counted run (`count` > 0) to finish, late echoes included."""
+        if not self.count:
+            raise ValueError("an endless probe (count 0) does not finish; use stats()")
+        timeout = self.count * self.interval + self.grace + 10 if timeout is None else timeout
+        wait_for(self.done, timeout=timeout, what="the UDP probe to finish")
+        return self
+
+    def wait_answered(self, n: int = 5, after: Optional[float] = None,
+                      timeout: float = 20.0) -> "UdpEcho":
+        """Wait until `n` probes sent after `after` (default now) came back."""
+        t = time.monotonic() if after is None else after
+        wait_for(lambda: len([x for x in self._probe() if x[0] == "E" and float(x[2]) > t]) >= n,
+                 timeout=timeout, what=f"{n} echoes from {self.dst_ip}")
+        return self
+
+    def stats(self, start: float = 0.0, end: Optional[float] = None) -> ProbeStats:
+        """Probes sent in [start, end] (monotonic; default: all so far).  A
+        probe counts as lost when no echo came back, except the ones sent
+        in the last `grace` seconds of a run still going (not yet due)."""
+        lines = self._probe()
+        finished = any(x[0] == "DONE" for x in lines)
+        if end is None:
+            end = float("inf") if finished else time.monotonic() - self.grace
+        sent = {int(x[1]) for x in lines if x[0] == "S" and start <= float(x[2]) <= end}
+        rtts = {int(x[1]): float(x[3]) for x in lines if x[0] == "E" and int(x[1]) in sent}
+        return ProbeStats(len(sent), len(rtts), sorted(rtts.values()))
 
 
 @dataclass
