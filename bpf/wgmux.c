@@ -71,6 +71,31 @@
 #ifndef WGMUX_MAX_INITIATORS
 #define WGMUX_MAX_INITIATORS 16384
 #endif
+/* The hub's own addresses on Interface, per family, that packets must be
+ * addressed to (the daemon keeps them current, docs/spec.md §3). */
+#ifndef WGMUX_MAX_ADDRS
+#define WGMUX_MAX_ADDRS 8
+#endif
+
+/* Roaming (docs/spec.md §5): a transport message from a new source moves
+ * its session only if its counter is above the highest one seen on that
+ * session and at most this far above it.  WireGuard numbers every
+ * transport message of a key pair from 0, in clear; only the sender knows
+ * the current value.  A NAT rebinding loses nothing in this direction (the
+ * peer's next packet simply comes from the new mapping); a peer that
+ * changes networks mid-stream loses what it sent meanwhile: 8192 messages
+ * are ~1 s of a stream at 8k packets/s.  Past that the move is refused and
+ * WireGuard's own re-handshake (after 15 s without an answer) opens new
+ * entries from the new source.  A forged message must carry a live index
+ * and a counter inside this window; a replayed one is always below it. */
+#define WGMUX_ROAM_WINDOW 8192ULL
+
+/* Under load (a port over its initiation budget) each source address may
+ * ask for one cookie reply, and send one initiation carrying a mac2, per
+ * this interval (WireGuard retries an initiation every 5 s). */
+#define WGMUX_GATE_NS 1000000000ULL
+/* How long a port stays under load after its budget was last exceeded. */
+#define WGMUX_LOAD_HOLD_NS 2000000000ULL
 
 /* Every map is declared through this macro.  Built with WGMUX_PIN_DIR (the
  * daemon does, wgmux/pinning.py), each is pinned as WGMUX_PIN_DIR/<name>
@@ -90,10 +115,14 @@
 #define WG_HTONS(x) ((__be16)__builtin_bswap16(x))
 #define WG_NTOHS(x) ((__u16)__builtin_bswap16(x))
 #define WG_LE32(x) (x)
+#define WG_LE64(x) (x)
+#define WG_NTOHL(x) __builtin_bswap32(x)
 #else
 #define WG_HTONS(x) ((__be16)(x))
 #define WG_NTOHS(x) ((__u16)(x))
 #define WG_LE32(x) __builtin_bswap32(x)
+#define WG_LE64(x) __builtin_bswap64(x)
+#define WG_NTOHL(x) (x)
 #endif
 
 /* Hide x's value range from clang, so that a check after it is emitted as
@@ -139,6 +168,10 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 #define WGMUX_COUNTERS(X)                                                    \
 	X(PASS_NOT_CONFIGURED)  /* config has no HubPort yet */              \
 	X(PASS_NOT_IP)          /* neither IPv4 nor IPv6 (ARP, VLAN, ...) */ \
+	X(PASS_BAD_IP)          /* IPv4 header checksum wrong, or version   \
+				   not the ethertype's: the stack drops it */\
+	X(PASS_NOT_LOCAL)       /* not addressed to a hub address on        \
+				   Interface (transit, broadcast, ...) */    \
 	X(PASS_TRUNCATED)       /* headers cut short: the stack decides */   \
 	X(PASS_NOT_UDP)         /* incl. IPv6 with extension headers */      \
 	X(PASS_FRAGMENT)        /* non-first fragment: port unknown */       \
@@ -159,8 +192,22 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 	X(DROP_NO_ROUTE)        /* FIB has no usable route to the target */  \
 	X(DROP_SESSIONS_FULL)   /* session table full */                     \
 	X(DROP_INDEX_CLASH)     /* index already used by another session */  \
+	X(DROP_MARTIAN)         /* peer port, source cannot be a peer:      \
+				   unspecified, loopback, multicast, ... */  \
+	X(DROP_NOT_EXPECTED)    /* response / cookie not from the endpoint  \
+				   the session expects (they never roam) */  \
+	X(DROP_HALF_OPEN)       /* transport for a half-open session */      \
+	X(DROP_ROAM_REJECTED)   /* transport from a new source whose counter \
+				   is not just above the session's: forged, \
+				   replayed, or too late to follow */        \
+	X(DROP_UNDER_LOAD)      /* peer port initiation while the port is   \
+				   over its budget, beyond what may ask for \
+				   a cookie or present a mac2 */             \
 	X(SLOW_INITIATION)      /* peer port initiation: to the slow path,   \
 				   original dropped (mac1 decides there) */ \
+	X(SLOW_UNDER_LOAD)      /* the same while the port is over its      \
+				   budget: the slow path answers with a     \
+				   cookie or checks its mac2 */              \
 	X(SLOW_HUB_INITIATION)  /* HubPort initiation: passed to the stack   \
 				   and copied to the slow path */            \
 	X(DROP_RATE_LIMITED)    /* peer port initiation, its source is over  \
@@ -174,6 +221,10 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 	X(EV_NH_NO_NEIGH)       /* no neighbour yet: bpf_redirect_neigh */   \
 	X(EV_NH_FWD_DISABLED)   /* forwarding off on ingress: slow path */   \
 	X(EV_ROAM)              /* a known index came from a new source */  \
+	X(EV_PORT_OVER_BUDGET)  /* an initiation found its port over its    \
+				   budget (the port is then under load) */   \
+	X(EV_HALF_OPEN_EVICTED) /* the slow path evicted the oldest half-   \
+				   open entry to make room (counted there) */\
 	X(EV_CSUM_PARTIAL)      /* UDP checksum field held a partial sum */  \
 	X(EV_CSUM_VERIFIED)     /* had to sum the segment to find out */     \
 	X(EV_GSO)               /* a GRO batch was reflected as a whole */   \
@@ -196,6 +247,15 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 	X(SP_DROP_STALE)        /* waited too long in the ring buffer */     \
 	X(SP_DROP_SEND)         /* re-injecting it failed */                 \
 	X(SP_DROP_MALFORMED)    /* not a message the slow path can use */    \
+	X(SP_DROP_MARTIAN)      /* source cannot be a peer */                \
+	X(SP_DROP_HALF_OPEN_SOURCE) /* its source has as many half-open      \
+				   entries as it may */                      \
+	X(SP_DROP_PORT_BUDGET)  /* valid, but the port has forwarded its     \
+				   budget of initiations this second */      \
+	X(SP_COOKIE_SENT)       /* port under load, no valid mac2: the hub   \
+				   answered with a cookie reply itself */    \
+	X(SP_REFLECT_MAC2)      /* port under load, mac2 valid: session      \
+				   opened, sent to E_R */                    \
 	X(SP_LEARN_INITIATOR)   /* response: its mac1 named the initiator */ \
 	X(SP_LEARN_UNKNOWN)     /* response: no peer key / session matched */
 
@@ -208,6 +268,9 @@ enum wgmux_counter { WGMUX_COUNTERS(WGMUX_ENUM) CTR_MAX };
 struct wgmux_config {
 	__be16 hub_port;  /* 0: not configured, everything passes */
 	__u16 flags;
+	__u8 n_addr4;     /* how many of addr4 / addr6 are set */
+	__u8 n_addr6;
+	__u16 _pad;
 	/* Bumped by the control plane to invalidate every cached next hop at
 	 * once (route or neighbour change) without writing to live entries. */
 	__u32 nh_gen;
@@ -218,6 +281,18 @@ struct wgmux_config {
 	 * slow_interval_ns 0: no limit. */
 	__u64 slow_interval_ns;
 	__u64 slow_tolerance_ns;
+	/* Initiations each peer port takes per second before it is under
+	 * load (GCRA over what passed the per-source limit; 0: no budget),
+	 * and under load the cookie replies it may ask the slow path for. */
+	__u64 port_interval_ns;
+	__u64 port_tolerance_ns;
+	__u64 cookie_interval_ns;
+	__u64 cookie_tolerance_ns;
+	/* The hub's addresses on Interface: packets for anything else pass. */
+	__be32 addr4[WGMUX_MAX_ADDRS];
+	/* four words per address, flat: bcc's ctypes layout flattens a 2-D
+	 * array to its first dimension and would be short of the map's value */
+	__be32 addr6[WGMUX_MAX_ADDRS * 4];
 };
 
 /* An IPv4 address sits in addr.v4 with the rest of the union zero. */
@@ -245,6 +320,9 @@ struct next_hop {
 struct responder {
 	struct endpoint ep;  /* E_R as the hub's own WireGuard sees it */
 	struct next_hop nh;
+	__u64 init_tat;      /* GCRA of initiations to this port */
+	__u64 load_until;    /* under load until then (bpf_ktime_get_ns) */
+	__u64 cookie_tat;    /* GCRA of cookie requests under load */
 };
 
 struct session_key {
@@ -253,12 +331,15 @@ struct session_key {
 	__u32 index;    /* receiver index the packet carries */
 };
 
+/* session.flags */
+#define WGMUX_SF_TRANSPORT 0x1  /* has reflected a transport message */
+
 struct session {
 	struct endpoint dst;     /* where packets for this key go */
 	struct endpoint expect;  /* where they come from (roaming) */
 	struct session_key reverse; /* port 0: half-open */
 	__be16 src_port;         /* hub port they are sent from */
-	__u8 flags;
+	__u8 flags;              /* WGMUX_SF_* */
 	__u8 _pad;
 	struct next_hop nh;      /* towards dst */
 	__u64 created;           /* CLOCK_MONOTONIC ns (coarse) */
@@ -266,6 +347,7 @@ struct session {
 	__u64 packets;
 	__u64 bytes;             /* IP bytes */
 	__u64 last_jiffies;      /* when last_seen was last refreshed */
+	__u64 max_counter;       /* highest transport counter from expect */
 };
 
 WGMUX_TABLE("array", __u32, struct wgmux_config, config, 1);
@@ -289,7 +371,7 @@ struct slow_msg {
 	struct endpoint src;    /* where it came from */
 	struct endpoint dst;    /* the hub address and port it came to */
 	__u8 tos;               /* TOS / traffic class */
-	__u8 _pad;
+	__u8 load;              /* SLOW_LOAD_*: why it is here (initiations) */
 	__be16 ip_id;           /* IPv4 identification (0 for IPv6) */
 	__be16 frag_off;        /* IPv4 flags (DF), 0 for IPv6 */
 	__u16 _pad2;
@@ -308,6 +390,17 @@ struct rate_key {
 };
 /* value: the source's theoretical arrival time (GCRA), bpf_ktime_get_ns() */
 WGMUX_TABLE("lru_hash", struct rate_key, __u64, slow_rate, WGMUX_MAX_RATE_SOURCES);
+
+/* Under load: when each source (keyed as in slow_rate) last asked for a
+ * cookie reply and last presented a mac2 (bpf_ktime_get_ns; 0: never). */
+struct load_gate {
+	__u64 cookie_at;
+	__u64 mac2_at;
+};
+WGMUX_TABLE("lru_hash", struct rate_key, struct load_gate, load_gates, WGMUX_MAX_RATE_SOURCES);
+
+/* slow_msg.load: an initiation queued while its port is under load */
+enum { SLOW_LOAD_NONE = 0, SLOW_LOAD_COOKIE = 1, SLOW_LOAD_MAC2 = 2 };
 
 /* Written and read by the daemon only (kept here so that it survives a
  * restart with the other maps): initiator I's public key, learned from
@@ -384,6 +477,11 @@ static __always_inline __u32 load_le32(void *p)
 	return WG_LE32(*(__u32 *)p);
 }
 
+static __always_inline __u64 load_le64(void *p)
+{
+	return WG_LE64(*(__u64 *)p);
+}
+
 /* Exact sizes first, transport last: a transport packet may have the size
  * of a handshake message, and only the header tells them apart. */
 static __always_inline int classify(struct wgmux_config *cfg, void *payload, __u32 plen,
@@ -452,6 +550,79 @@ static __always_inline int ep_equal(struct endpoint *a, struct endpoint *b)
 	return a->family == b->family && a->port == b->port && a->addr.v6[0] == b->addr.v6[0] &&
 	       a->addr.v6[1] == b->addr.v6[1] && a->addr.v6[2] == b->addr.v6[2] &&
 	       a->addr.v6[3] == b->addr.v6[3];
+}
+
+/* ---- who may be a peer, what is the hub --------------------------------- */
+
+/* Addresses no peer can have (the kernel's martians and a few more):
+ * IPv4 0/8, 127/8, 224/4 (multicast) and 240/4 (class E, the limited
+ * broadcast included); IPv6 ::/64 (unspecified, loopback, IPv4-mapped and
+ * -compatible), fe80::/10 (link-local: no scope beyond this link) and
+ * ff00::/8 (multicast).  Network order. */
+static __always_inline int martian4(__be32 a)
+{
+	__u32 first = WG_NTOHL(a) >> 24;
+
+	return first == 0 || first == 127 || first >= 224;
+}
+
+static __always_inline int martian6(const __be32 *a)
+{
+	__u32 w = WG_NTOHL(a[0]);
+
+	if ((w >> 24) == 0xff || (w >> 22) == (0xfe80 >> 6))
+		return 1;
+	return a[0] == 0 && a[1] == 0;
+}
+
+static __always_inline int hub_addr4(struct wgmux_config *cfg, __be32 a)
+{
+	__u32 n = cfg->n_addr4;
+
+#pragma unroll
+	for (int i = 0; i < WGMUX_MAX_ADDRS; i++) {
+		if (i < n && cfg->addr4[i] == a)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int hub_addr6(struct wgmux_config *cfg, const __be32 *a)
+{
+	__u32 n = cfg->n_addr6;
+
+#pragma unroll
+	for (int i = 0; i < WGMUX_MAX_ADDRS; i++) {
+		if (i < n && cfg->addr6[4 * i] == a[0] && cfg->addr6[4 * i + 1] == a[1] &&
+		    cfg->addr6[4 * i + 2] == a[2] && cfg->addr6[4 * i + 3] == a[3])
+			return 1;
+	}
+	return 0;
+}
+
+/* May the packet's source be a peer: not a martian, not the hub itself.
+ * Checked wherever a source would become state (a session's endpoint, a
+ * roam, a message for the slow path); an established session's own
+ * source was checked when it was learned. */
+static __always_inline int peer_source(struct wgmux_config *cfg, void *l3, const int v6)
+{
+	if (v6) {
+		__be32 *a = (__be32 *)&((struct ipv6hdr *)l3)->saddr;
+		return !martian6(a) && !hub_addr6(cfg, a);
+	}
+	__be32 a = ((struct iphdr *)l3)->saddr;
+	return !martian4(a) && !hub_addr4(cfg, a);
+}
+
+/* The IPv4 header (no options) sums to 0xffff, as ip_rcv() demands. */
+static __always_inline int ipv4_csum_ok(struct iphdr *ip)
+{
+	__u32 *w = (__u32 *)ip;
+	__u64 sum = (__u64)w[0] + w[1] + w[2] + w[3] + w[4];
+
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	return csum_fold((__u32)sum) == 0xffff;
 }
 
 /* ---- verdict helpers ----------------------------------------------------- */
@@ -791,10 +962,32 @@ static __always_inline __u32 establish(struct session *s, struct session_key *ke
 	return 0;
 }
 
-/* A known index from a new source: that side moved (NAT rebinding,
- * roaming).  Follow it as WireGuard would: packets towards it now go to the
- * new source.  Transport packets are not authenticated at the hub, so this
- * trusts the 32-bit index as a capability; config.flags can turn it off. */
+/* A packet for a known (port, index) from a source the session does not
+ * expect.  0 if it may move the session there (roam() then does), else
+ * the drop reason.  Only transport of an established session roams, and
+ * only with a counter just above the highest seen (WGMUX_ROAM_WINDOW):
+ * the counter is the one thing in a transport message that an off-path
+ * attacker cannot know, and a replayed message is always below it.
+ * Responses and cookies never move anything (docs/spec.md §5). */
+static __always_inline __u32 may_roam(struct wgmux_config *cfg, struct session *s, void *msg,
+				      void *data_end, void *l3, int cls, const int v6)
+{
+	if (cls != WG_CLASS_TRANSPORT || !(cfg->flags & WGMUX_CFG_ROAMING))
+		return CTR_DROP_NOT_EXPECTED;
+	if (!peer_source(cfg, l3, v6))
+		return CTR_DROP_MARTIAN;
+	if (msg + WG_TRANSPORT_HEADER_SIZE > data_end)
+		return CTR_DROP_UNCLASSIFIED;
+	__u64 c = load_le64(msg + WG_TRANSPORT_OFF_COUNTER);
+	__u64 max = s->max_counter;
+	if (c <= max || c - max > WGMUX_ROAM_WINDOW)
+		return CTR_DROP_ROAM_REJECTED;
+	s->max_counter = c;
+	return 0;
+}
+
+/* Follow the move as WireGuard would: packets towards that side now go to
+ * the new source. */
 static __always_inline void roam(struct session *s, void *l3, struct udphdr *udp, const int v6)
 {
 	struct endpoint src;
@@ -802,12 +995,10 @@ static __always_inline void roam(struct session *s, void *l3, struct udphdr *udp
 
 	packet_source(&src, l3, udp, v6);
 	s->expect = src;
-	if (rkey.port) {
-		struct session *r = sessions.lookup(&rkey);
-		if (r) {
-			r->dst = src;
-			r->nh.state = NH_NONE;
-		}
+	struct session *r = sessions.lookup(&rkey);
+	if (r) {
+		r->dst = src;
+		r->nh.state = NH_NONE;
 	}
 	event(CTR_EV_ROAM);
 }
@@ -829,43 +1020,112 @@ static __always_inline void account(struct session *s, __u32 bytes)
 
 /* ---- slow path ------------------------------------------------------------ */
 
-enum { SLOW_QUEUED = 0, SLOW_RATE_LIMITED = 1, SLOW_FULL = 2 };
+enum { SLOW_QUEUED = 0, SLOW_FULL = 1 };
 
-/* GCRA per source: allowed if the source's theoretical arrival time is at
- * most tolerance ahead of now.  Two CPUs racing on one source may both
- * pass; the limit is a flood guard, not an exact meter. */
-static __always_inline int slow_allowed(struct wgmux_config *cfg, struct endpoint *src)
+/* GCRA: allowed if the theoretical arrival time *tat is at most tolerance
+ * ahead of now; then it advances by one interval.  interval 0: no limit.
+ * Two CPUs racing on one *tat may both pass: a flood guard, not a meter. */
+static __always_inline int gcra(__u64 *tat, __u64 interval, __u64 tolerance, __u64 now)
 {
-	__u64 interval = cfg->slow_interval_ns;
-
 	if (!interval)
 		return 1;
-	struct rate_key k = {};
-	k.family = src->family;
-	k.addr[0] = src->addr.v6[0];
-	if (src->family == WGMUX_AF_INET6)
-		k.addr[1] = src->addr.v6[1];
-	__u64 now = bpf_ktime_get_ns();
-	__u64 *tat = slow_rate.lookup(&k);
-	if (!tat) {
-		__u64 next = now + interval;
-		slow_rate.update(&k, &next);
-		return 1;
-	}
 	__u64 t = *tat;
 	if (t < now)
 		t = now;
-	if (t - now > cfg->slow_tolerance_ns)
+	if (t - now > tolerance)
 		return 0;
 	*tat = t + interval;
 	return 1;
 }
 
+/* IPv4: the address; IPv6: its /64. */
+static __always_inline void source_key(struct rate_key *k, void *l3, const int v6)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	if (v6) {
+		__be32 *a = (__be32 *)&((struct ipv6hdr *)l3)->saddr;
+		k->family = WGMUX_AF_INET6;
+		k->addr[0] = a[0];
+		k->addr[1] = a[1];
+	} else {
+		k->family = WGMUX_AF_INET;
+		k->addr[0] = ((struct iphdr *)l3)->saddr;
+	}
+}
+
+/* The per-source limit on what reaches the slow path. */
+static __always_inline int slow_allowed(struct wgmux_config *cfg, void *l3, const int v6)
+{
+	if (!cfg->slow_interval_ns)
+		return 1;
+	struct rate_key k;
+	source_key(&k, l3, v6);
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *tat = slow_rate.lookup(&k);
+	if (!tat) {
+		__u64 next = now + cfg->slow_interval_ns;
+		slow_rate.update(&k, &next);
+		return 1;
+	}
+	return gcra(tat, cfg->slow_interval_ns, cfg->slow_tolerance_ns, now);
+}
+
+/* Is the peer port under load: over its initiation budget now, or within
+ * WGMUX_LOAD_HOLD_NS of having been.  Every initiation that passed the
+ * per-source limit counts against the budget. */
+static __always_inline int port_under_load(struct wgmux_config *cfg, struct responder *r,
+					   __u64 now)
+{
+	if (!cfg->port_interval_ns)
+		return 0;
+	if (!gcra(&r->init_tat, cfg->port_interval_ns, cfg->port_tolerance_ns, now)) {
+		r->load_until = now + WGMUX_LOAD_HOLD_NS;
+		event(CTR_EV_PORT_OVER_BUDGET);
+		return 1;
+	}
+	return now < r->load_until;
+}
+
+/* An initiation to a port under load: WireGuard's cookie mechanism, with
+ * the hub answering for the responder (docs/spec.md §9).  Without a mac2
+ * the sender may ask for a cookie reply (SLOW_LOAD_COOKIE), once per
+ * source and WGMUX_GATE_NS and within the port's cookie budget; with one,
+ * it may present it (SLOW_LOAD_MAC2) once per source and WGMUX_GATE_NS, and
+ * the slow path checks it.  Spoofed sources never see their cookie, so
+ * their mac2 never checks out.  -1: shed. */
+static __always_inline int load_admit(struct wgmux_config *cfg, struct responder *r, void *l3,
+				      void *msg, void *data_end, __u64 now, const int v6)
+{
+	if (msg + WG_INITIATION_SIZE > data_end)
+		return -1;
+	__u64 *mac2 = msg + WG_INITIATION_OFF_MAC2;
+	int has_mac2 = (mac2[0] | mac2[1]) != 0;
+	struct rate_key k;
+	source_key(&k, l3, v6);
+	struct load_gate *g = load_gates.lookup(&k);
+	if (!g) {
+		struct load_gate fresh = {};
+		load_gates.update(&k, &fresh);
+		g = load_gates.lookup(&k);
+		if (!g)
+			return -1;
+	}
+	__u64 *at = has_mac2 ? &g->mac2_at : &g->cookie_at;
+	if (*at && now - *at < WGMUX_GATE_NS)
+		return -1;
+	if (!has_mac2 &&
+	    !gcra(&r->cookie_tat, cfg->cookie_interval_ns, cfg->cookie_tolerance_ns, now))
+		return -1;
+	*at = now;
+	return has_mac2 ? SLOW_LOAD_MAC2 : SLOW_LOAD_COOKIE;
+}
+
 /* Queue the packet (UDP payload of plen bytes, classified as cls) for the
- * daemon.  Reads the packet only. */
+ * daemon.  The caller has applied the per-source limit.  Reads the packet
+ * only. */
 static __always_inline int to_slow_path(struct __sk_buff *skb, struct wgmux_config *cfg,
 					void *l3, struct udphdr *udp, __u32 plen, int cls,
-					const int v6)
+					int load, const int v6)
 {
 	__u32 zero = 0;
 	struct slow_msg *m = slow_buf.lookup(&zero);
@@ -873,8 +1133,6 @@ static __always_inline int to_slow_path(struct __sk_buff *skb, struct wgmux_conf
 	if (!m)
 		return SLOW_FULL;
 	packet_source(&m->src, l3, udp, v6);
-	if (!slow_allowed(cfg, &m->src))
-		return SLOW_RATE_LIMITED;
 	__builtin_memset(&m->dst, 0, sizeof(m->dst));
 	if (v6) {
 		struct ipv6hdr *ip6 = l3;
@@ -897,7 +1155,7 @@ static __always_inline int to_slow_path(struct __sk_buff *skb, struct wgmux_conf
 	m->ktime = bpf_ktime_get_ns();
 	m->ifindex = skb->ingress_ifindex;
 	m->cls = cls;
-	m->_pad = 0;
+	m->load = load;
 	m->_pad2 = 0;
 	/* classify() bounds plen by an exact size plus a prefix of at most
 	 * WG_MAX_PREFIX; the verifier wants to see it again, as two checks
@@ -923,11 +1181,11 @@ static __always_inline int to_slow_path(struct __sk_buff *skb, struct wgmux_conf
 static __always_inline int hub_initiation(struct __sk_buff *skb, struct wgmux_config *cfg,
 					  void *l3, struct udphdr *udp, __u32 plen, const int v6)
 {
-	switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_INITIATION, v6)) {
+	if (!slow_allowed(cfg, l3, v6))
+		return verdict(CTR_PASS_HUB_RATE_LIMITED, TC_ACT_OK);
+	switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_INITIATION, SLOW_LOAD_NONE, v6)) {
 	case SLOW_QUEUED:
 		return verdict(CTR_SLOW_HUB_INITIATION, TC_ACT_OK);
-	case SLOW_RATE_LIMITED:
-		return verdict(CTR_PASS_HUB_RATE_LIMITED, TC_ACT_OK);
 	default:
 		return verdict(CTR_PASS_HUB_SLOW_FULL, TC_ACT_OK);
 	}
@@ -938,12 +1196,13 @@ static __always_inline int hub_initiation(struct __sk_buff *skb, struct wgmux_co
 static __always_inline void copy_response(struct __sk_buff *skb, struct wgmux_config *cfg,
 					  void *l3, struct udphdr *udp, __u32 plen, const int v6)
 {
-	switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_RESPONSE, v6)) {
+	if (!slow_allowed(cfg, l3, v6)) {
+		event(CTR_EV_SLOW_RESPONSE_RATE_LIMITED);
+		return;
+	}
+	switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_RESPONSE, SLOW_LOAD_NONE, v6)) {
 	case SLOW_QUEUED:
 		event(CTR_EV_SLOW_RESPONSE);
-		break;
-	case SLOW_RATE_LIMITED:
-		event(CTR_EV_SLOW_RESPONSE_RATE_LIMITED);
 		break;
 	default:
 		event(CTR_EV_SLOW_RESPONSE_FULL);
@@ -951,6 +1210,47 @@ static __always_inline void copy_response(struct __sk_buff *skb, struct wgmux_co
 }
 
 /* ---- the packet walk ----------------------------------------------------- */
+
+/* An initiation: reflected only once the slow path has checked its mac1
+ * (the hub is no open reflector); the checks that need no key are made
+ * here, so that nothing doomed reaches the daemon. */
+static __always_inline int initiation(struct __sk_buff *skb, struct wgmux_config *cfg,
+				      void *data_end, void *l3, struct udphdr *udp, void *msg,
+				      __u32 plen, const int v6)
+{
+	__be16 dport = udp->dest;
+
+	if (dport == cfg->hub_port) {
+		if (!peer_source(cfg, l3, v6))   /* the stack drops martians */
+			return verdict(CTR_PASS_HUB, TC_ACT_OK);
+		return hub_initiation(skb, cfg, l3, udp, plen, v6);
+	}
+	struct responder *r = ports.lookup(&dport);
+	if (!r)
+		return verdict(CTR_PASS_OTHER_PORT, TC_ACT_OK);
+	if (!peer_source(cfg, l3, v6))
+		return verdict(CTR_DROP_MARTIAN, TC_ACT_SHOT);
+	if (!r->ep.family)
+		return verdict(CTR_DROP_NO_RESPONDER, TC_ACT_SHOT);
+	__u32 why = reflectable(l3, &r->ep, v6);
+	if (why)
+		return verdict(why, TC_ACT_SHOT);
+	if (!slow_allowed(cfg, l3, v6))
+		return verdict(CTR_DROP_RATE_LIMITED, TC_ACT_SHOT);
+	int load = SLOW_LOAD_NONE;
+	__u64 now = bpf_ktime_get_ns();
+	if (port_under_load(cfg, r, now)) {
+		load = load_admit(cfg, r, l3, msg, data_end, now, v6);
+		if (load < 0)
+			return verdict(CTR_DROP_UNDER_LOAD, TC_ACT_SHOT);
+	}
+	switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_INITIATION, load, v6)) {
+	case SLOW_QUEUED:
+		return verdict(load ? CTR_SLOW_UNDER_LOAD : CTR_SLOW_INITIATION, TC_ACT_SHOT);
+	default:
+		return verdict(CTR_DROP_SLOW_FULL, TC_ACT_SHOT);
+	}
+}
 
 static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cfg, void *data_end,
 				  struct ethhdr *eth, void *l3, struct udphdr *udp, __u32 plen,
@@ -965,30 +1265,8 @@ static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cf
 		return not_reflected(cfg, dport, CTR_DROP_UNCLASSIFIED);
 	if (msg + WG_PEEK_SIZE > data_end)
 		return not_reflected(cfg, dport, CTR_DROP_UNCLASSIFIED);
-
-	if (cls == WG_CLASS_INITIATION) {
-		/* Reflected only once the slow path has checked mac1 (the
-		 * hub is no open reflector); the checks that need no key are
-		 * made here, so that nothing doomed reaches the daemon. */
-		if (dport == cfg->hub_port)
-			return hub_initiation(skb, cfg, l3, udp, plen, v6);
-		struct responder *r = ports.lookup(&dport);
-		if (!r)
-			return verdict(CTR_PASS_OTHER_PORT, TC_ACT_OK);
-		if (!r->ep.family)
-			return verdict(CTR_DROP_NO_RESPONDER, TC_ACT_SHOT);
-		why = reflectable(l3, &r->ep, v6);
-		if (why)
-			return verdict(why, TC_ACT_SHOT);
-		switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_INITIATION, v6)) {
-		case SLOW_QUEUED:
-			return verdict(CTR_SLOW_INITIATION, TC_ACT_SHOT);
-		case SLOW_RATE_LIMITED:
-			return verdict(CTR_DROP_RATE_LIMITED, TC_ACT_SHOT);
-		default:
-			return verdict(CTR_DROP_SLOW_FULL, TC_ACT_SHOT);
-		}
-	}
+	if (cls == WG_CLASS_INITIATION)
+		return initiation(skb, cfg, data_end, l3, udp, msg, plen, v6);
 
 	/* Response, cookie and transport all carry a receiver index, the key
 	 * of the session on the port they arrive on. */
@@ -1005,8 +1283,30 @@ static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cf
 	why = reflectable(l3, &s->dst, v6);
 	if (why)
 		return verdict(why, TC_ACT_SHOT);
-	if ((cfg->flags & WGMUX_CFG_ROAMING) && !source_is(&s->expect, l3, udp, v6))
-		roam(s, l3, udp, v6);
+	/* A half-open entry (an initiation the slow path sent on) waits for
+	 * the responder's answer and nothing else: no transport, no roaming,
+	 * no refresh (docs/spec.md §6). */
+	int half_open = !s->reverse.port;
+	if (cls == WG_CLASS_TRANSPORT) {
+		if (half_open)
+			return verdict(CTR_DROP_HALF_OPEN, TC_ACT_SHOT);
+		if (!source_is(&s->expect, l3, udp, v6)) {
+			why = may_roam(cfg, s, msg, data_end, l3, cls, v6);
+			if (why)
+				return verdict(why, TC_ACT_SHOT);
+			roam(s, l3, udp, v6);
+		} else {
+			if (msg + WG_TRANSPORT_HEADER_SIZE > data_end)
+				return verdict(CTR_DROP_UNCLASSIFIED, TC_ACT_SHOT);
+			__u64 c = load_le64(msg + WG_TRANSPORT_OFF_COUNTER);
+			if (c > s->max_counter)
+				s->max_counter = c;
+		}
+		if (!(s->flags & WGMUX_SF_TRANSPORT))
+			s->flags |= WGMUX_SF_TRANSPORT;
+	} else if (!source_is(&s->expect, l3, udp, v6)) {
+		return verdict(CTR_DROP_NOT_EXPECTED, TC_ACT_SHOT);
+	}
 	if (cls == WG_CLASS_RESPONSE) {
 		struct endpoint src;
 		packet_source(&src, l3, udp, v6);
@@ -1015,8 +1315,10 @@ static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cf
 			return verdict(why, TC_ACT_SHOT);
 		if (dport == cfg->hub_port)
 			copy_response(skb, cfg, l3, udp, plen, v6);
+		half_open = 0;
 	}
-	account(s, ip_bytes);
+	if (!half_open)
+		account(s, ip_bytes);
 	return reflect(skb, cfg, eth, l3, udp, &s->dst, s->src_port, &s->nh,
 		       CTR_REFLECT_INITIATION + cls, v6);
 }
@@ -1051,16 +1353,26 @@ static __always_inline int wgmux_process(struct __sk_buff *skb)
 	if (!cfg || !cfg->hub_port)
 		return verdict(CTR_PASS_NOT_CONFIGURED, TC_ACT_OK);
 
+	/* What the stack would not take, or not as its own, is never
+	 * reflected: a wrong IP version or IPv4 header checksum, a destination
+	 * that is not one of the hub's addresses (a hub that also routes
+	 * passes transit traffic untouched). */
 	if (eth->h_proto == WG_HTONS(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 		if ((void *)(ip + 1) > data_end)
 			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
+		if (ip->version != 4)
+			return verdict(CTR_PASS_BAD_IP, TC_ACT_OK);
 		if (ip->protocol != IPPROTO_UDP)
 			return verdict(CTR_PASS_NOT_UDP, TC_ACT_OK);
+		if (!hub_addr4(cfg, ip->daddr))
+			return verdict(CTR_PASS_NOT_LOCAL, TC_ACT_OK);
 		if (ip->frag_off & WG_HTONS(WGMUX_IP_OFFSET))
 			return verdict(CTR_PASS_FRAGMENT, TC_ACT_OK);
 		if (ip->ihl != 5 || (ip->frag_off & WG_HTONS(WGMUX_IP_MF)))
 			return ipv4_irregular(cfg, ip, data_end);
+		if (!ipv4_csum_ok(ip))
+			return verdict(CTR_PASS_BAD_IP, TC_ACT_OK);
 		struct udphdr *udp = (void *)(ip + 1);
 		if ((void *)(udp + 1) > data_end)
 			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
@@ -1074,10 +1386,14 @@ static __always_inline int wgmux_process(struct __sk_buff *skb)
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > data_end)
 			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
+		if (ip6->version != 6)
+			return verdict(CTR_PASS_BAD_IP, TC_ACT_OK);
 		/* Extension headers (fragments included) are not walked: such
 		 * packets pass, and WireGuard never sends them. */
 		if (ip6->nexthdr != IPPROTO_UDP)
 			return verdict(CTR_PASS_NOT_UDP, TC_ACT_OK);
+		if (!hub_addr6(cfg, (__be32 *)&ip6->daddr))
+			return verdict(CTR_PASS_NOT_LOCAL, TC_ACT_OK);
 		struct udphdr *udp = (void *)(ip6 + 1);
 		if ((void *)(udp + 1) > data_end)
 			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);

@@ -59,6 +59,17 @@ HANDSHAKE_RATE_MAX = 1_000_000
 HANDSHAKE_BURST = 100
 HANDSHAKE_BURST_MAX = 1_000_000
 
+# What each peer port forwards to its responder: initiations per second on
+# average, and at once.  A WireGuard pair starts a handshake every 2 min
+# while it talks (and retries every 5 s), so 20/s with a burst of 40 is a
+# responder with thousands of initiators.  Beyond it the port is under
+# load: the hub answers initiations with cookie replies on the responder's
+# behalf and forwards only those whose mac2 checks out (docs/spec.md §9),
+# so a flood never reaches the responder and real peers get in on their
+# next retry.
+INITIATION_RATE = 20.0
+INITIATION_BURST = 40
+
 HeaderRange = wire.HeaderRange
 
 # Plain WireGuard message lengths (the one definition is wgmux.wire), and
@@ -100,7 +111,7 @@ AMNEZIA3_KEYS = (
 IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL
 
 _INTERFACE_KEYS = ("Device", "HubPort", "Interface", "WgUtil", "MetricsListen",
-                   "HandshakeRate", "HandshakeBurst")
+                   "HandshakeRate", "HandshakeBurst", "InitiationRate", "InitiationBurst")
 _JUNK_KEYS = ("Jc", "Jmin", "Jmax")
 _PREFIX_KEYS = ("S1", "S2", "S3", "S4")
 _HEADER_KEYS = ("H1", "H2", "H3", "H4")
@@ -145,6 +156,8 @@ class Config:
     metrics_listen: Optional[Tuple[str, int]] = None   # (host, port) or off
     handshake_rate: float = HANDSHAKE_RATE   # per source and second; 0: no limit
     handshake_burst: int = HANDSHAKE_BURST
+    initiation_rate: float = INITIATION_RATE   # per peer port and second; 0: no budget
+    initiation_burst: int = INITIATION_BURST
     amnezia: AmneziaParams = field(default_factory=AmneziaParams)
     peers: Tuple[PeerConfig, ...] = ()
     path: str = "<string>"
@@ -432,23 +445,34 @@ class _Checker:
             self.report(table, label, "WgUtil", f'expected "wg" or "awg", got {_show(wg_util)}')
             wg_util = None
 
-        rate = section.get("HandshakeRate", HANDSHAKE_RATE)
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool):
-            self.report(table, label, "HandshakeRate",
-                        f"expected a number of messages per second, got {_show(rate)}")
-            rate = None
-        elif rate != 0 and not HANDSHAKE_RATE_MIN <= rate <= HANDSHAKE_RATE_MAX:
-            self.report(table, label, "HandshakeRate",
-                        f"{rate} is out of range {HANDSHAKE_RATE_MIN}-{HANDSHAKE_RATE_MAX} "
-                        f"(or 0: no limit)")
-            rate = None
+        rate = self.rate(section, table, label, "HandshakeRate", HANDSHAKE_RATE)
         burst = self.integer(section, table, label, "HandshakeBurst", 1, HANDSHAKE_BURST_MAX)
+        init_rate = self.rate(section, table, label, "InitiationRate", INITIATION_RATE)
+        init_burst = self.integer(section, table, label, "InitiationBurst", 1,
+                                  HANDSHAKE_BURST_MAX)
 
         return dict(device=device, hub_port=hub_port, interface=ifname, wg_util=wg_util,
                     metrics_listen=self.listen_address(section, table, label, "MetricsListen"),
-                    handshake_rate=None if rate is None else float(rate),
+                    handshake_rate=rate,
                     handshake_burst=HANDSHAKE_BURST if burst is None else burst,
+                    initiation_rate=init_rate,
+                    initiation_burst=INITIATION_BURST if init_burst is None else init_burst,
                     amnezia=self.amnezia(section, table, label))
+
+    def rate(self, section, table, label, key, default) -> Optional[float]:
+        """Messages per second: HANDSHAKE_RATE_MIN-HANDSHAKE_RATE_MAX, or 0
+        (no limit)."""
+        rate = section.get(key, default)
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool):
+            self.report(table, label, key,
+                        f"expected a number of messages per second, got {_show(rate)}")
+            return None
+        if rate != 0 and not HANDSHAKE_RATE_MIN <= rate <= HANDSHAKE_RATE_MAX:
+            self.report(table, label, key,
+                        f"{rate} is out of range {HANDSHAKE_RATE_MIN}-{HANDSHAKE_RATE_MAX} "
+                        f"(or 0: no limit)")
+            return None
+        return float(rate)
 
     def listen_address(self, section, table, label, key) -> Optional[Tuple[str, int]]:
         """"host:port" or "[v6]:port" -> (host, port); absent -> None (off)."""

@@ -39,6 +39,8 @@ from typing import Optional
 
 from . import control, discovery, pinning
 from .config import Config, ConfigError, load
+from .datapath import MAX_HUB_ADDRS
+from .slowpath import can_be_peer
 
 log = logging.getLogger("wgmux")
 
@@ -158,6 +160,26 @@ def forwarding_off(config: Config) -> Optional[str]:
     return None if on else f"net.ipv4.conf.{config.interface}.forwarding"
 
 
+def interface_addresses(ifname: str) -> list:
+    """The IPv4 and IPv6 addresses on `ifname` (in this network namespace),
+    as ipaddress objects, sorted.  OSError when it cannot be read."""
+    import ipaddress
+
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        with IPRoute() as ipr:
+            links = ipr.link_lookup(ifname=ifname)
+            if not links:
+                raise OSError(f"no interface {ifname}")
+            out = {ipaddress.ip_address(a.get_attr("IFA_ADDRESS"))
+                   for a in ipr.get_addr(index=links[0])}
+    except NetlinkError as e:
+        raise OSError(e.code, str(e)) from None
+    return sorted(out, key=lambda a: (a.version, a.packed))
+
+
 def check_bcc():
     try:
         import bcc  # noqa: F401
@@ -212,6 +234,8 @@ class Daemon:
         self.datapath = None
         self.control: Optional[control.ControlServer] = None
         self.endpoints: dict = {}      # port -> (ip, port) currently in the map
+        self.addresses: list = []      # Interface's addresses as last given to the datapath
+        self._martian_warned: dict = {}   # port -> the martian endpoint warned about
         self.device = None
         self.started = time.time()
         self.idle_timeout, self.half_open_timeout = idle_timeouts(idle_timeout)
@@ -243,6 +267,9 @@ class Daemon:
             except DatapathError as e:
                 raise ServeError(str(e)) from None
             self.datapath.set_slow_rate(self.config.handshake_rate, self.config.handshake_burst)
+            self.datapath.set_port_budget(self.config.initiation_rate,
+                                          self.config.initiation_burst)
+            self.sync_addresses()
             self._adopt_pinned_state()
             try:
                 # replace: a killed predecessor's program is swapped out
@@ -418,6 +445,7 @@ class Daemon:
                     self.sync_endpoints()
                 except discovery.DiscoveryError as e:
                     log.warning("cannot read %s: %s", self.config.device, e)
+                self.sync_addresses()
                 if time.monotonic() >= next_gc:
                     self.collect_idle()
                     self.log_sessions()
@@ -510,15 +538,21 @@ class Daemon:
                 self.datapath.set_responder(port)
                 log.info("reload: port %d (%s…) added", port, new_peers[port].public_key[:8])
             limit = (new.handshake_rate, new.handshake_burst)
+            budget = (new.initiation_rate, new.initiation_burst)
             if new.amnezia != old.amnezia:
-                # configure() rewrites the whole config entry, rate included
+                # configure() rewrites the whole config entry, limits included
                 self.datapath.configure(new.hub_port, new.amnezia, slow_rate=limit[0],
-                                        slow_burst=limit[1])
+                                        slow_burst=limit[1], port_rate=budget[0],
+                                        port_burst=budget[1])
                 log.info("reload: AmneziaWG parameters changed, applied to the datapath")
             if limit != (old.handshake_rate, old.handshake_burst):
                 self.datapath.set_slow_rate(*limit)
                 log.info("reload: handshake rate limit per source now %s",
                          f"{limit[0]:g}/s, burst {limit[1]}" if limit[0] else "off")
+            if budget != (old.initiation_rate, old.initiation_burst):
+                self.datapath.set_port_budget(*budget)
+                log.info("reload: initiation budget per port now %s",
+                         f"{budget[0]:g}/s, burst {budget[1]}" if budget[0] else "off")
             if device is not None:
                 log.info("reload: Device is now %s (%s)", new.device, new.wg_util)
                 self.device = device
@@ -534,6 +568,30 @@ class Daemon:
         return True
 
     # -- control plane ------------------------------------------------------
+    def sync_addresses(self):
+        """Give the datapath the hub's current addresses on Interface: it
+        reflects only packets addressed to one of them."""
+        try:
+            current = interface_addresses(self.config.interface)
+        except OSError as e:
+            log.warning("cannot read the addresses of %s: %s", self.config.interface, e)
+            return
+        if current == self.addresses:
+            return
+        left_out = self.datapath.set_hub_addresses(current)
+        served = self.datapath.hub_addresses()
+        if not served:
+            log.warning("%s has no address wgmux can serve: nothing is reflected until it "
+                        "has one", self.config.interface)
+        else:
+            log.info("serving on %s: %s", self.config.interface,
+                     " ".join(str(a) for a in served))
+        if left_out:
+            log.warning("%s has more than %d addresses of a family; packets to these are not "
+                        "reflected: %s", self.config.interface, MAX_HUB_ADDRS,
+                        " ".join(str(a) for a in left_out))
+        self.addresses = current
+
     def sync_endpoints(self, device=None):
         device = device or discovery.read_device(self.config.device, self.config.wg_util)
         with self._lock:
@@ -541,6 +599,14 @@ class Daemon:
             for peer in self.config.peers:
                 info = device.peers.get(peer.public_key)
                 endpoint = info.endpoint if info else None
+                if endpoint is not None and not can_be_peer(endpoint[0]):
+                    # the datapath's rule: never reflect towards a martian
+                    if self._martian_warned.get(peer.port) != endpoint:
+                        log.warning("responder on port %d (%s…): %s reports endpoint %s, "
+                                    "which no peer can have; ignored", peer.port,
+                                    peer.public_key[:8], self.config.device, _fmt_ep(endpoint))
+                        self._martian_warned[peer.port] = endpoint
+                    endpoint = None
                 if peer.port in self.endpoints and endpoint == self.endpoints[peer.port]:
                     continue
                 old = self.endpoints.get(peer.port)

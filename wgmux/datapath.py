@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from wgmux import pinning, wire
-from wgmux.config import HANDSHAKE_BURST, HANDSHAKE_RATE
+from wgmux.config import HANDSHAKE_BURST, HANDSHAKE_RATE, INITIATION_BURST, INITIATION_RATE
 
 try:
     from wgmux.bpf import SOURCE_DIR
@@ -83,6 +83,22 @@ _COUNTER_SLOT = {n: i for i, n in enumerate(COUNTERS)}
 # HandshakeBurst (wgmux.config says why these defaults).
 DEFAULT_SLOW_RATE = HANDSHAKE_RATE
 DEFAULT_SLOW_BURST = HANDSHAKE_BURST
+# Each peer port's initiation budget (InitiationRate / InitiationBurst).
+DEFAULT_PORT_RATE = INITIATION_RATE
+DEFAULT_PORT_BURST = INITIATION_BURST
+# Under load, the cookie replies one port may ask the slow path for: what
+# the daemon's one thread answers with room to spare (~25 µs each), so
+# that a flood of cookie requests cannot starve anything else it does.
+COOKIE_RATE = 2000.0
+COOKIE_BURST = 200
+
+# session.flags (bpf/wgmux.c WGMUX_SF_*)
+SF_TRANSPORT = 0x1
+# slow_msg.load (bpf/wgmux.c SLOW_LOAD_*): why an initiation reached the
+# slow path while its port was under load
+LOAD_NONE, LOAD_COOKIE, LOAD_MAC2 = 0, 1, 2
+# Hub addresses per family the datapath holds (WGMUX_MAX_ADDRS)
+MAX_HUB_ADDRS = 8
 
 
 _CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)  # Linux value
@@ -121,6 +137,7 @@ class SessionLink(NamedTuple):
     reverse: Optional[Tuple[int, int]]  # the other direction's key
     last_seen: int                      # monotonic ns
     packets: int
+    flags: int = 0                      # SF_*
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,7 @@ class SlowMessage:
     ip_id: int                      # IPv4 identification (0 for IPv6)
     df: bool                        # IPv4 don't-fragment bit
     payload: bytes                  # the whole UDP payload
+    load: int = LOAD_NONE           # LOAD_*: the port was under load
 
     @property
     def family(self) -> int:
@@ -172,10 +190,16 @@ class Session:
     last_seen: int
     packets: int
     bytes: int
+    flags: int = 0                  # SF_*
+    max_counter: int = 0            # highest transport counter from `expect`
 
     @property
     def key(self) -> Tuple[int, int]:
         return (self.port, self.index)
+
+    @property
+    def transport_seen(self) -> bool:
+        return bool(self.flags & SF_TRANSPORT)
 
     @property
     def half_open(self) -> bool:
@@ -216,6 +240,13 @@ def _gcra(rate: float, burst: int) -> Tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=4096)
+def _rate_of(interval: int, tolerance: int) -> Tuple[float, int]:
+    """_gcra()'s inverse: (rate per second, burst); (0, 0): no limit."""
+    if not interval:
+        return (0.0, 0)
+    return (1e9 / interval, round(tolerance / interval) + 1)
+
+
 def _ip_of(raw: bytes) -> IPAddress:
     """Addresses repeat across sessions (a NAT's public address serves all
     its peers); parsing each once keeps a full map's scan cheap."""
@@ -477,8 +508,10 @@ class Datapath:
 
     # ---- config ------------------------------------------------------------
     def configure(self, hub_port: int, classifier=None, roaming: bool = True,
-                  slow_rate: float = DEFAULT_SLOW_RATE, slow_burst: int = DEFAULT_SLOW_BURST):
-        """slow_rate/slow_burst: see set_slow_rate()."""
+                  slow_rate: float = DEFAULT_SLOW_RATE, slow_burst: int = DEFAULT_SLOW_BURST,
+                  port_rate: float = DEFAULT_PORT_RATE, port_burst: int = DEFAULT_PORT_BURST):
+        """slow_rate/slow_burst: see set_slow_rate(); port_rate/port_burst:
+        see set_port_budget().  The hub addresses (set_hub_addresses) stay."""
         if not isinstance(classifier, wire.Classifier):
             classifier = wire.Classifier.from_params(classifier)
         key = self._config.Key(0)
@@ -490,6 +523,8 @@ class Datapath:
             cfg.cls[i].lo = spec.lo
             cfg.cls[i].hi = spec.hi
         cfg.slow_interval_ns, cfg.slow_tolerance_ns = _gcra(slow_rate, slow_burst)
+        cfg.port_interval_ns, cfg.port_tolerance_ns = _gcra(port_rate, port_burst)
+        cfg.cookie_interval_ns, cfg.cookie_tolerance_ns = _gcra(COOKIE_RATE, COOKIE_BURST)
         self._config[key] = cfg
         self.hub_port = int(hub_port)
         self.classifier = classifier
@@ -509,14 +544,63 @@ class Datapath:
     def slow_rate(self) -> Tuple[float, int]:
         """(rate per second, burst) as configured; (0, 0): no limit."""
         cfg = self._config[self._config.Key(0)]
-        if not cfg.slow_interval_ns:
-            return (0.0, 0)
-        return (1e9 / cfg.slow_interval_ns,
-                round(cfg.slow_tolerance_ns / cfg.slow_interval_ns) + 1)
+        return _rate_of(cfg.slow_interval_ns, cfg.slow_tolerance_ns)
+
+    def set_port_budget(self, rate: float, burst: int = 1):
+        """The initiations each peer port takes per second (`rate`, `burst`
+        at once) before it is under load: then initiations without mac2
+        get cookie replies from the slow path, and only those with a valid
+        mac2 are forwarded (docs/spec.md §9).  rate 0: never under load."""
+        key = self._config.Key(0)
+        cfg = self._config[key]
+        cfg.port_interval_ns, cfg.port_tolerance_ns = _gcra(rate, burst)
+        self._config[key] = cfg
+
+    def port_budget(self) -> Tuple[float, int]:
+        """(rate per second, burst); (0, 0): no budget."""
+        cfg = self._config[self._config.Key(0)]
+        return _rate_of(cfg.port_interval_ns, cfg.port_tolerance_ns)
+
+    def set_hub_addresses(self, addresses) -> List[IPAddress]:
+        """The hub's own addresses on Interface: the datapath reflects only
+        packets addressed to one of them (and takes none of them as a
+        peer's source).  Link-local and other addresses no peer can reach
+        are left out.  At most MAX_HUB_ADDRS per family are held; returns
+        the ones left out for lack of room (the caller says so)."""
+        v4: List[IPAddress] = []
+        v6: List[IPAddress] = []
+        for a in sorted({ipaddress.ip_address(a) for a in addresses},
+                        key=lambda a: (a.version, a.packed)):
+            if a.is_link_local or a.is_multicast or a.is_unspecified:
+                continue
+            (v4 if a.version == 4 else v6).append(a)
+        key = self._config.Key(0)
+        cfg = self._config[key]
+        ct.memset(ct.addressof(cfg.addr4), 0, ct.sizeof(cfg.addr4))
+        ct.memset(ct.addressof(cfg.addr6), 0, ct.sizeof(cfg.addr6))
+        for i, a in enumerate(v4[:MAX_HUB_ADDRS]):
+            ct.memmove(ct.addressof(cfg.addr4) + 4 * i, a.packed, 4)
+        for i, a in enumerate(v6[:MAX_HUB_ADDRS]):
+            ct.memmove(ct.addressof(cfg.addr6) + 16 * i, a.packed, 16)
+        cfg.n_addr4 = min(len(v4), MAX_HUB_ADDRS)
+        cfg.n_addr6 = min(len(v6), MAX_HUB_ADDRS)
+        self._config[key] = cfg
+        return v4[MAX_HUB_ADDRS:] + v6[MAX_HUB_ADDRS:]
+
+    def hub_addresses(self) -> List[IPAddress]:
+        cfg = self._config[self._config.Key(0)]
+        out: List[IPAddress] = []
+        for i in range(cfg.n_addr4):
+            out.append(ipaddress.IPv4Address(ct.string_at(ct.addressof(cfg.addr4) + 4 * i, 4)))
+        for i in range(cfg.n_addr6):
+            out.append(ipaddress.IPv6Address(ct.string_at(ct.addressof(cfg.addr6) + 16 * i,
+                                                          16)))
+        return out
 
     def flush_rate_limits(self):
-        """Forget every source's rate-limit state."""
+        """Forget every source's rate-limit and load-gate state."""
         self.bpf[b"slow_rate"].clear()
+        self.bpf[b"load_gates"].clear()
 
     def disable(self):
         """Pass every packet untouched (HubPort 0) until configure()."""
@@ -749,7 +833,8 @@ class Datapath:
         return Session(port=socket.ntohs(k.port), index=k.index, dst=self._get_endpoint(v.dst),
                        src_port=socket.ntohs(v.src_port), expect=self._get_endpoint(v.expect),
                        reverse=reverse, next_hop=self._next_hop(v.nh, gen), created=v.created,
-                       last_seen=v.last_seen, packets=v.packets, bytes=v.bytes)
+                       last_seen=v.last_seen, packets=v.packets, bytes=v.bytes, flags=v.flags,
+                       max_counter=v.max_counter)
 
     def sessions(self) -> List[Session]:
         gen = self._nh_gen
@@ -759,7 +844,7 @@ class Datapath:
         ntohs = socket.ntohs
         return [SessionLink((ntohs(k.port), k.index),
                             (ntohs(v.reverse.port), v.reverse.index) if v.reverse.port else None,
-                            v.last_seen, v.packets)
+                            v.last_seen, v.packets, v.flags)
                 for k, v in _map_items(self._sessions)]
 
     def established_pairs(self, links: Optional[List[SessionLink]] = None
@@ -784,7 +869,8 @@ class Datapath:
     def set_session(self, port: int, index: int, dst: EndpointLike, src_port: int,
                     expect: Optional[EndpointLike] = None,
                     reverse: Optional[Tuple[int, int]] = None,
-                    created: Optional[int] = None, last_seen: Optional[int] = None):
+                    created: Optional[int] = None, last_seen: Optional[int] = None,
+                    flags: int = 0, max_counter: int = 0):
         """Create or replace a session entry from the control plane (the
         mac1 slow path, state rebuilt after a restart, tests).  Replacing
         resets its counters and next hop."""
@@ -799,6 +885,8 @@ class Datapath:
         now = monotonic_ns()
         leaf.created = now if created is None else created
         leaf.last_seen = leaf.created if last_seen is None else last_seen
+        leaf.flags = flags
+        leaf.max_counter = max_counter
         self._sessions[key] = leaf
 
     def delete_session(self, port: int, index: int, reverse: bool = False) -> bool:
@@ -845,11 +933,13 @@ class Datapath:
 
     def collect_idle(self, timeout_s: float, half_open_timeout_s: Optional[float] = None,
                      now_ns: Optional[int] = None) -> int:
-        """Delete sessions idle for longer than `timeout_s` (half-open
-        ones: `half_open_timeout_s`, default the same).  A linked pair goes
-        as a whole, when neither direction has seen a packet for that long:
-        WireGuard keepalives make a live pair busy both ways, and deleting
-        one direction alone would cut it.  Returns the entries deleted."""
+        """Delete sessions idle for longer than `timeout_s`; half-open ones,
+        and pairs that have not carried transport both ways, after
+        `half_open_timeout_s` (default the same): a forged response must not
+        buy a pair the full lifetime.  A linked pair goes as a whole, when
+        neither direction has seen a packet for that long: WireGuard
+        keepalives make a live pair busy both ways, and deleting one
+        direction alone would cut it.  Returns the entries deleted."""
         now = monotonic_ns() if now_ns is None else now_ns
         full = int(timeout_s * 1e9)
         half = full if half_open_timeout_s is None else int(half_open_timeout_s * 1e9)
@@ -858,7 +948,8 @@ class Datapath:
         for key, s in by_key.items():
             other = by_key.get(s.reverse) if s.reverse else None
             last = max(s.last_seen, other.last_seen if other else 0)
-            limit = half if other is None else full
+            confirmed = other is not None and s.flags & other.flags & SF_TRANSPORT
+            limit = full if confirmed else half
             if now - last > limit:
                 try:
                     del self._sessions[self._session_key(*key)]
@@ -957,7 +1048,7 @@ class Datapath:
         return SlowMessage(ktime=h.ktime, ifindex=h.ifindex, kind=h.cls, src=src, dst=dst,
                            ttl=h.ttl, tos=h.tos, ip_id=socket.ntohs(h.ip_id),
                            df=bool(socket.ntohs(h.frag_off) & 0x4000),
-                           payload=raw[off:off + h.len])
+                           payload=raw[off:off + h.len], load=h.load)
 
     def poll_slow_path(self, handler, timeout_ms: int = 100):
         """Wait up to timeout_ms for slow-path messages and call

@@ -39,6 +39,7 @@ GW4 = "192.0.2.254"
 HUB6 = "2001:db8::1"
 GW6 = "2001:db8::fe"
 NOFWD4 = "100.64.0.1"
+HUB_ADDRESSES = (HUB4, HUB6, NOFWD4)
 
 HUB_PORT = 51820
 P = 40001          # peer port of responder R
@@ -159,6 +160,7 @@ class Env:
     def __init__(self, dp, net: GoldenNet):
         self.dp = dp
         self.net = net
+        dp.set_hub_addresses(HUB_ADDRESSES)
 
     def reset(self, classifier: wire.Classifier = wire.WIREGUARD, roaming: bool = True):
         self.dp.flush_sessions()
@@ -166,6 +168,7 @@ class Env:
         self.dp.flush_rate_limits()
         self.dp.flush_initiators()
         self.dp.configure(HUB_PORT, classifier, roaming)
+        self.dp.set_hub_addresses(HUB_ADDRESSES)
         self.dp.drain_slow_path()
         self.dp.reset_counters()
 
@@ -198,6 +201,7 @@ class Case:
     # or "response", checked against the input frame by slow_problem()),
     # or None: it must get nothing
     slow: Optional[str] = None
+    slow_load: int = 0                   # its `load` (datapath.LOAD_*): port under load
 
 
 @dataclass
@@ -236,14 +240,14 @@ def slow_problem(env: Env, case: Case, msgs: list) -> Optional[str]:
     want = {
         "kind": wire.MessageType[case.slow.upper()].value,
         "src": (f.src, f.sport), "dst": (f.dst, f.dport), "ttl": f.ttl,
-        "payload": f.payload, "ifindex": env.net.ifindex[case.dev],
+        "payload": f.payload, "ifindex": env.net.ifindex[case.dev], "load": case.slow_load,
     }
     got = {
         "kind": getattr(m, "kind", None),
         "src": (m.src.ip, m.src.port) if hasattr(m, "src") else None,
         "dst": (m.dst.ip, m.dst.port) if hasattr(m, "dst") else None,
         "ttl": getattr(m, "ttl", None), "payload": getattr(m, "payload", None),
-        "ifindex": getattr(m, "ifindex", None),
+        "ifindex": getattr(m, "ifindex", None), "load": getattr(m, "load", None),
     }
     bad = [k for k in want if want[k] != got[k]]
     return f"slow-path message differs in {bad}: {m}" if bad else None
@@ -599,7 +603,8 @@ def cases() -> List[Case]:
     add(Case("cookie_r_to_i_reflected", inbound(E_R, hub(HUB_PORT), m), TC_ACT_REDIRECT,
              "reflect_cookie", reflected(hub(P), E_I, m), setup=with_half_open,
              events={"ev_nh_resolved": 1},
-             check=expect_session(HUB_PORT, I_IDX, E_I, P, packets=1)))
+             # reflected, but a half-open entry is never refreshed
+             check=expect_session(HUB_PORT, I_IDX, E_I, P, reverse=None, packets=0)))
     m = cookie(R_IDX)
     add(Case("cookie_i_to_r_reflected", inbound(E_I, hub(P), m), TC_ACT_REDIRECT,
              "reflect_cookie", reflected(hub(HUB_PORT), E_R, m), setup=with_established,
@@ -717,9 +722,9 @@ def cases() -> List[Case]:
                                   reverse=(HUB_PORT, I_IDX),
                                   also=expect_session(HUB_PORT, I_IDX, E_I_MOVED, P,
                                                       reverse=(P, R_IDX), nh_state="none"))))
-    add(Case("transport_i_roamed_roaming_off", inbound(E_I_MOVED, hub(P), m),
-             TC_ACT_REDIRECT, "reflect_transport", reflected(hub(HUB_PORT), E_R, m),
-             setup=with_established, roaming=False, events={"ev_nh_resolved": 1},
+    add(Case("transport_i_roamed_roaming_off_dropped", inbound(E_I_MOVED, hub(P), m),
+             TC_ACT_SHOT, "drop_not_expected", SAME,
+             setup=with_established, roaming=False,
              check=expect_session(HUB_PORT, I_IDX, E_I, P, reverse=(P, R_IDX))))
 
     # -- junk on a peer port ---------------------------------------------------
@@ -866,7 +871,8 @@ def cases() -> List[Case]:
              "drop_no_route", None,
              setup=lambda env: (with_established6(env),
                                 env.dp.set_session(P, R_IDX, ("2001:db8:dead::1", 51820),
-                                                   HUB_PORT, expect=E_I6))))
+                                                   HUB_PORT, expect=E_I6,
+                                                   reverse=(HUB_PORT, I_IDX)))))
 
     # -- AmneziaWG 1.0: prefixes S1/S2, single headers -------------------------
     def awg_init(c, where="lo", sender=I_IDX):
@@ -1009,8 +1015,183 @@ def cases() -> List[Case]:
                      inbound(E_R, hub(HUB_PORT), build()), TC_ACT_OK, "pass_hub",
                      setup=setup, **A3))
 
+    rows.extend(hostile_cases())
     names = [c.name for c in rows]
     assert len(names) == len(set(names)), "duplicate row names"
+    return rows
+
+
+# ---- hostile input (docs/security.md) ----------------------------------------
+MARTIANS4 = ("0.0.0.0", "0.1.2.3", "127.0.0.1", "224.0.0.1", "239.255.255.250", "240.0.0.1",
+             "255.255.255.255")
+MARTIANS6 = ("::", "::1", "::ffff:198.51.100.10", "::198.51.100.10", "fe80::1", "febf::1",
+             "ff02::1")
+MAX_COUNTER = 1000                    # the established session's highest counter so far
+ROAM_WINDOW = 8192                    # bpf/wgmux.c WGMUX_ROAM_WINDOW
+
+
+def with_counted(env: Env):
+    """An established pair whose I -> R direction has seen counter
+    MAX_COUNTER (and the other direction the same)."""
+    with_responder(env)
+    env.dp.set_session(HUB_PORT, I_IDX, E_I, P, expect=E_R, reverse=(P, R_IDX),
+                       max_counter=MAX_COUNTER)
+    env.dp.set_session(P, R_IDX, E_R, HUB_PORT, expect=E_I, reverse=(HUB_PORT, I_IDX),
+                       max_counter=MAX_COUNTER)
+
+
+def expect_unmoved(env: Env, _res):
+    """Both entries of the counted pair are where they were."""
+    to_r, to_i = env.dp.session(P, R_IDX), env.dp.session(HUB_PORT, I_IDX)
+    assert (str(to_r.expect), str(to_i.dst)) == (f"{E_I[0]}:{E_I[1]}",) * 2, (to_r, to_i)
+    assert (str(to_i.expect), str(to_r.dst)) == (f"{E_R[0]}:{E_R[1]}",) * 2, (to_r, to_i)
+    assert to_r.max_counter == MAX_COUNTER and to_r.packets == 0, to_r
+
+
+def expect_max_counter(port, index, value) -> Check:
+    def _check(env: Env, _res):
+        s = env.dp.session(port, index)
+        assert s.max_counter == value, s
+    return _check
+
+
+def loaded(rate: float, burst: int, *primes) -> Setup:
+    """A responder whose port takes `rate` initiations per second (burst
+    `burst`), then one initiation from each of `primes` ((src, mac2) pairs)."""
+    def _setup(env: Env):
+        with_responder(env)
+        env.dp.set_port_budget(rate, burst)
+        for src, mac2 in primes:
+            env.run(inbound(src, hub(P), initiation(mac2=mac2)))
+    return _setup
+
+
+def hostile_cases() -> List[Case]:
+    """Rows for issue 10's rules: roaming needs the counter, martians and
+    packets for others are never reflected, half-open entries take only
+    their answer, ports under load admit cookie requests and mac2s."""
+    rows: List[Case] = []
+    add = rows.append
+    m2 = rand(16)                        # some non-zero mac2
+
+    # -- roaming by counter -------------------------------------------------
+    for counter, verdict in ((MAX_COUNTER + 1, "roams"), (MAX_COUNTER + ROAM_WINDOW, "roams"),
+                             (MAX_COUNTER, "rejected"), (MAX_COUNTER - 1, "rejected"),
+                             (0, "rejected"), (MAX_COUNTER + ROAM_WINDOW + 1, "rejected"),
+                             (2**64 - 1, "rejected")):
+        m = transport(R_IDX, counter=counter)
+        name = f"roam_counter_{counter - MAX_COUNTER:+d}_{verdict}"
+        if verdict == "roams":
+            add(Case(name, inbound(E_I_MOVED, hub(P), m), TC_ACT_REDIRECT, "reflect_transport",
+                     reflected(hub(HUB_PORT), E_R, m), setup=with_counted,
+                     events={"ev_roam": 1, "ev_nh_resolved": 1},
+                     check=expect_session(P, R_IDX, E_R, HUB_PORT, expect=E_I_MOVED,
+                                          also=_all(expect_max_counter(P, R_IDX, counter),
+                                                    expect_session(HUB_PORT, I_IDX, E_I_MOVED,
+                                                                   P)))))
+        else:
+            add(Case(name, inbound(E_I_MOVED, hub(P), m), TC_ACT_SHOT, "drop_roam_rejected",
+                     SAME, setup=with_counted, check=expect_unmoved))
+    m = transport(I_IDX, counter=MAX_COUNTER)
+    add(Case("roam_hub_port_replayed_counter_rejected", inbound(E_I_MOVED, hub(HUB_PORT), m),
+             TC_ACT_SHOT, "drop_roam_rejected", SAME, setup=with_counted, check=expect_unmoved))
+    m = transport(I_IDX, counter=MAX_COUNTER + 5)
+    add(Case("roam_responder_moved_follows", inbound(E_I_MOVED, hub(HUB_PORT), m),
+             TC_ACT_REDIRECT, "reflect_transport", reflected(hub(P), E_I, m), setup=with_counted,
+             events={"ev_roam": 1, "ev_nh_resolved": 1},
+             check=expect_session(HUB_PORT, I_IDX, E_I, P, expect=E_I_MOVED,
+                                  also=expect_session(P, R_IDX, E_I_MOVED, HUB_PORT))))
+    m = transport(R_IDX, counter=MAX_COUNTER - 10)
+    add(Case("transport_late_from_expected_keeps_max", inbound(E_I, hub(P), m),
+             TC_ACT_REDIRECT, "reflect_transport", reflected(hub(HUB_PORT), E_R, m),
+             setup=with_counted, events={"ev_nh_resolved": 1},
+             check=expect_max_counter(P, R_IDX, MAX_COUNTER)))
+    m = transport(R_IDX, counter=MAX_COUNTER + 10**6)
+    add(Case("transport_from_expected_raises_max", inbound(E_I, hub(P), m),
+             TC_ACT_REDIRECT, "reflect_transport", reflected(hub(HUB_PORT), E_R, m),
+             setup=with_counted, events={"ev_nh_resolved": 1},
+             check=expect_max_counter(P, R_IDX, MAX_COUNTER + 10**6)))
+    for src in ("127.0.0.1", "224.0.0.1", HUB4):
+        m = transport(R_IDX, counter=MAX_COUNTER + 1)
+        add(Case(f"roam_to_{src}_dropped", inbound((src, 4242), hub(P), m), TC_ACT_SHOT,
+                 "drop_martian", SAME, setup=with_counted, check=expect_unmoved))
+    m = response(sender=STRANGER_IDX)
+    add(Case("response_from_elsewhere_dropped", inbound(E_I_MOVED, hub(HUB_PORT), m),
+             TC_ACT_SHOT, "drop_not_expected", SAME, setup=with_half_open,
+             check=expect_session(HUB_PORT, I_IDX, E_I, P, reverse=None)))
+    m = cookie(I_IDX)
+    add(Case("cookie_from_elsewhere_dropped", inbound(E_I_MOVED, hub(HUB_PORT), m),
+             TC_ACT_SHOT, "drop_not_expected", SAME, setup=with_counted, check=expect_unmoved))
+    m = cookie(R_IDX)
+    add(Case("cookie_from_elsewhere_peer_port_dropped", inbound(E_I_MOVED, hub(P), m),
+             TC_ACT_SHOT, "drop_not_expected", SAME, setup=with_counted, check=expect_unmoved))
+
+    # -- half-open entries take their answer and nothing else -----------------
+    m = transport(I_IDX, counter=1)
+    add(Case("half_open_transport_from_responder_dropped", inbound(E_R, hub(HUB_PORT), m),
+             TC_ACT_SHOT, "drop_half_open", SAME, setup=with_half_open,
+             check=expect_session(HUB_PORT, I_IDX, E_I, P, reverse=None, packets=0)))
+    add(Case("half_open_transport_from_elsewhere_dropped",
+             inbound(E_I_MOVED, hub(HUB_PORT), m), TC_ACT_SHOT, "drop_half_open", SAME,
+             setup=with_half_open,
+             check=expect_session(HUB_PORT, I_IDX, E_I, P, expect=E_R, reverse=None)))
+
+    # -- martian sources, packets not for the hub, broken IP ------------------
+    for src in MARTIANS4 + (HUB4,):
+        add(Case(f"init_from_{src}_dropped", inbound((src, 4242), hub(P), initiation()),
+                 TC_ACT_SHOT, "drop_martian", SAME, setup=with_responder,
+                 check=expect_no_sessions))
+        add(Case(f"init_from_{src}_hub_port_not_copied",
+                 inbound((src, 4242), hub(HUB_PORT), initiation()), TC_ACT_OK, "pass_hub",
+                 setup=with_responder, check=expect_no_sessions))
+    for src in MARTIANS6 + (HUB6,):
+        add(Case(f"v6_init_from_{src}_dropped", inbound((src, 4242), hub(P, True), initiation()),
+                 TC_ACT_SHOT, "drop_martian", SAME,
+                 setup=lambda env: (with_responder(env), env.dp.set_responder(P, *E_R6)),
+                 check=expect_no_sessions))
+    m = transport(R_IDX)
+    for dst in ("198.51.100.200", "192.0.2.255", "255.255.255.255", "127.0.0.1", "224.0.0.1"):
+        add(Case(f"transport_to_{dst}_not_for_hub_passes", inbound(E_I, (dst, P), m),
+                 TC_ACT_OK, "pass_not_local", SAME, setup=with_established))
+    add(Case("init_to_transit_address_passes",
+             inbound(E_I, ("198.51.100.200", P), initiation()), TC_ACT_OK, "pass_not_local",
+             SAME, setup=with_responder))
+    add(Case("v6_transport_not_for_hub_passes",
+             inbound(E_I6, ("2001:db8:300::1", P), m), TC_ACT_OK, "pass_not_local", SAME,
+             setup=with_established6))
+    f = inbound(E_I, hub(P), m, header_checksum=0x1234)
+    add(Case("transport_bad_ip_checksum_passes", f, TC_ACT_OK, "pass_bad_ip", SAME,
+             setup=with_established, check=expect_session(P, R_IDX, E_R, HUB_PORT, packets=0)))
+    v4 = inbound(E_I, hub(P), m)
+    f = v4[:14] + bytes([0x65]) + v4[15:]            # version 6 behind an IPv4 ethertype
+    add(Case("transport_ipv4_ethertype_version6_passes", f, TC_ACT_OK, "pass_bad_ip", SAME,
+             setup=with_established))
+    v6 = inbound(E_I6, hub(P, True), m)
+    f = v6[:14] + bytes([0x40 | (v6[14] & 0x0F)]) + v6[15:]
+    add(Case("transport_ipv6_ethertype_version4_passes", f, TC_ACT_OK, "pass_bad_ip", SAME,
+             setup=with_established6))
+
+    # -- ports under load: cookie requests and mac2s --------------------------
+    add(Case("load_over_budget_asks_cookie", inbound(E_I, hub(P), initiation()), TC_ACT_SHOT,
+             "slow_under_load", SAME, setup=loaded(1, 1, (E_I_MOVED, None)),
+             slow="initiation", slow_load=1, events={"ev_port_over_budget": 1}))
+    add(Case("load_cookie_request_once_per_source", inbound(E_I, hub(P), initiation()),
+             TC_ACT_SHOT, "drop_under_load", SAME,
+             setup=loaded(1, 1, (E_I_MOVED, None), (E_I, None)),
+             events={"ev_port_over_budget": 1}))
+    add(Case("load_mac2_presented", inbound(E_I, hub(P), initiation(mac2=m2)), TC_ACT_SHOT,
+             "slow_under_load", SAME, setup=loaded(1, 1, (E_I_MOVED, None), (E_I, None)),
+             slow="initiation", slow_load=2, events={"ev_port_over_budget": 1}))
+    add(Case("load_mac2_once_per_source", inbound(E_I, hub(P), initiation(mac2=m2)),
+             TC_ACT_SHOT, "drop_under_load", SAME,
+             setup=loaded(1, 1, (E_I_MOVED, None), (E_I, m2)),
+             events={"ev_port_over_budget": 1}))
+    add(Case("load_within_budget_normal", inbound(E_I, hub(P), initiation()), TC_ACT_SHOT,
+             "slow_initiation", SAME, setup=loaded(1, 2, (E_I_MOVED, None)),
+             slow="initiation"))
+    add(Case("load_budget_off_never_loaded", inbound(E_I, hub(P), initiation()), TC_ACT_SHOT,
+             "slow_initiation", SAME, setup=loaded(0, 0, *[(E_I_MOVED, None)] * 5),
+             slow="initiation"))
     return rows
 
 

@@ -37,6 +37,22 @@ checksum is computed here, the IPv4 one by the kernel).  They leave by the
 egress path, so they never meet the TC ingress program again.  Raw sockets
 need CAP_NET_RAW.
 
+**Under load** (a peer port over its initiation budget, measured by the
+datapath) the hub speaks WireGuard's cookie mechanism for the responder
+(wgmux.cookie): an initiation without a valid mac2 gets a cookie reply from
+h:P (sp_cookie_sent), one with a valid mac2 is forwarded
+(sp_reflect_mac2).  A spoofed source never sees its cookie, so a flood
+from spoofed sources never reaches the responder; a real initiator retries
+with the cookie's mac2 and gets in.  Forwarded initiations never exceed the
+port's budget (sp_drop_port_budget).
+
+Half-open entries are this module's alone (the datapath only turns them
+into pairs), so it keeps their space bounded: at most a quarter of the
+session table, the oldest evicted first (ev_half_open_evicted), and at
+most HALF_OPEN_PER_SOURCE per source address (IPv4 address, IPv6 /64;
+sp_drop_half_open_source), so that established sessions always have room
+and one source cannot take the space.
+
 Every message ends in exactly one sp_* counter of the datapath's counter
 map.  Initiations older than MAX_AGE (the daemon was busy or down) are
 dropped: WireGuard has resent a fresh one by then.
@@ -48,6 +64,8 @@ is down, transport keeps flowing and only new handshakes wait.
 from __future__ import annotations
 
 import base64
+import collections
+import ipaddress
 import logging
 import socket
 import struct
@@ -56,10 +74,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import junk, mac1
+from . import cookie, junk, mac1
 from . import packet as pk
 from . import wire
-from .datapath import Endpoint, LearnedInitiator, SlowMessage, monotonic_ns
+from .datapath import (LOAD_COOKIE, LOAD_MAC2, LOAD_NONE, Endpoint, LearnedInitiator,
+                       SlowMessage, monotonic_ns)
 
 log = logging.getLogger("wgmux")
 
@@ -67,6 +86,111 @@ log = logging.getLogger("wgmux")
 # a new sender index; an older one is not worth reflecting.
 MAX_AGE = 5.0
 POLL_MS = 200
+# Half-open entries: the share of the session table they may take, and how
+# many one source address (IPv4 address, IPv6 /64) may hold.  A NAT with
+# many peers behind one address opens one per handshake in flight, for
+# well under a second each.
+HALF_OPEN_SHARE = 4            # at most max_sessions // HALF_OPEN_SHARE
+HALF_OPEN_PER_SOURCE = 32
+# TTL of the packets the hub originates (cookie replies)
+OWN_TTL = 64
+
+
+def can_be_peer(ip) -> bool:
+    """The datapath's rule (bpf/wgmux.c martian4/martian6), for addresses
+    the daemon learns elsewhere: no unspecified, loopback, multicast,
+    class-E or broadcast, link-local or IPv4-mapped address is a peer."""
+    ip = ipaddress.ip_address(ip)
+    if ip.version == 4:
+        first = ip.packed[0]
+        return not (first == 0 or first == 127 or first >= 224)
+    p = ip.packed
+    if p[0] == 0xFF or (p[0] == 0xFE and p[1] & 0xC0 == 0x80):
+        return False
+    return p[:8] != bytes(8)
+
+
+def source_key(ip) -> Tuple[int, bytes]:
+    """A source as the datapath's per-source limits key it: the IPv4
+    address, or the IPv6 /64."""
+    ip = ipaddress.ip_address(ip)
+    return (ip.version, ip.packed if ip.version == 4 else ip.packed[:8])
+
+
+class Gcra:
+    """Generic cell rate: `rate` per second on average, `burst` at once
+    (rate 0: unlimited), in the caller's clock (seconds)."""
+
+    def __init__(self, rate: float, burst: int):
+        self.interval = 1.0 / rate if rate else 0.0
+        self.tolerance = self.interval * max(burst - 1, 0)
+        self.tat = 0.0
+
+    def allow(self, now: float) -> bool:
+        if not self.interval:
+            return True
+        t = max(self.tat, now)
+        if t - now > self.tolerance:
+            return False
+        self.tat = t + self.interval
+        return True
+
+
+class HalfOpenSpace:
+    """The half-open entries the slow path opened, oldest first, with
+    their sources: the bound on their space (`limit`) and per source
+    (`per_source`).  Entries leave when the datapath established them or
+    the collector removed them; this notices on the way (`alive(key)` says
+    whether a key is still half-open in the map)."""
+
+    def __init__(self, limit: int, per_source: int, alive: Callable[[Tuple[int, int]], bool]):
+        self.limit = max(1, limit)
+        self.per_source = per_source
+        self._alive = alive
+        self._order: "collections.OrderedDict[Tuple[int, int], tuple]" = \
+            collections.OrderedDict()
+        self._by_source: Dict[tuple, List[Tuple[int, int]]] = {}
+
+    def __len__(self):
+        return len(self._order)
+
+    def _forget(self, key):
+        src = self._order.pop(key, None)
+        if src is not None:
+            keys = self._by_source.get(src, [])
+            if key in keys:
+                keys.remove(key)
+            if not keys:
+                self._by_source.pop(src, None)
+
+    def source_full(self, src: tuple) -> bool:
+        """`src` holds per_source entries still half-open."""
+        keys = self._by_source.get(src, [])
+        if len(keys) < self.per_source:
+            return False
+        for key in list(keys):
+            if not self._alive(key):
+                self._forget(key)
+        return len(self._by_source.get(src, [])) >= self.per_source
+
+    def make_room(self) -> List[Tuple[int, int]]:
+        """Keys to evict (oldest first, still half-open) so that one more
+        fits; keys no longer half-open are dropped from the books."""
+        evict = []
+        while len(self._order) >= self.limit:
+            key = next(iter(self._order))
+            if self._alive(key):
+                evict.append(key)
+            self._forget(key)
+        return evict
+
+    def add(self, key: Tuple[int, int], src: tuple):
+        self._forget(key)
+        self._order[key] = src
+        self._by_source.setdefault(src, []).append(key)
+
+    def discard(self, key: Tuple[int, int]):
+        self._forget(key)
 
 
 class SlowPathError(RuntimeError):
@@ -152,14 +276,24 @@ class SlowPath:
         self._answered: Dict[Tuple[int, bytes], Tuple[int, int]] = {}
         self._peer_keys: Tuple[tuple, dict] = ((), {})
         self.last: Optional[Decision] = None   # the latest decision (tests)
+        self.cookies = cookie.CookieSecret()
+        self.half_open = HalfOpenSpace(getattr(datapath, "max_sessions", 65536)
+                                       // HALF_OPEN_SHARE, HALF_OPEN_PER_SOURCE,
+                                       self._still_half_open)
+        self._budgets: Dict[int, Gcra] = {}    # peer port -> what it forwarded
 
     # -- lifecycle -----------------------------------------------------------
     def load(self):
-        """Take over the identities a previous daemon learned (pinned map)."""
+        """Take over the identities a previous daemon learned (pinned map),
+        and the half-open entries it opened (the oldest first)."""
         with self._lock:
             self._learned.clear()
             for li in self.dp.initiators():
                 self._learned.setdefault(li.port, {})[li.public_key] = li
+        for s in sorted((s for s in self.dp.sessions() if s.half_open), key=lambda s: s.created):
+            src = s.dst if s.src_port != self.dp.hub_port else s.expect
+            if src is not None:
+                self.half_open.add(s.key, source_key(src.ip))
         n = sum(len(v) for v in self._learned.values())
         if n:
             log.info("slow path: %d learned initiator identit%s kept", n, "y" if n == 1 else "ies")
@@ -238,11 +372,36 @@ class SlowPath:
             self._peer_keys = (names, mac1.mac1_keys({n: n for n in names}))
         return self._peer_keys[1]
 
+    def _still_half_open(self, key: Tuple[int, int]) -> bool:
+        s = self.dp.session(*key)
+        return s is not None and s.half_open
+
+    def _budget(self, port: int) -> Gcra:
+        """What `port` may still forward (its InitiationRate/Burst; the
+        datapath holds the same numbers)."""
+        rate, burst = self.dp.port_budget()
+        g = self._budgets.get(port)
+        if g is None or g.interval != (1.0 / rate if rate else 0.0):
+            g = self._budgets[port] = Gcra(rate, burst)
+        return g
+
     def _open(self, port: int, index: int, dst: Endpoint, src_port: int,
-              expect: Optional[Endpoint]) -> Tuple[Optional[str], bool]:
-        """Open the half-open session; (counter if it failed, created)."""
+              expect: Optional[Endpoint], initiator: Endpoint
+              ) -> Tuple[Optional[str], bool]:
+        """Open the half-open session within the half-open space
+        (`initiator`: whose source it is charged to); (counter if it
+        failed, created)."""
+        src = source_key(initiator.ip)
+        old = self.dp.session(port, index)
+        if old is None:
+            if self.half_open.source_full(src):
+                return "sp_drop_half_open_source", False
+            for key in self.half_open.make_room():
+                if self.dp.delete_session(*key):
+                    self.dp.count("ev_half_open_evicted")
         res = self.dp.insert_session(port, index, dst, src_port, expect=expect)
         if res == "created":
+            self.half_open.add((port, index), src)
             return None, True
         if res == "full":
             return "sp_drop_sessions_full", False
@@ -267,6 +426,7 @@ class SlowPath:
             log.warning("slow path: cannot send the initiation %s -> %s: %s", src, dst, e)
             if created:
                 self.dp.delete_session(*key)
+                self.half_open.discard(key)
             return Decision("sp_drop_send")
         return Decision(ok, sent=(src, dst), session=key)
 
@@ -280,18 +440,40 @@ class SlowPath:
         r = self.dp.responder(port)
         if key is None or r is None or r.endpoint is None:
             return Decision("sp_drop_no_responder")
+        if not can_be_peer(msg.src.ip):
+            return Decision("sp_drop_martian")
         if not mac1.verify_mac1(message, mac1.mac1_key(key)):
             log.debug("slow path: initiation from %s to port %d: mac1 not for its responder, "
                       "dropped", msg.src, port)
             return Decision("sp_drop_mac1")
         if not self._reflectable(msg, r.endpoint):
             return Decision("sp_drop_unreflectable")
+        ok = "sp_reflect_initiation"
+        if msg.load != LOAD_NONE:
+            if msg.load != LOAD_MAC2 or not self.cookies.mac2_valid(message, msg.src.ip,
+                                                                    msg.src.port):
+                return self._cookie_reply(msg, message, key)
+            ok = "sp_reflect_mac2"
+        if not self._budget(port).allow(time.monotonic()):
+            return Decision("sp_drop_port_budget")
         (sender,) = struct.unpack_from("<I", message, wire.WG_INITIATION_OFF_SENDER)
-        why, created = self._open(hub_port, sender, msg.src, port, r.endpoint)
+        why, created = self._open(hub_port, sender, msg.src, port, r.endpoint, msg.src)
         if why:
             return Decision(why)
         return self._send(msg, Endpoint(msg.dst.ip, hub_port), r.endpoint, (hub_port, sender),
-                          created, "sp_reflect_initiation")
+                          created, ok)
+
+    def _cookie_reply(self, msg: SlowMessage, message: bytes, responder_key: str) -> Decision:
+        """Answer for the responder: a cookie for the initiation's source,
+        sent from the hub address and port it came to."""
+        reply = self.cookies.reply(message, responder_key, msg.src.ip, msg.src.port,
+                                   self.dp.classifier)
+        try:
+            self.sender.send(msg.dst, msg.src, reply, ttl=OWN_TTL, tos=msg.tos)
+        except OSError as e:
+            log.warning("slow path: cannot send a cookie reply %s -> %s: %s", msg.dst, msg.src, e)
+            return Decision("sp_drop_send")
+        return Decision("sp_cookie_sent", sent=(msg.dst, msg.src))
 
     def _hub_initiation(self, msg: SlowMessage, message: bytes, hub_port: int) -> Decision:
         device_keys = self._device_keys()
@@ -338,7 +520,7 @@ class SlowPath:
         if not self._reflectable(msg, e_i):
             return Decision("sp_drop_unreflectable")
         (sender,) = struct.unpack_from("<I", message, wire.WG_INITIATION_OFF_SENDER)
-        why, created = self._open(port, sender, msg.src, hub_port, e_i)
+        why, created = self._open(port, sender, msg.src, hub_port, e_i, msg.src)
         if why:
             return Decision(why)
         log.debug("slow path: responder-initiated handshake %s -> %s… via port %d",
