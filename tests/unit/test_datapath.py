@@ -589,11 +589,11 @@ MUTANTS = {
         "if (ip->ihl != 5 || (ip->frag_off & WG_HTONS(WGMUX_IP_MF)))", "if (ip->ihl != 5)"),
     # slow path
     "peer port initiation passed on after queueing": (
-        "\t\tcase SLOW_QUEUED:\n\t\t\treturn verdict(CTR_SLOW_INITIATION, TC_ACT_SHOT);",
-        "\t\tcase SLOW_QUEUED:\n\t\t\treturn verdict(CTR_SLOW_INITIATION, TC_ACT_OK);"),
+        "CTR_SLOW_UNDER_LOAD : CTR_SLOW_INITIATION, TC_ACT_SHOT);",
+        "CTR_SLOW_UNDER_LOAD : CTR_SLOW_INITIATION, TC_ACT_OK);"),
     "HubPort initiations not copied": (
-        "\t\t\treturn hub_initiation(skb, cfg, l3, udp, plen, v6);",
-        "\t\t\treturn verdict(CTR_PASS_HUB, TC_ACT_OK);"),
+        "\t\treturn hub_initiation(skb, cfg, l3, udp, plen, v6);",
+        "\t\treturn verdict(CTR_PASS_HUB, TC_ACT_OK);"),
     "responses not copied": (
         "\t\tif (dport == cfg->hub_port)\n\t\t\tcopy_response(skb, cfg, l3, udp, plen, v6);\n",
         "\n"),
@@ -601,14 +601,35 @@ MUTANTS = {
         "__u32 off = (void *)(udp + 1) - (void *)(long)skb->data;",
         "__u32 off = (void *)udp - (void *)(long)skb->data;"),
     "rate limit never sheds": (
-        "\tif (t - now > cfg->slow_tolerance_ns)\n\t\treturn 0;",
-        "\tif (t - now > cfg->slow_tolerance_ns)\n\t\treturn 1;"),
+        "\tif (t - now > tolerance)\n\t\treturn 0;",
+        "\tif (t - now > tolerance)\n\t\treturn 1;"),
     "the first message from a source not limited": (
         "\t\tslow_rate.update(&k, &next);\n", "\n"),
     "IPv6 sources limited per address, not per /64": (
-        "\t\tk.addr[1] = src->addr.v6[1];", "\t\t__builtin_memcpy(k.addr, src->addr.v6, 16);"),
+        "\t\tk->addr[1] = a[1];", "\t\t__builtin_memcpy(k->addr, a, 16);"),
     "rate limit per address and port": (
-        "\tk.family = src->family;\n", "\tk.family = src->family;\n\tk._pad[0] = src->port;\n"),
+        "\t\tk->addr[0] = ((struct iphdr *)l3)->saddr;\n",
+        "\t\tk->addr[0] = ((struct iphdr *)l3)->saddr;\n"
+        "\t\tk->addr[1] = *(__u32 *)((struct iphdr *)l3 + 1);\n"),
+    # hostile input (issue 10)
+    "roams without a counter check": (
+        "\tif (c <= max || c - max > WGMUX_ROAM_WINDOW)", "\tif (0)"),
+    "roaming window unbounded": (
+        "\tif (c <= max || c - max > WGMUX_ROAM_WINDOW)", "\tif (c <= max)"),
+    "martian sources accepted": (
+        "\treturn first == 0 || first == 127 || first >= 224;", "\treturn 0;"),
+    "packets for any address reflected": (
+        "\t\tif (!hub_addr4(cfg, ip->daddr))\n", "\t\tif (0)\n"),
+    "bad IPv4 header checksums reflected": ("\t\tif (!ipv4_csum_ok(ip))\n", "\t\tif (0)\n"),
+    "transport through half-open entries": (
+        "\t\tif (half_open)\n\t\t\treturn verdict(CTR_DROP_HALF_OPEN, TC_ACT_SHOT);\n", ""),
+    "responses and cookies from anywhere": (
+        "\t} else if (!source_is(&s->expect, l3, udp, v6)) {", "\t} else if (0) {"),
+    "half-open entries refreshed": ("\tif (!half_open)\n\t\taccount(s, ip_bytes);",
+                                    "\taccount(s, ip_bytes);"),
+    "ports never under load": ("\tif (!cfg->port_interval_ns)\n\t\treturn 0;",
+                               "\tif (1)\n\t\treturn 0;"),
+    "load gates always open": ("\tif (*at && now - *at < WGMUX_GATE_NS)\n\t\treturn -1;\n", ""),
 }
 
 
@@ -667,12 +688,13 @@ def test_collect_idle_and_pairs(golden_env):
     g.with_established(env)
     env.dp.set_session(g.HUB_PORT, 0x77, g.E_I, g.P, expect=g.E_R)       # half-open
     env.run(g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX)))
+    env.run(g.inbound(g.E_R, g.hub(g.HUB_PORT), g.transport(g.I_IDX)))
     pairs = {p["state"]: p for p in env.dp.session_pairs()}
     est, half = pairs["established"], pairs["half-open"]
     assert est["port"] == g.P and est["initiator"] == "198.51.100.10:43210"
     assert est["responder"] == "203.0.113.20:51820"
     assert (est["initiator_index"], est["responder_index"]) == (g.I_IDX, g.R_IDX)
-    assert (est["i2r_packets"], est["r2i_packets"]) == (1, 0)
+    assert (est["i2r_packets"], est["r2i_packets"]) == (1, 1)
     assert half["responder_index"] is None and half["initiator_index"] == 0x77
     import time
     assert abs(est["last_seen"] - time.time()) < 5
@@ -685,6 +707,14 @@ def test_collect_idle_and_pairs(golden_env):
     assert len(env.dp.sessions()) == 2
     assert env.dp.collect_idle(60, now_ns=now + 61 * 10**9) == 2
     assert env.dp.sessions() == []
+
+    # A pair that has not carried transport both ways (a forged response
+    # makes one) keeps the half-open timeout.
+    g.with_established(env)
+    env.run(g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX)))
+    now = monotonic_ns()
+    assert env.dp.collect_idle(60, half_open_timeout_s=5, now_ns=now) == 0
+    assert env.dp.collect_idle(60, half_open_timeout_s=5, now_ns=now + 6 * 10**9) == 2
 
 
 def test_amnezia_params_object(golden_env):
