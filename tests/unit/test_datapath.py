@@ -766,3 +766,27 @@ def test_awg_junk_of_every_size_is_never_reflected(golden_env, name):
     assert env.dp.drain_slow_path() == []
     assert env.dp.sessions() == sessions
     env.reset()
+
+
+def test_ctypes_layouts_match_the_kernels_maps(golden_env):
+    """bcc describes each map's key and value to Python from its own parse
+    of wgmux.c; where that parse is wrong (it flattens a 2-D array to its
+    first dimension) every read and write of the map is out of bounds.
+    Every map's ctypes key and value must be the kernel's size."""
+    import ctypes as ct
+
+    from wgmux.pinning import map_info_fd
+    bpf = golden_env.dp.bpf
+    checked = 0
+    # (scratch is the program's alone: Python never reads it)
+    for name in ("config", "ports", "sessions", "counters", "slow_rate", "load_gates",
+                 "initiators", "slow_buf"):
+        table = bpf[name.encode()]
+        info = map_info_fd(table.get_fd())
+        assert ct.sizeof(table.Key) == info["key_size"], (name, "key")
+        if info["type"] not in (5, 6, 10):      # per-CPU maps: bcc sizes the per-CPU leaf
+            assert ct.sizeof(table.Leaf) == info["value_size"], (name, "value")
+        else:
+            assert ct.sizeof(table.sLeaf) == info["value_size"], (name, "value")
+        checked += 1
+    assert checked == 8
