@@ -20,6 +20,10 @@ out which kind of message it is).
 
 Only the initiation (148 bytes, mac1 at 116) and the response (92 bytes,
 mac1 at 60) carry mac1; the layout comes from `wgmux.wire`.
+
+The same construction with the label "cookie--" gives the key cookie replies
+are encrypted with (`cookie_key`, whitepaper §5.4.7); `mac` is the keyed
+BLAKE2s-128 both mac1 and mac2 use.  wgmux.cookie builds on them.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from .wire import (
 )
 
 LABEL_MAC1 = b"mac1----"
+LABEL_COOKIE = b"cookie--"
 
 # message size -> offset of mac1 in it (the two kinds that carry one)
 _MAC1_OFFSET_BY_SIZE = {
@@ -80,9 +85,25 @@ def public_key_bytes(public_key: PublicKey) -> bytes:
     return raw
 
 
+def _labelled_key(label: bytes, public_key: bytes) -> bytes:
+    """HASH(label || public_key), HASH = BLAKE2s-256."""
+    return hashlib.blake2s(label + public_key, digest_size=32).digest()
+
+
 @functools.lru_cache(maxsize=4096)
 def _mac1_key_raw(public_key: bytes) -> bytes:
-    return hashlib.blake2s(LABEL_MAC1 + public_key, digest_size=32).digest()
+    return _labelled_key(LABEL_MAC1, public_key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cookie_key_raw(public_key: bytes) -> bytes:
+    return _labelled_key(LABEL_COOKIE, public_key)
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    """MAC(key, data) of the whitepaper: keyed BLAKE2s with a 16-byte
+    output (what mac1, mac2 and the cookie itself are)."""
+    return hashlib.blake2s(bytes(data), digest_size=WG_MAC_SIZE, key=bytes(key)).digest()
 
 
 def mac1_key(public_key: PublicKey) -> bytes:
@@ -90,6 +111,13 @@ def mac1_key(public_key: PublicKey) -> bytes:
     computed with for messages addressed to the owner of `public_key`
     (raw 32 bytes or base64).  Cached."""
     return _mac1_key_raw(public_key_bytes(public_key))
+
+
+def cookie_key(public_key: PublicKey) -> bytes:
+    """BLAKE2s-256("cookie--" || public_key): the 32-byte XChaCha20-Poly1305
+    key of cookie replies sent on behalf of the owner of `public_key` (raw
+    32 bytes or base64).  Cached."""
+    return _cookie_key_raw(public_key_bytes(public_key))
 
 
 def mac1_keys(public_keys: Mapping[Name, PublicKey]) -> dict:
@@ -121,8 +149,7 @@ def compute_mac1(message: bytes, key: bytes) -> bytes:
     """The 16-byte mac1 `message` (initiation or response, prefix stripped)
     must carry for a receiver whose mac1 key is `key` (from `mac1_key`)."""
     off = mac1_offset(message)
-    return hashlib.blake2s(bytes(message[:off]), digest_size=WG_MAC_SIZE,
-                           key=_check_key(bytes(key))).digest()
+    return mac(_check_key(bytes(key)), message[:off])
 
 
 def message_mac1(message: bytes) -> bytes:
@@ -138,8 +165,7 @@ def verify_mac1(message: bytes, key: bytes) -> bool:
     off = _MAC1_OFFSET_BY_SIZE.get(len(message))
     if off is None:
         return False
-    expected = hashlib.blake2s(bytes(message[:off]), digest_size=WG_MAC_SIZE,
-                               key=_check_key(bytes(key))).digest()
+    expected = mac(_check_key(bytes(key)), message[:off])
     return hmac.compare_digest(expected, bytes(message[off:off + WG_MAC_SIZE]))
 
 
@@ -152,7 +178,7 @@ def find_receiver(message: bytes, keys: Mapping[Name, bytes]) -> Optional[Name]:
         return None
     data, carried = bytes(message[:off]), bytes(message[off:off + WG_MAC_SIZE])
     for name, key in keys.items():
-        expected = hashlib.blake2s(data, digest_size=WG_MAC_SIZE, key=_check_key(key)).digest()
+        expected = mac(_check_key(key), data)
         if hmac.compare_digest(expected, carried):
             return name
     return None
