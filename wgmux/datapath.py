@@ -97,6 +97,8 @@ SF_TRANSPORT = 0x1
 # slow_msg.load (bpf/wgmux.c SLOW_LOAD_*): why an initiation reached the
 # slow path while its port was under load
 LOAD_NONE, LOAD_COOKIE, LOAD_MAC2 = 0, 1, 2
+# ev_ counters the daemon counts (bpf/wgmux.c says which)
+USERSPACE_EVENTS = ("ev_half_open_evicted",)
 # Hub addresses per family the datapath holds (WGMUX_MAX_ADDRS)
 MAX_HUB_ADDRS = 8
 
@@ -1137,8 +1139,9 @@ class Datapath:
     # ---- counters ------------------------------------------------------------
     def count(self, name: str, n: int = 1):
         """Add n to a counter the datapath never writes (the sp_ slots of
-        the slow path): read, add on CPU 0's copy, write back."""
-        if not name.startswith("sp_"):
+        the slow path, and USERSPACE_EVENTS): read, add on CPU 0's copy,
+        write back."""
+        if not name.startswith("sp_") and name not in USERSPACE_EVENTS:
             raise ValueError(f"{name}: only sp_ counters are counted from userspace")
         key = self._counters.Key(_COUNTER_SLOT[name])
         leaf = self._counters[key]

@@ -122,6 +122,7 @@ class Gcra:
     (rate 0: unlimited), in the caller's clock (seconds)."""
 
     def __init__(self, rate: float, burst: int):
+        self.limit = (rate, burst)
         self.interval = 1.0 / rate if rate else 0.0
         self.tolerance = self.interval * max(burst - 1, 0)
         self.tat = 0.0
@@ -379,10 +380,10 @@ class SlowPath:
     def _budget(self, port: int) -> Gcra:
         """What `port` may still forward (its InitiationRate/Burst; the
         datapath holds the same numbers)."""
-        rate, burst = self.dp.port_budget()
+        limit = self.dp.port_budget()
         g = self._budgets.get(port)
-        if g is None or g.interval != (1.0 / rate if rate else 0.0):
-            g = self._budgets[port] = Gcra(rate, burst)
+        if g is None or g.limit != limit:
+            g = self._budgets[port] = Gcra(*limit)
         return g
 
     def _open(self, port: int, index: int, dst: Endpoint, src_port: int,

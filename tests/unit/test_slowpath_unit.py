@@ -445,3 +445,120 @@ def test_chain_of_responder_initiated_handshakes_follows_the_initiator(env):
     assert hub.sender.sent[0].dst == ep(E_I3)
     (li,) = env.dp.initiators()
     assert (li.endpoint, li.index) == (ep(E_I3), 0x8001)
+
+
+# ---- under load: cookies on the responder's behalf (issue 10) ------------------
+
+def _consume(reply: bytes, responder_key: str, initiation: bytes) -> bytes:
+    """The initiator's side of a cookie reply: the cookie (what WireGuard
+    does with it, tests/unit/test_cookie.py has the full story)."""
+    from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
+    from wgmux.cookie import cookie_key
+    nonce = reply[wire.WG_COOKIE_OFF_NONCE:wire.WG_COOKIE_OFF_COOKIE]
+    return crypto_aead_xchacha20poly1305_ietf_decrypt(
+        reply[wire.WG_COOKIE_OFF_COOKIE:], initiation[wire.WG_INITIATION_OFF_MAC1:
+                                                      wire.WG_INITIATION_OFF_MAC2],
+        nonce, cookie_key(responder_key))
+
+
+def _with_mac2(initiation: bytes, cookie: bytes) -> bytes:
+    return initiation[:wire.WG_INITIATION_OFF_MAC2] + mac1.mac(
+        cookie, initiation[:wire.WG_INITIATION_OFF_MAC2])
+
+
+def _loaded_hub(env) -> Hub:
+    """A hub whose port P is under load: budget 1/s, used up."""
+    hub = Hub(env)
+    env.dp.set_port_budget(1, 1)
+    hub.one(g.E_I_MOVED, g.hub(g.P), init_for(R_KEY, sender=0x99))
+    hub.sender.sent.clear()
+    return hub
+
+
+def test_under_load_cookie_reply_then_mac2_gets_in(env):
+    hub = _loaded_hub(env)
+    first = init_for(R_KEY)
+    d = hub.one(g.E_I, g.hub(g.P), first)
+    assert d.counter == "sp_cookie_sent", d
+    assert env.dp.session(g.HUB_PORT, g.I_IDX) is None      # nothing opened, nothing sent to R
+    (reply,) = hub.sender.sent
+    assert (reply.src, reply.dst) == (ep(g.hub(g.P)), ep(g.E_I))
+    assert wire.parse_message(reply.payload).__class__.__name__ == "Cookie"
+    cookie = _consume(reply.payload, R_KEY, first)
+
+    # WireGuard retries with a new sender index and the cookie's mac2
+    retry = _with_mac2(init_for(R_KEY, sender=g.I_IDX + 1), cookie)
+    env.dp.set_port_budget(1000, 1000)          # the forward budget has room again
+    env.dp.set_port_budget(1, 1)
+    hub.slow._budgets.clear()
+    d = hub.one(g.E_I, g.hub(g.P), retry)
+    assert d.counter == "sp_reflect_mac2", d
+    assert hub.sender.sent[-1].dst == ep(g.E_R)
+    assert env.dp.session(g.HUB_PORT, g.I_IDX + 1) is not None
+
+
+def test_under_load_mac2_from_another_source_gets_a_cookie_not_in(env):
+    hub = _loaded_hub(env)
+    first = init_for(R_KEY)
+    hub.one(g.E_I, g.hub(g.P), first)
+    cookie = _consume(hub.sender.sent[-1].payload, R_KEY, first)
+    # the same mac2 from a spoofed source (a different port) is no good
+    d = hub.one((g.E_I[0], g.E_I[1] + 1), g.hub(g.P),
+                _with_mac2(init_for(R_KEY, sender=0x4242), cookie))
+    assert d.counter == "sp_cookie_sent", d
+    assert env.dp.session(g.HUB_PORT, 0x4242) is None
+
+
+def test_under_load_bad_mac1_gets_nothing(env):
+    hub = _loaded_hub(env)
+    d = hub.one(g.E_I, g.hub(g.P), init_for(OTHER_KEY))
+    assert d.counter == "sp_drop_mac1"
+    assert hub.sender.sent == []
+
+
+def test_forwards_stay_within_the_port_budget(env):
+    hub = Hub(env)
+    from wgmux.slowpath import Gcra
+    env.dp.set_port_budget(0, 0)                 # the datapath never marks it loaded ...
+    budget = Gcra(1, 2)
+    hub.slow._budget = lambda port: budget
+    got = [hub.one((f"198.51.100.{10 + i}", 4000), g.hub(g.P),
+                   init_for(R_KEY, sender=0x100 + i)).counter for i in range(4)]
+    # ... but the slow path still forwards no more than its budget
+    assert got == ["sp_reflect_initiation"] * 2 + ["sp_drop_port_budget"] * 2, got
+
+
+def test_half_open_space_per_source_and_oldest_first(env, monkeypatch):
+    import wgmux.slowpath as sp
+    hub = Hub(env)
+    env.dp.set_port_budget(0, 0)
+    hub.slow.half_open = sp.HalfOpenSpace(5, 3, hub.slow._still_half_open)
+    got = [hub.one((g.E_I[0], 4000 + i), g.hub(g.P), init_for(R_KEY, sender=0x200 + i)).counter
+           for i in range(4)]
+    assert got == ["sp_reflect_initiation"] * 3 + ["sp_drop_half_open_source"], got
+    before = env.dp.counters()["ev_half_open_evicted"]
+    for i in range(3):     # other sources: the fourth and fifth evict the oldest
+        d = hub.one((f"198.51.100.{50 + i}", 4000), g.hub(g.P), init_for(R_KEY, sender=0x300 + i))
+        assert d.counter == "sp_reflect_initiation"
+    assert env.dp.counters()["ev_half_open_evicted"] - before == 1
+    assert env.dp.session(g.HUB_PORT, 0x200) is None           # the oldest went
+    assert env.dp.session(g.HUB_PORT, 0x201) is not None
+    # an entry the datapath established leaves the half-open books
+    hub.packet(g.E_R, g.hub(g.HUB_PORT), response_for(I_KEY, sender=0x777, receiver=0x201),
+               TC_ACT_REDIRECT)
+    assert not hub.slow._still_half_open((g.HUB_PORT, 0x201))
+
+
+def test_martian_source_never_opens(env):
+    """The datapath drops them first; the slow path's own check is the
+    second line (its messages could come from an older program)."""
+    import ipaddress
+
+    from wgmux.datapath import SlowMessage
+    hub = Hub(env)
+    m = init_for(R_KEY)
+    msg = SlowMessage(ktime=__import__("wgmux.datapath", fromlist=["x"]).monotonic_ns(),
+                      ifindex=1, kind=0, src=Endpoint(ipaddress.ip_address("127.0.0.1"), 4),
+                      dst=ep(g.hub(g.P)), ttl=64, tos=0, ip_id=0, df=False, payload=m)
+    assert hub.slow.handle(msg).counter == "sp_drop_martian"
+    assert env.dp.sessions() == []
