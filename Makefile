@@ -31,6 +31,8 @@ help:
 	@echo "                       guests booting Debian kernels 6.1 and 6.12 (kernel WireGuard; ~30 min)"
 	@echo "make verifier-test     the datapath table on Debian 12's 6.1 kernel in a guest (CI runs it)"
 	@echo "make bench             datapath micro-benchmark (BPF_PROG_TEST_RUN), then end to end on netlab"
+	@echo "make hostile           attacks on a real wgmux serve (tests/hostile/bench.py): outage, amplification,"
+	@echo "                       a 30 s 1,000-source flood's toll on a pair and a new handshake (~3 min)"
 	@echo "make reap              remove what crashed netlab runs left behind"
 	@echo "make install           wgmux in its own venv under PREFIX (/usr/local), launcher,"
 	@echo "                       systemd unit, example /etc/wgmux/config.toml if none (root)"
@@ -70,6 +72,10 @@ demo: setup
 bench: setup-check
 	$(PY) -m wgmux.bench
 	$(PY) -m wgmux.bench --e2e
+
+.PHONY: hostile
+hostile: setup-check
+	$(PY) tests/hostile/bench.py
 
 .PHONY: install uninstall
 install:

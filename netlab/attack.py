@@ -30,7 +30,8 @@
   any NAT or routing decision): packets and IP bytes matching expressions,
   e.g. everything from the hub reaching a victim, or initiations from the
   hub reaching a responder's NAT (`match_initiation`), or packets carrying
-  a marker at a given offset of their UDP payload (`match_marker`).
+  a marker at a given offset of their UDP payload (`match_marker`);
+  `Sampler` reads one every second in the background (`peak_rate`).
 
 The pair probe (loss and RTT percentiles through a tunnel) is
 `netlab.traffic.UdpEcho`.
@@ -576,23 +577,34 @@ def match_initiation() -> str:
     return match_message(wire.MessageType.INITIATION)
 
 
-def sample(observer: Observer, name: str, seconds: float, interval: float = 1.0
-           ) -> List[Tuple[float, Count]]:
-    """Read counter `name` every `interval` for `seconds`: (time, count since
-    the start) per reading, the first at the start.  Paced by a deadline per
-    reading (the pacing of a measurement, not a wait for anything)."""
-    t0 = time.monotonic()
-    start = observer[name]
-    points = [(t0, Count())]
-    while time.monotonic() - t0 < seconds:
-        nxt = t0 + interval * len(points)
-        time.sleep(max(0.0, nxt - time.monotonic()))
-        points.append((time.monotonic(), observer[name] - start))
-    return points
+class Sampler:
+    """Reads counter `name` of `observer` every `interval` seconds from a
+    thread, from start() to stop(): `points` is [(time, total)]."""
+
+    def __init__(self, observer: Observer, name: str, interval: float = 1.0):
+        self.observer, self.name, self.interval = observer, name, interval
+        self.points: List[Tuple[float, Count]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while True:
+            self.points.append((time.monotonic(), self.observer[self.name]))
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> List[Tuple[float, Count]]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.points
 
 
 def peak_rate(points: Sequence[Tuple[float, Count]]) -> float:
-    """The highest packets/s between consecutive readings of `sample`."""
+    """The highest packets/s between consecutive readings of a `Sampler`."""
     rates = [(b.packets - a.packets) / (tb - ta)
              for (ta, a), (tb, b) in zip(points, points[1:]) if tb > ta]
     return max(rates, default=0.0)

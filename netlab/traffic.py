@@ -345,12 +345,16 @@ class UdpEcho(_Flow):
         return self
 
     def wait_answered(self, n: int = 5, after: Optional[float] = None,
-                      timeout: float = 20.0) -> "UdpEcho":
-        """Wait until `n` probes sent after `after` (default now) came back."""
+                      timeout: float = 20.0) -> float:
+        """Wait until `n` probes sent after `after` (default now) came back;
+        returns when the first of them did (monotonic)."""
         t = time.monotonic() if after is None else after
-        wait_for(lambda: len([x for x in self._probe() if x[0] == "E" and float(x[2]) > t]) >= n,
-                 timeout=timeout, what=f"{n} echoes from {self.dst_ip}")
-        return self
+
+        def answered():
+            return [float(x[2]) + float(x[3]) for x in self._probe()
+                    if x[0] == "E" and float(x[2]) > t]
+        return min(wait_for(lambda: (lambda a: a if len(a) >= n else None)(answered()),
+                            timeout=timeout, what=f"{n} echoes from {self.dst_ip}"))
 
     def stats(self, start: float = 0.0, end: Optional[float] = None) -> ProbeStats:
         """Probes sent in [start, end] (monotonic; default: all so far).  A

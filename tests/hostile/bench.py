@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""`make hostile`: each attack of tests/hostile (issue 10) run for a fixed
+time on a real `wgmux serve`, and a table of what it achieved.
+
+The scenarios are the tests' own (scenarios.py), the hub's config the
+tests' (conftest.py).  Each attack gets a fresh lab.  Rows:
+
+- forged transport (live index, counter 0 / random / replayed, spoofed
+  victim source), peer port and HubPort: how long the stolen direction of
+  the pair stopped for one forged packet (watched for --window s; a
+  receiving peer that lost its session answers after WireGuard's 10 s
+  passive keepalive), and the bytes it delivered to the victim per byte
+  sent;
+- martian sources and packets not addressed to the hub: forged packets
+  the hub acted on (reflected, sessions created, sessions moved);
+- a spoofed half-open entry: bytes the attacker got delivered to the
+  victim per byte sent, and what became of the entry;
+- a --flood-seconds flood from 1,000 spoofed sources: the established
+  pair's loss and p99 RTT, a fresh wireguard-go handshake's time, the
+  initiations the responder received per second against the budget, the
+  bytes the hub sent to the spoofed sources per byte of flood, and the
+  daemon's RSS before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for path in (HERE, HERE.parent.parent):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from conftest import (BUDGET, FLOOD_RATE, FLOOD_SECONDS_BENCH, FLOOD_SOURCES,  # noqa: E402
+                      HANDSHAKE_WITHIN, hub_config)
+from netlab import Lab  # noqa: E402
+import scenarios  # noqa: E402
+
+ATTACKS = ("forged", "martians", "not-addressed", "half-open", "flood")
+
+
+def say(msg: str):
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+def forged(rows, extra, args):
+    with Lab() as lab:
+        a = scenarios.arena(lab, extra)
+        for port in (scenarios.PORT, a.hub_port):
+            for f in scenarios.forged_transports(a, port, window=args.window):
+                say(f.describe())
+                rows.append((f"forged transport, {f.where}, {f.kind}",
+                             f"outage {f.outage:.1f} s; victim got {f.victim.bytes} B "
+                             f"for {f.sent_bytes} B sent ({f.victim.bytes / f.sent_bytes:.0f}x)"))
+
+
+def martians(rows, extra, args):
+    with Lab() as lab:
+        a = scenarios.arena(lab, extra)
+        shots, v = scenarios.martian_volley(a)
+        rows.append(volley_row("martian sources (5 x initiation + 2 transports)", shots, v))
+
+
+def not_addressed(rows, extra, args):
+    with Lab() as lab:
+        a = scenarios.arena(lab, extra)
+        shots, v, behind = scenarios.not_addressed_volley(a)
+        label, text = volley_row("not addressed to the hub (initiation + 2 transports)", shots, v)
+        rows.append((label, f"{text}; routed on to the node behind: {behind.packets}"))
+
+
+def volley_row(label, shots, v):
+    forged = [s for s in shots if not s.control]
+    hit = sum(1 for s in forged if v.reflected[s.name].packets)
+    for line in v.leaks(shots):
+        say(line)
+    return (label, f"{hit} of {len(forged)} reflected, {len(v.sessions_created)} sessions "
+                   f"created, {v.roams} roams, {len(v.moved)} endpoints moved")
+
+
+def half_open(rows, extra, args):
+    with Lab() as lab:
+        a = scenarios.arena(lab, extra)
+        r = scenarios.half_open_abuse(a)
+        for line in r.leaks():
+            say(line)
+        for kind, sent in r.sent.items():
+            got = r.victim[kind].bytes
+            rows.append((f"spoofed half-open entry, attacker's {kind}",
+                         f"victim got {got} B for {sent} B sent ({got / sent:.2f} B/B)"))
+        after = r.after or {}
+        rows.append(("spoofed half-open entry, afterwards",
+                     f"{after.get('state', 'gone')}, last_seen {r.extended:.2f} s past creation"))
+
+
+def flood(rows, extra, args):
+    with Lab() as lab:
+        a = scenarios.arena(lab, extra, fresh=True)
+        run = scenarios.flood(a, rate=FLOOD_RATE, seconds=args.flood_seconds,
+                              sources=FLOOD_SOURCES, handshake_timeout=args.flood_seconds)
+        say(run.describe())
+        label = f"{args.flood_seconds:.0f} s flood, {FLOOD_SOURCES} sources"
+        p = run.pair
+        rows += [
+            (f"{label}: reached", str(run.flood)),
+            (f"{label}: established pair", f"loss {p.loss:.2%} ({p.lost}/{p.sent}), p50 "
+             f"{ms(p.p50)}, p99 {ms(p.p99)}, max {ms(p.rtt(100))}"),
+            (f"{label}: fresh handshake", f"{run.handshake_text()} (target "
+             f"{HANDSHAKE_WITHIN:.0f} s)"),
+            (f"{label}: initiations at the responder",
+             f"{run.responder_rate:.0f}/s, peak {run.at_responder_peak:.0f}/s "
+             f"(budget {BUDGET.rate:g}/s, burst {BUDGET.burst})"),
+            (f"{label}: to the spoofed sources", f"{run.victim.bytes} B, "
+             f"{run.amplification:.4f} B per B of flood"),
+            (f"{label}: half-open entries", f"{run.half_open_before} -> {run.half_open_after}"),
+            (f"{label}: daemon RSS", f"{run.rss_before / 1024:.0f} -> "
+             f"{run.rss_after / 1024:.0f} MiB"),
+        ]
+
+
+def ms(seconds):
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="tests/hostile/bench.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--flood-seconds", type=float, default=FLOOD_SECONDS_BENCH)
+    ap.add_argument("--window", type=float, default=12.0,
+                    help="how long each forged packet is watched (default 12 s)")
+    ap.add_argument("attacks", nargs="*", choices=(*ATTACKS, []), metavar="ATTACK",
+                    help=f"some of {', '.join(ATTACKS)} (default: all)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("hostile: needs root (network namespaces, eBPF)", file=sys.stderr)
+        return 1
+    extra = hub_config()
+    say("hub config: " + (extra.replace("\n", ", ") if extra else
+                          f"no initiation budget keys (target {BUDGET.rate:g}/s, burst "
+                          f"{BUDGET.burst})"))
+    runs = {"forged": forged, "martians": martians, "not-addressed": not_addressed,
+            "half-open": half_open, "flood": flood}
+    rows = []
+    t0 = time.monotonic()
+    for name in args.attacks or ATTACKS:
+        say(name)
+        runs[name](rows, extra, args)
+    width = max(len(label) for label, _ in rows)
+    print(f"\n{'attack':<{width}}  result")
+    print(f"{'-' * width}  {'-' * 40}")
+    for label, text in rows:
+        print(f"{label:<{width}}  {text}")
+    print(f"\n({time.monotonic() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The hostile tests (issue 10): attacks on a real `wgmux serve` from an
+attacker node with spoofed sources (netlab.attack, scenarios.py).
+
+The hub's configuration under attack is set here and only here: the
+per-port initiation budget the responder may receive (InitiationRate /
+InitiationBurst in [Interface]).  Until wgmux's config knows those keys the
+hub runs without them and the figures below are what the tests hold it to.
+"""
+
+import fcntl
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))      # scenarios.py, by plain name
+
+from wgmux import config as wgconfig   # noqa: E402
+
+
+# ---- the hub under attack: the one place to adjust ----------------------------
+
+@dataclass(frozen=True)
+class Budget:
+    """Initiations per second each peer port forwards to its responder, and
+    how many at once."""
+
+    rate: float
+    burst: int
+
+    def allows(self, seconds: float) -> float:
+        """The most initiations a responder may receive in `seconds`."""
+        return self.rate * seconds + self.burst
+
+    def config_lines(self) -> str:
+        return f"InitiationRate = {self.rate:g}\nInitiationBurst = {self.burst}"
+
+
+BUDGET = Budget(rate=float(getattr(wgconfig, "INITIATION_RATE", 20.0)),
+                burst=int(getattr(wgconfig, "INITIATION_BURST", 40)))
+
+# Flood sizes: the test's and `make hostile`'s (bench.py).
+FLOOD_RATE = 150_000            # frames/s; the tests require >= 100 kpps reached
+FLOOD_SOURCES = 1000
+FLOOD_SECONDS_TEST = 10.0
+FLOOD_SECONDS_BENCH = 30.0
+HANDSHAKE_WITHIN = 7.0          # a fresh wireguard-go handshake during a flood, seconds
+HANDSHAKE_WAIT = 10.0           # how long the tests watch for it (the figure, if later)
+
+
+def hub_config(budget: Budget = BUDGET) -> str:
+    """[Interface] lines for the hub: the budget, when the config knows its keys."""
+    lines = budget.config_lines()
+    try:
+        wgconfig.parse('[Interface]\nDevice = "wg0"\nHubPort = 51820\nInterface = "eth0"\n'
+                       + lines + "\n")
+    except wgconfig.ConfigError as e:
+        if "unknown key" in str(e):
+            return ""
+        raise
+    return lines
+
+
+# ---- fixtures -------------------------------------------------------------------
+
+@pytest.fixture
+def budget() -> Budget:
+    return BUDGET
+
+
+@pytest.fixture
+def extra_config() -> str:
+    return hub_config()
+
+
+@pytest.fixture
+def flood_lock():
+    """One flood at a time on this machine: a flood takes a core, and two
+    at once on two cores would measure each other."""
+    path = Path("/run/netlab/hostile-flood.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -1,0 +1,40 @@
+"""A flood of valid-mac1 initiations from 1,000 spoofed sources at >= 100
+kpps (issue 10; `make hostile` runs it for 30 s, this for a few seconds):
+the established pair keeps going (loss < 1 %, p99 RTT < 50 ms), a fresh
+wireguard-go initiator completes its handshake within HANDSHAKE_WITHIN
+seconds, and the responder receives no more initiations than the port's
+budget allows (counted at its NAT's WAN, from the hub).
+"""
+
+import pytest
+
+from conftest import (FLOOD_RATE, FLOOD_SECONDS_TEST, FLOOD_SOURCES, HANDSHAKE_WAIT,
+                      HANDSHAKE_WITHIN)
+from scenarios import arena, flood
+
+pytestmark = pytest.mark.netlab
+
+MIN_RATE = 100_000          # what the flood must reach for the figures to count
+MAX_LOSS = 0.01
+MAX_P99 = 0.050
+
+
+def test_flood_of_valid_initiations(lab, extra_config, budget, flood_lock):
+    a = arena(lab, extra_config, fresh=True)
+    run = flood(a, rate=FLOOD_RATE, seconds=FLOOD_SECONDS_TEST, sources=FLOOD_SOURCES,
+                handshake_timeout=HANDSHAKE_WAIT)
+    print(run.describe())
+    assert run.flood.rate >= MIN_RATE, f"the flood reached only {run.flood}: figures void"
+    problems = [p for p in (run.loss_problem(MAX_LOSS), run.handshake_problem(HANDSHAKE_WITHIN))
+                if p]
+    if run.pair.p99 is None or run.pair.p99 >= MAX_P99:
+        problems.append("the established pair's p99 RTT was "
+                        + ("-" if run.pair.p99 is None else f"{run.pair.p99 * 1000:.0f} ms")
+                        + f" (under {MAX_P99 * 1000:.0f} ms)")
+    allowed = budget.allows(run.flood.seconds)
+    if run.at_responder.packets > allowed:
+        problems.append(f"the responder received {run.at_responder.packets} initiations in "
+                        f"{run.flood.seconds:.1f} s ({run.responder_rate:.0f}/s, peak "
+                        f"{run.at_responder_peak:.0f}/s); the budget allows {allowed:.0f} "
+                        f"({budget.rate:g}/s, burst {budget.burst})")
+    assert not problems, run.describe() + "\n  " + "\n  ".join(problems)
