@@ -170,16 +170,21 @@ def test_flood_is_shed_and_the_pair_still_works(lab, limit):
     def all_counted():
         c = counters(hub)
         n = sum(c[k] - before[k] for k in ("slow_initiation", "drop_rate_limited",
-                                           "drop_slow_full"))
+                                           "drop_slow_full", "slow_under_load",
+                                           "drop_under_load"))
         return c if n == sent else None
 
     c = wait_for(all_counted, timeout=10, what="every flood packet counted")
     shed = c["drop_rate_limited"] - before["drop_rate_limited"]
-    queued = c["slow_initiation"] - before["slow_initiation"]
+    queued = sum(c[k] - before[k] for k in ("slow_initiation", "slow_under_load"))
     if limit == "off":
         assert shed == 0 and queued > 0, (shed, queued)
     else:
         assert shed > sent / 2, (shed, queued)
+    # past the port's initiation budget (InitiationRate) the port is under
+    # load: one cookie request per source and second, the rest shed
+    assert c["ev_port_over_budget"] > before["ev_port_over_budget"]
+    assert c["drop_under_load"] > before["drop_under_load"]
     # what reached the daemon is all judged, and none of it is reflected
     wait_for(lambda: counters(hub)["sp_drop_mac1"] - before["sp_drop_mac1"] == queued,
              timeout=10, what="the slow path to judge every queued initiation")
