@@ -1088,10 +1088,9 @@ static __always_inline int port_under_load(struct wgmux_config *cfg, struct resp
 
 /* An initiation to a port under load: WireGuard's cookie mechanism, with
  * the hub answering for the responder (docs/spec.md §9).  Without a mac2
- * the sender may ask for a cookie reply (SLOW_LOAD_COOKIE), once per
- * source and WGMUX_GATE_NS and within the port's cookie budget; with one,
- * it may present it (SLOW_LOAD_MAC2) once per source and WGMUX_GATE_NS, and
- * the slow path checks it.  Spoofed sources never see their cookie, so
+ * the sender may ask for a cookie reply (SLOW_LOAD_COOKIE); with one, it
+ * may present it (SLOW_LOAD_MAC2) and the slow path checks it: each once
+ * per source and WGMUX_GATE_NS, both within the port's cookie budget.  Spoofed sources never see their cookie, so
  * their mac2 never checks out.  -1: shed. */
 static __always_inline int load_admit(struct wgmux_config *cfg, struct responder *r, void *l3,
 				      void *msg, void *data_end, __u64 now, const int v6)
@@ -1113,8 +1112,9 @@ static __always_inline int load_admit(struct wgmux_config *cfg, struct responder
 	__u64 *at = has_mac2 ? &g->mac2_at : &g->cookie_at;
 	if (*at && now - *at < WGMUX_GATE_NS)
 		return -1;
-	if (!has_mac2 &&
-	    !gcra(&r->cookie_tat, cfg->cookie_interval_ns, cfg->cookie_tolerance_ns, now))
+	/* Both kinds count against the port's budget for work under load:
+	 * a random mac2 costs the slow path as much as a cookie request. */
+	if (!gcra(&r->cookie_tat, cfg->cookie_interval_ns, cfg->cookie_tolerance_ns, now))
 		return -1;
 	*at = now;
 	return has_mac2 ? SLOW_LOAD_MAC2 : SLOW_LOAD_COOKIE;
