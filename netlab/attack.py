@@ -61,6 +61,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -282,7 +283,9 @@ def build_frames(node: Node, dst: Endpoint, sources: Sequence[str],
 # paced to the target rate per batch.  Prints "ready", then "P <sent> <t>"
 # every 0.5 s, and finally "DONE <json>".
 _FLOODER = r"""
-import ctypes, errno, json, socket, struct, sys, time
+import ctypes, errno, json, signal, socket, struct, sys, time
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
 ifname, path = sys.argv[1], sys.argv[2]
 rate, duration, limit, batch = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 data = open(path, "rb").read()
@@ -330,7 +333,7 @@ ip_bytes = 0
 t0 = last = time.monotonic()
 while True:
     now = time.monotonic()
-    if now - t0 >= duration or sent >= limit:
+    if now - t0 >= duration or sent >= limit or stopping:
         break
     if now - last >= 0.5:
         print("P", sent, now, flush=True)
@@ -407,7 +410,8 @@ class Flooder:
             raise RuntimeError(f"flooder on {self.node.name} did not start: {first!r} "
                                f"{self._proc.stderr.read().strip()}")
         self.started = time.monotonic()
-        threading.Thread(target=self._collect, daemon=True).start()
+        self._collector = threading.Thread(target=self._collect, daemon=True)
+        self._collector.start()
         return self
 
     def _collect(self):
@@ -434,29 +438,30 @@ class Flooder:
         except subprocess.TimeoutExpired:
             raise TimeoutError(f"flooder on {self.node.name} still running after "
                                f"{timeout:.0f}s") from None
-
-        def done():
-            with self._lock:
-                return next((ln for ln in self._lines if ln.startswith("DONE ")), None)
-        try:
-            line = wait_for(done, timeout=5, what="the flooder's report")
-        except TimeoutError:
-            raise RuntimeError(f"flooder on {self.node.name} exited {self._proc.returncode}: "
-                               f"{self._proc.stderr.read().strip()}") from None
+        self._collector.join(5)           # to the end of its output
+        with self._lock:
+            line = next((ln for ln in self._lines if ln.startswith("DONE ")), None)
+        if line is None:
+            raise RuntimeError(f"flooder on {self.node.name} exited {self._proc.returncode} "
+                               f"without a report")
         r = json.loads(line.split(" ", 1)[1])
         self._result = FloodResult(r["sent"], r["seconds"], r["errors"], r["ip_bytes"])
         return self._result
 
     def stop(self) -> Optional[FloodResult]:
-        """Stop it now (if still running); the result if it had finished."""
+        """Stop it now if still running (SIGTERM: it reports what it sent);
+        its result, None if it had none to give."""
         if self._proc is None:
             return None
         if self._proc.poll() is None:
-            stop_process(self._proc)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
+        try:
+            return self.wait(timeout=5)
+        except (TimeoutError, RuntimeError):
             return None
-        with contextlib.suppress(Exception):
-            return self.wait(timeout=1)
-        return None
+        finally:
+            stop_process(self._proc)      # SIGKILL if it did not go; streams closed
 
     def __enter__(self) -> "Flooder":
         return self.start()

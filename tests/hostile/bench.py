@@ -15,6 +15,8 @@ tests' (conftest.py).  Each attack gets a fresh lab.  Rows:
   the hub acted on (reflected, sessions created, sessions moved);
 - a spoofed half-open entry: bytes the attacker got delivered to the
   victim per byte sent, and what became of the entry;
+- the half-open space filled by a slower flood of fresh indices, then the
+  flood proper: a fresh handshake's time and the established pair;
 - a --flood-seconds flood from 1,000 spoofed sources: the established
   pair's loss and p99 RTT, a fresh wireguard-go handshake's time, the
   initiations the responder received per second against the budget, the
@@ -35,12 +37,12 @@ for path in (HERE, HERE.parent.parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from conftest import (BUDGET, FLOOD_RATE, FLOOD_SECONDS_BENCH, FLOOD_SOURCES,  # noqa: E402
-                      HANDSHAKE_WITHIN, hub_config)
+from conftest import (BUDGET, FILL_SECONDS, FLOOD_RATE, FLOOD_SECONDS_BENCH,  # noqa: E402
+                      FLOOD_SOURCES, HANDSHAKE_WAIT, HANDSHAKE_WITHIN, hub_config)
 from netlab import Lab  # noqa: E402
 import scenarios  # noqa: E402
 
-ATTACKS = ("forged", "martians", "not-addressed", "half-open", "flood")
+ATTACKS = ("forged", "martians", "not-addressed", "half-open", "half-open-full", "flood")
 
 
 def say(msg: str):
@@ -97,6 +99,23 @@ def half_open(rows, extra, args):
                      f"{after.get('state', 'gone')}, last_seen {r.extended:.2f} s past creation"))
 
 
+def half_open_full(rows, extra, args):
+    with Lab() as lab:
+        a = scenarios.arena(lab, extra, fresh=True)
+        run = scenarios.flood(a, rate=FLOOD_RATE, seconds=HANDSHAKE_WAIT,
+                              sources=FLOOD_SOURCES, handshake_timeout=HANDSHAKE_WAIT,
+                              fill=FILL_SECONDS)
+        say(run.describe())
+        label = "half-open space filled, then flood"
+        rows += [
+            (f"{label}: fill", f"{run.fill}; the responder got {run.filled.packets} "
+             f"initiations, {run.half_open_after} half-open entries"),
+            (f"{label}: fresh handshake", f"{run.handshake_text()} (target "
+             f"{HANDSHAKE_WITHIN:.0f} s)"),
+            (f"{label}: established pair", probe_text(run.pair)),
+        ]
+
+
 def flood(rows, extra, args):
     with Lab() as lab:
         a = scenarios.arena(lab, extra, fresh=True)
@@ -104,11 +123,9 @@ def flood(rows, extra, args):
                               sources=FLOOD_SOURCES, handshake_timeout=args.flood_seconds)
         say(run.describe())
         label = f"{args.flood_seconds:.0f} s flood, {FLOOD_SOURCES} sources"
-        p = run.pair
         rows += [
             (f"{label}: reached", str(run.flood)),
-            (f"{label}: established pair", f"loss {p.loss:.2%} ({p.lost}/{p.sent}), p50 "
-             f"{ms(p.p50)}, p99 {ms(p.p99)}, max {ms(p.rtt(100))}"),
+            (f"{label}: established pair", probe_text(run.pair)),
             (f"{label}: fresh handshake", f"{run.handshake_text()} (target "
              f"{HANDSHAKE_WITHIN:.0f} s)"),
             (f"{label}: initiations at the responder",
@@ -120,6 +137,11 @@ def flood(rows, extra, args):
             (f"{label}: daemon RSS", f"{run.rss_before / 1024:.0f} -> "
              f"{run.rss_after / 1024:.0f} MiB"),
         ]
+
+
+def probe_text(p):
+    return (f"loss {p.loss:.2%} ({p.lost}/{p.sent}), p50 {ms(p.p50)}, p99 {ms(p.p99)}, "
+            f"max {ms(p.rtt(100))}")
 
 
 def ms(seconds):
@@ -143,7 +165,7 @@ def main(argv=None) -> int:
                           f"no initiation budget keys (target {BUDGET.rate:g}/s, burst "
                           f"{BUDGET.burst})"))
     runs = {"forged": forged, "martians": martians, "not-addressed": not_addressed,
-            "half-open": half_open, "flood": flood}
+            "half-open": half_open, "half-open-full": half_open_full, "flood": flood}
     rows = []
     t0 = time.monotonic()
     for name in args.attacks or ATTACKS:

@@ -50,6 +50,7 @@ FLOOD_SECONDS_TEST = 10.0
 FLOOD_SECONDS_BENCH = 30.0
 HANDSHAKE_WITHIN = 7.0          # a fresh wireguard-go handshake during a flood, seconds
 HANDSHAKE_WAIT = 10.0           # how long the tests watch for it (the figure, if later)
+FILL_SECONDS = 20.0             # at most, to fill the half-open space before a handshake
 
 
 def hub_config(budget: Budget = BUDGET) -> str:

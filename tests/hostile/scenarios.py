@@ -39,6 +39,7 @@ from wgmux.netlab_hub import WgmuxHub
 PORT = 51821
 ECHO_PORT, FRESH_ECHO_PORT, FLOW_PORT = 7007, 7008, 7009
 VICTIM_PORT = 4444
+HALF_OPEN_SPACE = 65536 - 2    # session entries (docs/spec.md §2) less the pair's two
 MARTIANS = ("0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255", "240.0.0.1")
 U64 = (1 << 64) - 1
 
@@ -476,7 +477,8 @@ class FloodRun:
     rss_after: int
     half_open_before: int = 0              # half-open entries in show
     half_open_after: int = 0
-    fill_seconds: float = 0.0              # how long the flood ran before the fresh handshake
+    fill: Optional[FloodResult] = None     # the fill phase, if any
+    filled: Count = Count()                # initiations the responder got during it
 
     @property
     def amplification(self) -> float:
@@ -505,7 +507,9 @@ class FloodRun:
                 f"({self.pair.loss:.1%}, at most {at_most:.0%})")
 
     def describe(self) -> str:
-        return (f"flood: {self.flood} from {self.sources} sources; established pair: "
+        fill = (f"fill phase: {self.fill}, {self.filled.packets} initiations at the responder; "
+                if self.fill else "")
+        return (fill + f"flood: {self.flood} from {self.sources} sources; established pair: "
                 f"{self.pair}; fresh handshake: {self.handshake_text()}; the responder got "
                 f"{self.at_responder.packets} initiations ({self.responder_rate:.0f}/s, peak "
                 f"{self.at_responder_peak:.0f}/s); the victim got {mib(self.victim.bytes)} "
@@ -515,21 +519,30 @@ class FloodRun:
 
 
 def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int = 1000,
-          fill: float = 0.0, handshake_timeout: float = 10.0, frames: int = 16384) -> FloodRun:
+          handshake_timeout: float = 10.0, frames: int = 16384, fill: float = 0.0,
+          fill_rate: float = 6000, fill_until: int = HALF_OPEN_SPACE) -> FloodRun:
     """Flood hub:PORT with valid-mac1 initiations for the responder from
-    `sources` spoofed addresses at `rate` for `seconds` (after `fill`
-    seconds of it: time for the flood to fill what it can), while the
-    established pair is probed (100 pps each way) and, `fill` seconds in, a
-    fresh initiator (the arena needs `fresh`) starts its first handshake:
-    how long until its first round trip."""
+    `sources` spoofed addresses at `rate` for `seconds`, while the
+    established pair is probed (100 pps each way) and, as the flood starts,
+    a fresh initiator (the arena needs `fresh`) starts its first handshake:
+    how long until its first round trip.
+
+    With `fill`, a fill phase comes first: up to `fill` seconds at
+    `fill_rate` (about what the slow path keeps up with), every frame with
+    a new sender index so that each one the hub takes opens a half-open
+    entry, until the responder has received `fill_until` of them (the
+    half-open space is full)."""
     assert a.fresh is not None, "the flood needs an arena with a fresh initiator"
     r, hs = a.responder, None
     status = a.hub.show()
     pid = status["pid"]
     half_before = sum(1 for x in status["sessions"] if x["state"] == "half-open")
     rss_before = rss_kib(pid)
-    packets = build_frames(a.hostile.atk, (a.hub_ip, PORT), a.hostile.sources(sources),
+    spoofed = a.hostile.sources(sources)
+    packets = build_frames(a.hostile.atk, (a.hub_ip, PORT), spoofed,
                            initiations(r.wg.public_key), frames)
+    filling = fill and build_frames(a.hostile.atk, (a.hub_ip, PORT), spoofed,
+                                    initiations(r.wg.public_key), int(fill * fill_rate) + 1)
     at_r = Observer(r.site.router, {"init": match_udp(src=a.hub_ip, iifname="wan") + " "
                                     + match_initiation()}).start()
     victim = Observer(a.hostile.victim, {"from_hub": match_udp(src=a.hub_ip)}).start()
@@ -540,14 +553,22 @@ def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int =
     probe.wait_answered(20)
     counters_before = status["counters"]
     marks = (at_r.read(), victim.read())
-    flooder = Flooder(a.hostile.atk, packets, rate=rate, duration=fill + seconds).start()
-    a.topo.lab.on_close(flooder.stop)
     sampler = Sampler(at_r, "init").start()
-    t0 = flooder.started
+    filled, fill_result = Count(), None
+    t0 = time.monotonic()
     try:
-        if fill:
-            wait_for(lambda: time.monotonic() >= t0 + fill or not flooder.running(),
-                     timeout=fill + 5, what="the end of the fill phase")
+        if filling:
+            filler = Flooder(a.hostile.atk, filling, rate=fill_rate, duration=fill).start()
+            a.topo.lab.on_close(filler.stop)
+            wait_for(lambda: not filler.running()
+                     or at_r.since(marks[0])["init"].packets >= fill_until,
+                     timeout=fill + 10, what="the fill phase to end")
+            filler.stop()
+            fill_result = filler.wait(timeout=5)
+            filled = at_r.since(marks[0])["init"]
+        main_mark = at_r.read()
+        flooder = Flooder(a.hostile.atk, packets, rate=rate, duration=seconds).start()
+        a.topo.lab.on_close(flooder.stop)
         t_hs = time.monotonic()
         fresh.start()
         try:
@@ -557,7 +578,6 @@ def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int =
         result = flooder.wait()
         t1 = time.monotonic()
     finally:
-        flooder.stop()
         fresh.stop()
         sampler.stop()
     status = a.hub.show()
@@ -569,8 +589,7 @@ def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int =
     counters = {k: v - counters_before.get(k, 0) for k, v in status["counters"].items()
                 if v != counters_before.get(k, 0)}
     return FloodRun(result, sources, pair, hs, handshake_timeout,
-                    at_r.since(marks[0])["init"], peak_rate(sampler.points),
+                    at_r.since(main_mark)["init"], peak_rate(sampler.points),
                     victim.since(marks[1])["from_hub"], counters, rss_before, rss_kib(pid),
                     half_before, sum(1 for x in status["sessions"] if x["state"] == "half-open"),
-                    fill)
-
+                    fill_result, filled)

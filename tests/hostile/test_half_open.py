@@ -13,13 +13,12 @@
 
 import pytest
 
-from conftest import FLOOD_RATE, FLOOD_SOURCES, HANDSHAKE_WAIT, HANDSHAKE_WITHIN
+from conftest import (FILL_SECONDS, FLOOD_RATE, FLOOD_SOURCES, HANDSHAKE_WAIT,
+                      HANDSHAKE_WITHIN)
 from scenarios import arena, flood, half_open_abuse
 from netlab.traffic import ping
 
 pytestmark = pytest.mark.netlab
-
-FILL_SECONDS = 12.0      # the flood's head start before the new handshake
 
 
 def test_attacker_cannot_use_a_spoofed_half_open_entry(lab, extra_config):
@@ -38,7 +37,7 @@ def test_attacker_cannot_use_a_spoofed_half_open_entry(lab, extra_config):
 def test_full_half_open_space_keeps_new_handshakes_and_the_pair(lab, extra_config, flood_lock):
     a = arena(lab, extra_config, fresh=True)
     run = flood(a, rate=FLOOD_RATE, seconds=HANDSHAKE_WAIT, sources=FLOOD_SOURCES,
-                fill=FILL_SECONDS, handshake_timeout=HANDSHAKE_WAIT, frames=65536)
+                fill=FILL_SECONDS, handshake_timeout=HANDSHAKE_WAIT)
     print(run.describe())
     problems = [p for p in (run.handshake_problem(HANDSHAKE_WITHIN), run.loss_problem(0.0)) if p]
     if run.handshake_problem(HANDSHAKE_WITHIN):
