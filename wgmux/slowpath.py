@@ -456,6 +456,13 @@ class SlowPath:
                 return self._cookie_reply(msg, message, key)
             ok = "sp_reflect_mac2"
         if not self._budget(port).allow(time.monotonic()):
+            # The port has forwarded its budget: busy, as a responder under
+            # load would say, with a cookie, so that the initiator's next
+            # try carries a mac2 (the datapath marks the port under load
+            # within the same burst).  One that already does waits.
+            if ok == "sp_reflect_initiation" and not self.cookies.mac2_valid(
+                    message, msg.src.ip, msg.src.port):
+                return self._cookie_reply(msg, message, key)
             return Decision("sp_drop_port_budget")
         (sender,) = struct.unpack_from("<I", message, wire.WG_INITIATION_OFF_SENDER)
         why, created = self._open(hub_port, sender, msg.src, port, r.endpoint, msg.src)
