@@ -538,30 +538,35 @@ class Datapath:
         `burst` at once.  rate 0: no limit.  Beyond it the datapath sheds
         them, counted (drop_rate_limited, pass_hub_rate_limited,
         ev_slow_response_rate_limited)."""
+        self._set_limit("slow", rate, burst)
+
+    def _set_limit(self, name: str, rate: float, burst: int):
+        """config.<name>_interval_ns / _tolerance_ns for `rate`, `burst`."""
         key = self._config.Key(0)
         cfg = self._config[key]
-        cfg.slow_interval_ns, cfg.slow_tolerance_ns = _gcra(rate, burst)
+        interval, tolerance = _gcra(rate, burst)
+        setattr(cfg, f"{name}_interval_ns", interval)
+        setattr(cfg, f"{name}_tolerance_ns", tolerance)
         self._config[key] = cfg
+
+    def _limit(self, name: str) -> Tuple[float, int]:
+        cfg = self._config[self._config.Key(0)]
+        return _rate_of(getattr(cfg, f"{name}_interval_ns"), getattr(cfg, f"{name}_tolerance_ns"))
 
     def slow_rate(self) -> Tuple[float, int]:
         """(rate per second, burst) as configured; (0, 0): no limit."""
-        cfg = self._config[self._config.Key(0)]
-        return _rate_of(cfg.slow_interval_ns, cfg.slow_tolerance_ns)
+        return self._limit("slow")
 
     def set_port_budget(self, rate: float, burst: int = 1):
         """The initiations each peer port takes per second (`rate`, `burst`
         at once) before it is under load: then initiations without mac2
         get cookie replies from the slow path, and only those with a valid
         mac2 are forwarded (docs/spec.md §9).  rate 0: never under load."""
-        key = self._config.Key(0)
-        cfg = self._config[key]
-        cfg.port_interval_ns, cfg.port_tolerance_ns = _gcra(rate, burst)
-        self._config[key] = cfg
+        self._set_limit("port", rate, burst)
 
     def port_budget(self) -> Tuple[float, int]:
         """(rate per second, burst); (0, 0): no budget."""
-        cfg = self._config[self._config.Key(0)]
-        return _rate_of(cfg.port_interval_ns, cfg.port_tolerance_ns)
+        return self._limit("port")
 
     def set_hub_addresses(self, addresses) -> List[IPAddress]:
         """The hub's own addresses on Interface: the datapath reflects only
