@@ -162,7 +162,7 @@ class Forgery:
     sent_bytes: int             # IP bytes the attacker sent
     victim: Count               # what reached the victim from the hub in the window
     roams: int                  # ev_roam
-    moved_to: Optional[str]     # the session endpoint the forgery put in place, if any
+    moved_to: Optional[str]     # the endpoint the forgery put in the session, if any
     outage: float               # longest time without arrival of the hijackable flow
     window: float
     flow: str                   # which direction the forgery could steal
@@ -217,14 +217,16 @@ def forged_transports(a: Arena, port: int, window: float = 2.0, restore: bool = 
             before, mark, endpoint = a.counters(), victim.read(), a.session()[side]
             t = time.monotonic()
             sent = spoof(a.hostile.atk, src, (a.hub_ip, port), payload)
-            time.sleep(window)          # the measurement: what the forgery did in `window`
+            a.barrier()
+            moved = a.session()[side]   # where the session is once the hub handled it
+            time.sleep(max(0.0, t + window - time.monotonic()))   # the measurement window
             end = time.monotonic()
             got = victim.since(mark)["from_hub"]
             roams = a.counters()["ev_roam"] - before["ev_roam"]
             now = a.session()[side]
             gap, _ = flow.largest_gap(t, end)
             results.append(Forgery(where, kind, counter_of(payload), sent, got, roams,
-                                   now if now != endpoint else None, gap, end - t,
+                                   moved if moved != endpoint else None, gap, end - t,
                                    f"{talker.name}->{silent.name}"))
             if restore and (roams or now != endpoint or gap > 0.5):
                 assert ping(silent.node, talker.overlay_ip, count=1, timeout=2)
@@ -580,7 +582,10 @@ def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int =
     finally:
         fresh.stop()
         sampler.stop()
-    status = a.hub.show()
+    # with the session table full the reply is ~18 MB, and a busy daemon
+    # may cut it short (wgmux show then fails): asked again until whole
+    status = wait_for(lambda: a.hub.show(check=False), timeout=60, interval=1,
+                      what="a whole `wgmux show` after the flood")
     # a probe is lost when its echo has not come back `grace` seconds after it left
     wait_for(lambda: time.monotonic() > t1 + probe.grace, timeout=probe.grace + 1,
              what="the last probes' grace period")
