@@ -111,7 +111,7 @@ def half_open_full(rows, extra, args):
             (f"{label}: fill", f"{run.fill}; the responder got {run.filled.packets} "
              f"initiations, {run.half_open_after} half-open entries"),
             (f"{label}: fresh handshake", f"{run.handshake_text()} (target "
-             f"{HANDSHAKE_WITHIN:.0f} s)"),
+             f"{HANDSHAKE_WITHIN:.0f} s); {run.timeline_text()}"),
             (f"{label}: established pair", probe_text(run.pair)),
         ]
 
@@ -127,7 +127,7 @@ def flood(rows, extra, args):
             (f"{label}: reached", str(run.flood)),
             (f"{label}: established pair", probe_text(run.pair)),
             (f"{label}: fresh handshake", f"{run.handshake_text()} (target "
-             f"{HANDSHAKE_WITHIN:.0f} s)"),
+             f"{HANDSHAKE_WITHIN:.0f} s); {run.timeline_text()}"),
             (f"{label}: initiations at the responder",
              f"{run.responder_rate:.0f}/s, peak {run.at_responder_peak:.0f}/s "
              f"(budget {BUDGET.rate:g}/s, burst {BUDGET.burst})"),

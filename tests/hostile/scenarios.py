@@ -481,6 +481,7 @@ class FloodRun:
     half_open_after: int = 0
     fill: Optional[FloodResult] = None     # the fill phase, if any
     filled: Count = Count()                # initiations the responder got during it
+    fresh_timeline: List[Tuple[float, str]] = field(default_factory=list)   # its handshake
 
     @property
     def amplification(self) -> float:
@@ -499,7 +500,11 @@ class FloodRun:
         if self.handshake is not None and self.handshake <= within:
             return None
         return (f"a fresh wireguard-go handshake during the flood: {self.handshake_text()} "
-                f"(at most {within:.0f} s)")
+                f"(at most {within:.0f} s); {self.timeline_text()}")
+
+    def timeline_text(self) -> str:
+        return "its handshake messages at its NAT: " + (", ".join(
+            f"+{t:.1f} s {what}" for t, what in self.fresh_timeline) or "none")
 
     def loss_problem(self, at_most: float) -> Optional[str]:
         """Why the established pair's loss is above `at_most`, or None."""
@@ -571,12 +576,15 @@ def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int =
         main_mark = at_r.read()
         flooder = Flooder(a.hostile.atk, packets, rate=rate, duration=seconds).start()
         a.topo.lab.on_close(flooder.stop)
+        handshake = Capture(a.fresh.site.router, "wan",
+                            f"udp and host {a.hub_ip} and port {PORT}").start()
         t_hs = time.monotonic()
         fresh.start()
         try:
             hs = fresh.wait_answered(1, after=t_hs, timeout=handshake_timeout) - t_hs
         except TimeoutError:
             pass
+        timeline = handshake_messages(handshake.stop(), t_hs)
         result = flooder.wait()
         t1 = time.monotonic()
     finally:
@@ -597,4 +605,20 @@ def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int =
                     at_r.since(main_mark)["init"], peak_rate(sampler.points),
                     victim.since(marks[1])["from_hub"], counters, rss_before, rss_kib(pid),
                     half_before, sum(1 for x in status["sessions"] if x["state"] == "half-open"),
-                    fill_result, filled)
+                    fill_result, filled, timeline)
+
+
+def handshake_messages(packets, since: float) -> List[Tuple[float, str]]:
+    """(seconds after `since`, what) for the handshake messages among
+    captured packets (capture times are CLOCK_REALTIME: converted)."""
+    offset = time.time() - time.monotonic()
+    out = []
+    for p in packets:
+        m = wire.parse_message(p.payload)
+        if m is None or m.kind is wire.MessageType.TRANSPORT:
+            continue
+        what = m.kind.name.lower()
+        if m.kind is wire.MessageType.INITIATION:
+            what += " with mac2" if any(m.mac2) else ""
+        out.append((p.time - offset - since, what))
+    return out
