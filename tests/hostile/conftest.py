@@ -82,7 +82,7 @@ def extra_config() -> str:
 def flood_lock():
     """One flood at a time on this machine: a flood takes a core, and two
     at once on two cores would measure each other."""
-    path = Path("/run/netlab/hostile-flood.lock")
+    path = Path("/run/lock/netlab-hostile-flood")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     try:

@@ -41,7 +41,6 @@ ECHO_PORT, FRESH_ECHO_PORT, FLOW_PORT = 7007, 7008, 7009
 VICTIM_PORT = 4444
 HALF_OPEN_SPACE = 65536 - 2    # session entries (docs/spec.md §2) less the pair's two
 MARTIANS = ("0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255", "240.0.0.1")
-U64 = (1 << 64) - 1
 
 
 # ---- the arena ----------------------------------------------------------------
@@ -93,9 +92,13 @@ class Arena:
         source, comes back to the victim as an ICMP error."""
         self._barriers += 1
         src = self.victim_source(60000 + self._barriers)
-        with Observer(self.hostile.victim, {"icmp": f"ip daddr {src[0]} meta l4proto icmp"}) as seen:
+        seen = Observer(self.hostile.victim, {"icmp": f"ip daddr {src[0]} meta l4proto icmp"})
+        seen.start()
+        try:
             spoof(self.hostile.atk, src, (self.hub_ip, 9), b"barrier")
             wait_for(lambda: seen["icmp"].packets, timeout=5, what="the barrier's ICMP error")
+        finally:
+            seen.stop()
 
 
 def arena(lab, extra_config: str = "", fresh: bool = False) -> Arena:
@@ -365,10 +368,10 @@ def martian_volley(a: Arena, sources: Sequence[str] = MARTIANS) -> Tuple[List[Sh
 def not_addressed_volley(a: Arena) -> Tuple[List[Shot], Volley, Count]:
     """The hub routes BEHIND_NET to a node behind it; the attacker sends,
     to an address there: a valid-mac1 initiation on the peer port, and
-    transports with the pair's live indices (plausible
-    counters, from a spoofed victim source).  Controls: the same initiation
-    to the hub's own address.  Also returns what the node behind received
-    (the hub routing them on is fine; reflecting them is not)."""
+    transports with the pair's live indices and plausible counters on the
+    peer port and HubPort, all from a spoofed victim source.  Control: the
+    same initiation to the hub's own address.  Also returns what the node
+    behind received (the hub routing them on is fine; reflecting is not)."""
     behind, behind_ip = add_behind_hub(a.topo, a.hostile)
     seen_behind = Observer(behind, {"all": match_udp(dst=behind_ip)}).start()
     counters = live_counters(a)
