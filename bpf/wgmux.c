@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * wgmux datapath: a TC ingress program on the hub's public interface that
- * reflects WireGuard/AmneziaWG packets between two peers (DESIGN.md §3).
+ * reflects WireGuard/AmneziaWG packets between two peers (docs/spec.md §3).
  *
  * Per packet it decides one verdict and counts it under exactly one reason
  * (the X-macro below, which wgmux/datapath.py parses for the names):
@@ -16,7 +16,7 @@
  *     (HubPort, receiver) -> reflect (a response is also copied to the
  *     slow path, which learns the initiator's identity from its mac1);
  *     an initiation is copied to the slow path (a responder-initiated
- *     handshake, DESIGN §4) and passed; everything else is the hub's own
+ *     handshake, docs/spec.md §9) and passed; everything else is the hub's own
  *     WireGuard -> TC_ACT_OK untouched.
  *   - anything else -> TC_ACT_OK untouched.
  *
@@ -456,7 +456,7 @@ static __always_inline __u16 csum_fold(__u32 sum)
 	return (__u16)sum;
 }
 
-/* ---- classification (DESIGN §5) ---------------------------------------- */
+/* ---- classification (docs/spec.md §3, §12) ---------------------------------------- */
 
 static __always_inline __u32 class_size(int cls)
 {
@@ -930,7 +930,7 @@ static __always_inline __u32 insert_session(struct session_key *key, struct sess
 /* Half-open sessions are opened by the daemon once mac1 checks out:
  * (HubPort, I's sender) -> {E_I, from P} for an initiation on P, and
  * (P, R's sender) -> {E_R, from HubPort} for a responder-initiated one on
- * HubPort (DESIGN §3, §4).
+ * HubPort (docs/spec.md §3, §9).
  *
  * Response that matched half-open (key, s): its sender index on the port
  * the initiation came in on now means "to the responder (src), from the
@@ -1176,7 +1176,7 @@ static __always_inline int to_slow_path(struct __sk_buff *skb, struct wgmux_conf
 }
 
 /* An initiation to HubPort: the hub's own handshake, or a responder-
- * initiated one (DESIGN §4) that only mac1 tells apart.  Passed either
+ * initiated one (docs/spec.md §9) that only mac1 tells apart.  Passed either
  * way; the slow path gets a copy and re-sends it if it is the latter. */
 static __always_inline int hub_initiation(struct __sk_buff *skb, struct wgmux_config *cfg,
 					  void *l3, struct udphdr *udp, __u32 plen, const int v6)

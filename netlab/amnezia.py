@@ -38,8 +38,8 @@ all of that true:
   converts each to AmneziaWG and sends it from its own socket on the node's
   public port L -- every packet leaves from L, as from real AWG, so NAT
   mappings and the hub's port semantics are those of a real peer.
-- A datagram from E arriving on L is classified (size + header range, DESIGN
-  §5), junk is dropped, the prefix stripped and the WireGuard type restored;
+- A datagram from E arriving on L is classified (size + header range,
+  docs/spec.md §12), junk is dropped, the prefix stripped and the WireGuard type restored;
   the adapter writes it into the TUN as an IP packet *from E* to L.  So
   WireGuard sees the real remote endpoint, roams to it and answers it;
   `wg show` lists real endpoints and the listen port L.  There is no

@@ -569,7 +569,7 @@ def cases() -> List[Case]:
              setup=lambda env: (with_half_open(env),
                                 env.dp.set_session(P, STRANGER_IDX, E_I_MOVED, HUB_PORT)),
              check=expect_session(HUB_PORT, I_IDX, E_I, P, reverse=None)))
-    # Responder-initiated handshake (DESIGN §4): R's initiation came in on
+    # Responder-initiated handshake (docs/spec.md §9): R's initiation came in on
     # HubPort, the slow path opened (P, R's sender) -> {E_R, from HubPort}
     # and sent it to E_I from P; I's response comes back on P.
     def with_half_open_from_r(env: Env):

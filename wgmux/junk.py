@@ -1,5 +1,5 @@
 """The hub's own AmneziaWG junk, sent toward a responder before a reflected
-initiation (DESIGN §5, issue 5 "optional but valued").
+initiation (docs/spec.md §12).
 
 An AmneziaWG initiator sends Jc junk datagrams (random bytes, sizes in
 [Jmin, Jmax)) just before each initiation.  The hub never reflects junk (it

@@ -8,11 +8,11 @@ with HASH = BLAKE2s-256, MAC = keyed BLAKE2s-128 and LABEL_MAC1 =
 "mac1----".  S_pub_receiver is the static *public* key of the peer the
 message is addressed to, so anyone who knows that key -- the hub knows all
 of its peers' -- can tell which peer a handshake is for, and that it is not
-garbage, without any private key (DESIGN §4).  The hub precomputes one mac1
+garbage, without any private key (docs/spec.md §9).  The hub precomputes one mac1
 key per known peer (`mac1_key`, `mac1_keys`) and checks each handshake
 against them (`verify_mac1`, `find_receiver`).
 
-AmneziaWG (DESIGN §5) computes mac1 over the message *without* its random
+AmneziaWG (docs/spec.md §12) computes mac1 over the message *without* its random
 S1/S2 prefix but *with* the H value in the type field, as sent.  Every
 function here takes the message with the prefix already removed; strip it
 with `strip_prefix` (or `wgmux.wire.Classifier.message`, which also finds

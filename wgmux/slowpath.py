@@ -1,4 +1,4 @@
-"""The handshake slow path: mac1 checks in userspace (DESIGN §4, §6).
+"""The handshake slow path: mac1 checks in userspace (docs/spec.md §9).
 
 The datapath (bpf/wgmux.c) never reflects a handshake initiation itself.
 It queues it on the ring buffer `slow_ring`, rate-limited per source
@@ -22,7 +22,7 @@ decides, with public keys only (wgmux.mac1):
   it is R's: the half-open session (P, R's sender index) -> {E_R, from
   HubPort} goes into the map and the initiation is sent from h:P to E_I
   (I's endpoint as seen on P).  I answers to h:P, and the datapath's
-  generic response handling establishes the pair (DESIGN §3 with the roles
+  generic response handling establishes the pair (docs/spec.md §3 with the roles
   swapped).  Otherwise nothing happens (sp_pass_hub): the stack already
   has it.
 
@@ -415,7 +415,7 @@ class SlowPath:
               created: bool, ok: str) -> Decision:
         try:
             # AmneziaWG: the hub's own Jc junk first, so the second leg of a
-            # reflected initiation looks like the first (DESIGN §5).
+            # reflected initiation looks like the first (docs/spec.md §12).
             amnezia = getattr(self._config(), "amnezia", None)
             if amnezia is not None and amnezia.jc:
                 junk.send_junk(lambda datagram: self.sender.send(src, dst, datagram,

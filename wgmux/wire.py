@@ -11,8 +11,8 @@ Layout (WireGuard whitepaper §5.4; all integers little-endian):
     cookie       64  type receiver nonce(24) cookie(32)
     transport  >=32  type receiver counter(8) data(n + 16)
 
-"type" is a u32: the message type and three zero bytes.  AmneziaWG (DESIGN
-§5) replaces it by a header H1..H4 (a value, or in 2.0 a range every packet
+"type" is a u32: the message type and three zero bytes.  AmneziaWG
+(docs/spec.md §12) replaces it by a header H1..H4 (a value, or in 2.0 a range every packet
 draws from) and puts S1..S4 random bytes before the message; mac1 covers the
 message without that prefix but with the header in the type field.
 """
@@ -211,7 +211,7 @@ class AmneziaParams:
 
 @dataclass(frozen=True)
 class Classifier:
-    """How to recognise each message kind in a UDP payload (DESIGN §5).
+    """How to recognise each message kind in a UDP payload (docs/spec.md §12).
 
     An initiation is exactly S1 + 148 bytes with the little-endian u32 at
     offset S1 in H1's range; response S2 + 92 / H2; cookie S3 + 64 / H3;

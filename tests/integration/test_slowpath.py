@@ -1,5 +1,5 @@
 """The mac1 slow path end to end: real WireGuard peers behind NATs, the real
-daemon on the hub (DESIGN §4).
+daemon on the hub (docs/spec.md §9).
 
 - A peer port reflects only initiations whose mac1 is valid for its
   responder: random bytes, and initiations whose mac1 is for another key,

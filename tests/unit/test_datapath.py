@@ -107,7 +107,7 @@ def test_table_rows_can_fail():
 
 
 def test_checksum_oracle_rejects_stale_checksum():
-    """The classic reflector bug (DESIGN §7): addresses rewritten, UDP
+    """The classic reflector bug (docs/spec.md §4): addresses rewritten, UDP
     checksum left alone.  The oracle must see it."""
     m = g.transport(g.R_IDX)
     good = g.reflected(g.hub(g.HUB_PORT), g.E_R, m)
