@@ -204,7 +204,8 @@ removes that state; --fresh starts without it.
 
 SIGHUP reloads the config: peers added start working, peers removed stop
 (their sessions end), the others are untouched; Device/WgUtil, AmneziaWG
-parameters and HandshakeRate/HandshakeBurst may change. An invalid file, or
+parameters, HandshakeRate/HandshakeBurst and InitiationRate/InitiationBurst
+may change. An invalid file, or
 one that changes Interface or HubPort, is rejected with a log line and the
 running config stays (those two need a restart).
 

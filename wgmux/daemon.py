@@ -234,7 +234,8 @@ class Daemon:
         self.datapath = None
         self.control: Optional[control.ControlServer] = None
         self.endpoints: dict = {}      # port -> (ip, port) currently in the map
-        self.addresses: list = []      # Interface's addresses as last given to the datapath
+        # Interface's addresses as last given to the datapath (None: the last read failed)
+        self.addresses: Optional[list] = []
         self._martian_warned: dict = {}   # port -> the martian endpoint warned about
         self.device = None
         self.started = time.time()
@@ -574,7 +575,10 @@ class Daemon:
         try:
             current = interface_addresses(self.config.interface)
         except OSError as e:
-            log.warning("cannot read the addresses of %s: %s", self.config.interface, e)
+            if self.addresses is not None:    # once per failure, not every 0.5 s
+                log.warning("cannot read the addresses of %s: %s (the datapath keeps the "
+                            "last ones)", self.config.interface, e)
+                self.addresses = None
             return
         if current == self.addresses:
             return

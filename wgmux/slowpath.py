@@ -77,8 +77,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from . import cookie, junk, mac1
 from . import packet as pk
 from . import wire
-from .datapath import (LOAD_COOKIE, LOAD_MAC2, LOAD_NONE, Endpoint, LearnedInitiator,
-                       SlowMessage, monotonic_ns)
+from .datapath import (LOAD_MAC2, LOAD_NONE, Endpoint, LearnedInitiator, SlowMessage,
+                       monotonic_ns)
 
 log = logging.getLogger("wgmux")
 
@@ -291,10 +291,10 @@ class SlowPath:
             self._learned.clear()
             for li in self.dp.initiators():
                 self._learned.setdefault(li.port, {})[li.public_key] = li
+        # charged to the source of the initiation that opened it: its dst
         for s in sorted((s for s in self.dp.sessions() if s.half_open), key=lambda s: s.created):
-            src = s.dst if s.src_port != self.dp.hub_port else s.expect
-            if src is not None:
-                self.half_open.add(s.key, source_key(src.ip))
+            if s.dst is not None:
+                self.half_open.add(s.key, source_key(s.dst.ip))
         n = sum(len(v) for v in self._learned.values())
         if n:
             log.info("slow path: %d learned initiator identit%s kept", n, "y" if n == 1 else "ies")

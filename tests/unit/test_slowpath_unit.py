@@ -568,3 +568,14 @@ def test_martian_source_never_opens(env):
                       dst=ep(g.hub(g.P)), ttl=64, tos=0, ip_id=0, df=False, payload=m)
     assert hub.slow.handle(msg).counter == "sp_drop_martian"
     assert env.dp.sessions() == []
+
+
+def test_can_be_peer_agrees_with_the_datapath():
+    """The daemon's copy of the datapath's martian rule (for endpoints it
+    reads from the device) says no to every martian the golden table
+    proves the program refuses, and yes to the peers it serves."""
+    from wgmux.slowpath import can_be_peer
+    for a in g.MARTIANS4 + g.MARTIANS6:
+        assert not can_be_peer(a), a
+    for a in (g.E_I[0], g.E_R[0], g.E_I6[0], g.E_R6[0], "64:ff9b::c633:640a", "1.1.1.1"):
+        assert can_be_peer(a), a
