@@ -806,8 +806,7 @@ static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, st
 		daddr[i] = dst->addr.v6[i];
 	}
 	ip6->hop_limit--;
-	/* A zero UDP checksum is invalid over IPv6; udp_rewrite() leaves it
-	 * for the peer to reject rather than inventing one. */
+	/* (a zero UDP checksum never gets here: wgmux_process drops it) */
 	udp_rewrite(udp, sum, partial, sport, dport);
 }
 
@@ -1398,8 +1397,10 @@ static __always_inline int wgmux_process(struct __sk_buff *skb)
 		if ((void *)(udp + 1) > data_end)
 			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
 		__u32 ulen = be16_len(udp->len);
+		/* A zero UDP checksum is invalid over IPv6: the receiver would
+		 * drop what the hub reflected. */
 		if (ulen < sizeof(*udp) || ulen != be16_len(ip6->payload_len) ||
-		    (void *)udp + ulen > data_end)
+		    (void *)udp + ulen > data_end || !udp->check)
 			return not_reflected(cfg, udp->dest, CTR_DROP_MALFORMED);
 		return handle(skb, cfg, data_end, eth, ip6, udp, ulen - sizeof(*udp),
 			      ulen + sizeof(*ip6), 1);

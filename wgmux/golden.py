@@ -1166,6 +1166,9 @@ def hostile_cases() -> List[Case]:
     f = v4[:14] + bytes([0x65]) + v4[15:]            # version 6 behind an IPv4 ethertype
     add(Case("transport_ipv4_ethertype_version6_passes", f, TC_ACT_OK, "pass_bad_ip", SAME,
              setup=with_established))
+    add(Case("v6_transport_udp_csum_zero_dropped",
+             inbound(E_I6, hub(P, True), m, udp_csum=False), TC_ACT_SHOT, "drop_malformed",
+             SAME, setup=with_established6))
     v6 = inbound(E_I6, hub(P, True), m)
     f = v6[:14] + bytes([0x40 | (v6[14] & 0x0F)]) + v6[15:]
     add(Case("transport_ipv6_ethertype_version4_passes", f, TC_ACT_OK, "pass_bad_ip", SAME,
