@@ -119,9 +119,6 @@ REPORT_ONLY = {
     # not verified on purpose (docs/spec.md §4: only updated, the fast path
     # never sums a whole packet); the peer's stack drops what came in broken
     "udp_checksum": "reflects UDP packets whose checksum is wrong (still wrong)",
-    # ...though this one takes one comparison: the stack drops a zero UDP
-    # checksum over IPv6 (RFC 8200 §8.1), rewrite6() leaves it to the peer
-    "udp_zero_v6": "reflects IPv6 UDP packets whose checksum is zero",
     # the rewrite comes before the FIB lookup; a dropped skb is freed unseen
     "unchanged_dropped": "drop_no_route drops a frame it has already rewritten",
 }
