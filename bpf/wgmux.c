@@ -221,8 +221,8 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 	X(EV_NH_NO_NEIGH)       /* no neighbour yet: bpf_redirect_neigh */   \
 	X(EV_NH_FWD_DISABLED)   /* forwarding off on ingress: slow path */   \
 	X(EV_ROAM)              /* a known index came from a new source */  \
-	X(EV_PORT_OVER_BUDGET)  /* an initiation found its port over its    \
-				   budget (the port is then under load) */   \
+	X(EV_PORT_OVER_BUDGET)  /* a port went over its initiation budget:  \
+				   under load from then (once per episode) */\
 	X(EV_HALF_OPEN_EVICTED) /* the slow path evicted the oldest half-   \
 				   open entry to make room (counted there) */\
 	X(EV_CSUM_PARTIAL)      /* UDP checksum field held a partial sum */  \
@@ -555,15 +555,16 @@ static __always_inline int ep_equal(struct endpoint *a, struct endpoint *b)
 /* ---- who may be a peer, what is the hub --------------------------------- */
 
 /* Addresses no peer can have (the kernel's martians and a few more):
- * IPv4 0/8, 127/8, 224/4 (multicast) and 240/4 (class E, the limited
- * broadcast included); IPv6 ::/64 (unspecified, loopback, IPv4-mapped and
+ * IPv4 0/8, 127/8, 169.254/16 (link-local: no scope beyond this link),
+ * 224/4 (multicast) and 240/4 (class E, the limited broadcast included); IPv6 ::/64 (unspecified, loopback, IPv4-mapped and
  * -compatible), fe80::/10 (link-local: no scope beyond this link) and
  * ff00::/8 (multicast).  Network order. */
 static __always_inline int martian4(__be32 a)
 {
-	__u32 first = WG_NTOHL(a) >> 24;
+	__u32 h = WG_NTOHL(a);
+	__u32 first = h >> 24;
 
-	return first == 0 || first == 127 || first >= 224;
+	return first == 0 || first == 127 || first >= 224 || (h >> 16) == 0xa9fe;
 }
 
 static __always_inline int martian6(const __be32 *a)
@@ -1053,13 +1054,13 @@ static __always_inline void source_key(struct rate_key *k, void *l3, const int v
 }
 
 /* The per-source limit on what reaches the slow path. */
-static __always_inline int slow_allowed(struct wgmux_config *cfg, void *l3, const int v6)
+static __always_inline int slow_allowed(struct wgmux_config *cfg, void *l3, __u64 now,
+					const int v6)
 {
 	if (!cfg->slow_interval_ns)
 		return 1;
 	struct rate_key k;
 	source_key(&k, l3, v6);
-	__u64 now = bpf_ktime_get_ns();
 	__u64 *tat = slow_rate.lookup(&k);
 	if (!tat) {
 		__u64 next = now + cfg->slow_interval_ns;
@@ -1078,8 +1079,9 @@ static __always_inline int port_under_load(struct wgmux_config *cfg, struct resp
 	if (!cfg->port_interval_ns)
 		return 0;
 	if (!gcra(&r->init_tat, cfg->port_interval_ns, cfg->port_tolerance_ns, now)) {
+		if (now >= r->load_until)
+			event(CTR_EV_PORT_OVER_BUDGET);
 		r->load_until = now + WGMUX_LOAD_HOLD_NS;
-		event(CTR_EV_PORT_OVER_BUDGET);
 		return 1;
 	}
 	return now < r->load_until;
@@ -1180,7 +1182,7 @@ static __always_inline int to_slow_path(struct __sk_buff *skb, struct wgmux_conf
 static __always_inline int hub_initiation(struct __sk_buff *skb, struct wgmux_config *cfg,
 					  void *l3, struct udphdr *udp, __u32 plen, const int v6)
 {
-	if (!slow_allowed(cfg, l3, v6))
+	if (!slow_allowed(cfg, l3, bpf_ktime_get_ns(), v6))
 		return verdict(CTR_PASS_HUB_RATE_LIMITED, TC_ACT_OK);
 	switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_INITIATION, SLOW_LOAD_NONE, v6)) {
 	case SLOW_QUEUED:
@@ -1195,7 +1197,7 @@ static __always_inline int hub_initiation(struct __sk_buff *skb, struct wgmux_co
 static __always_inline void copy_response(struct __sk_buff *skb, struct wgmux_config *cfg,
 					  void *l3, struct udphdr *udp, __u32 plen, const int v6)
 {
-	if (!slow_allowed(cfg, l3, v6)) {
+	if (!slow_allowed(cfg, l3, bpf_ktime_get_ns(), v6)) {
 		event(CTR_EV_SLOW_RESPONSE_RATE_LIMITED);
 		return;
 	}
@@ -1234,10 +1236,10 @@ static __always_inline int initiation(struct __sk_buff *skb, struct wgmux_config
 	__u32 why = reflectable(l3, &r->ep, v6);
 	if (why)
 		return verdict(why, TC_ACT_SHOT);
-	if (!slow_allowed(cfg, l3, v6))
+	__u64 now = bpf_ktime_get_ns();
+	if (!slow_allowed(cfg, l3, now, v6))
 		return verdict(CTR_DROP_RATE_LIMITED, TC_ACT_SHOT);
 	int load = SLOW_LOAD_NONE;
-	__u64 now = bpf_ktime_get_ns();
 	if (port_under_load(cfg, r, now)) {
 		load = load_admit(cfg, r, l3, msg, data_end, now, v6);
 		if (load < 0)

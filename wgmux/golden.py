@@ -1022,7 +1022,7 @@ def cases() -> List[Case]:
 
 
 # ---- hostile input (docs/security.md) ----------------------------------------
-MARTIANS4 = ("0.0.0.0", "0.1.2.3", "127.0.0.1", "224.0.0.1", "239.255.255.250", "240.0.0.1",
+MARTIANS4 = ("0.0.0.0", "0.1.2.3", "127.0.0.1", "169.254.1.1", "224.0.0.1", "239.255.255.250", "240.0.0.1",
              "255.255.255.255")
 MARTIANS6 = ("::", "::1", "::ffff:198.51.100.10", "::198.51.100.10", "fe80::1", "febf::1",
              "ff02::1")
@@ -1180,15 +1180,13 @@ def hostile_cases() -> List[Case]:
              slow="initiation", slow_load=1, events={"ev_port_over_budget": 1}))
     add(Case("load_cookie_request_once_per_source", inbound(E_I, hub(P), initiation()),
              TC_ACT_SHOT, "drop_under_load", SAME,
-             setup=loaded(1, 1, (E_I_MOVED, None), (E_I, None)),
-             events={"ev_port_over_budget": 1}))
+             setup=loaded(1, 1, (E_I_MOVED, None), (E_I, None))))
     add(Case("load_mac2_presented", inbound(E_I, hub(P), initiation(mac2=m2)), TC_ACT_SHOT,
              "slow_under_load", SAME, setup=loaded(1, 1, (E_I_MOVED, None), (E_I, None)),
-             slow="initiation", slow_load=2, events={"ev_port_over_budget": 1}))
+             slow="initiation", slow_load=2))
     add(Case("load_mac2_once_per_source", inbound(E_I, hub(P), initiation(mac2=m2)),
              TC_ACT_SHOT, "drop_under_load", SAME,
-             setup=loaded(1, 1, (E_I_MOVED, None), (E_I, m2)),
-             events={"ev_port_over_budget": 1}))
+             setup=loaded(1, 1, (E_I_MOVED, None), (E_I, m2))))
     add(Case("load_within_budget_normal", inbound(E_I, hub(P), initiation()), TC_ACT_SHOT,
              "slow_initiation", SAME, setup=loaded(1, 2, (E_I_MOVED, None)),
              slow="initiation"))

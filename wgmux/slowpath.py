@@ -103,7 +103,7 @@ def can_be_peer(ip) -> bool:
     ip = ipaddress.ip_address(ip)
     if ip.version == 4:
         first = ip.packed[0]
-        return not (first == 0 or first == 127 or first >= 224)
+        return not (first == 0 or first == 127 or first >= 224 or ip.packed[:2] == b"\xa9\xfe")
     p = ip.packed
     if p[0] == 0xFF or (p[0] == 0xFE and p[1] & 0xC0 == 0x80):
         return False

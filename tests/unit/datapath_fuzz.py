@@ -35,8 +35,7 @@ KNOWN_VERDICTS = (TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT)
 # The hub's own addresses (wgmux.golden's namespace: pub0's, and nofwd0's).
 HUB_ADDRESSES = frozenset(map(ipaddress.ip_address, (g.HUB4, g.HUB6, g.NOFWD4)))
 
-# Martian and odd addresses to send from and to (169.254/16 is not martian,
-# see is_martian()).
+# Martian and odd addresses to send from and to (see is_martian()).
 ODD_ADDRS4 = ("0.0.0.0", "0.1.2.3", "127.0.0.1", "127.255.255.254", "224.0.0.1",
              "239.255.255.250", "240.0.0.1", "255.255.255.255", "169.254.1.1")
 ODD_ADDRS6 = ("::", "::1", "::ffff:192.0.2.1", "::ffff:198.51.100.10", "ff02::1", "ff05::2",
@@ -48,16 +47,15 @@ ROAM_WINDOW = 8192      # counters at and around it exercise a roaming window
 
 
 MARTIAN_NETS = tuple(map(ipaddress.ip_network, (
-    "0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4",
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
     "::/64", "fe80::/10", "ff00::/8")))
 
 
 def is_martian(addr) -> bool:
-    """No peer can be there (docs/spec.md §3): IPv4 0/8, 127/8, 224/4,
-    240/4 (the limited broadcast included); IPv6 ::/64 (unspecified,
-    loopback, IPv4-mapped and -compatible), fe80::/10, ff00::/8; and the
-    hub's own addresses.  (169.254/16, IPv4's link-local, is not among
-    them, where fe80::/10 is.)"""
+    """No peer can be there (docs/spec.md §3): IPv4 0/8, 127/8,
+    169.254/16, 224/4, 240/4 (the limited broadcast included); IPv6 ::/64
+    (unspecified, loopback, IPv4-mapped and -compatible), fe80::/10,
+    ff00::/8; and the hub's own addresses."""
     a = ipaddress.ip_address(addr)
     return a in HUB_ADDRESSES or any(a in net for net in MARTIAN_NETS if net.version == a.version)
 
