@@ -355,6 +355,9 @@ WGMUX_TABLE("hash", __be16, struct responder, ports, WGMUX_MAX_PORTS);
 WGMUX_TABLE(WGMUX_SESSIONS_MAP_TYPE, struct session_key, struct session, sessions,
 	    WGMUX_MAX_SESSIONS);
 WGMUX_TABLE("percpu_array", __u32, __u64, counters, CTR_MAX);
+/* Every responder's endpoint (the ep of some `ports` entry), kept by the
+ * daemon with `ports`: whose HubPort initiations the slow path gets. */
+WGMUX_TABLE("hash", struct endpoint, __u8, responder_eps, WGMUX_MAX_PORTS);
 
 /* ---- slow path maps ---------------------------------------------------------
  * One message per handshake sent to the daemon: the metadata it needs and
@@ -712,6 +715,12 @@ static __always_inline int segment_sums_to_zero(struct __sk_buff *skb, __u32 off
 		__u32 n = len4 - start;
 		if (n > 512)
 			n = 512;
+		/* the same n, bounded where 6.1's verifier can see it (it lost
+		 * the sign of the clamped value once the program grew) */
+		WGMUX_OPAQUE(n);
+		n &= 0x3ff;
+		if (n > 512)
+			break;
 		long part = csum_diff64(NULL, 0, sc->buf + start, n, 0);
 		if (part < 0)
 			return 0;
@@ -1178,10 +1187,19 @@ static __always_inline int to_slow_path(struct __sk_buff *skb, struct wgmux_conf
 
 /* An initiation to HubPort: the hub's own handshake, or a responder-
  * initiated one (docs/spec.md §9) that only mac1 tells apart.  Passed either
- * way; the slow path gets a copy and re-sends it if it is the latter. */
+ * way; the slow path gets a copy and re-sends it if it is the latter.  Only
+ * a responder may start a handshake through its port, so only initiations
+ * from a responder's endpoint are copied: a flood to HubPort from anywhere
+ * else is the hub's own WireGuard's business and never reaches the ring
+ * buffer that peer ports need. */
 static __always_inline int hub_initiation(struct __sk_buff *skb, struct wgmux_config *cfg,
 					  void *l3, struct udphdr *udp, __u32 plen, const int v6)
 {
+	struct endpoint src;
+
+	packet_source(&src, l3, udp, v6);
+	if (!responder_eps.lookup(&src))
+		return verdict(CTR_PASS_HUB, TC_ACT_OK);
 	if (!slow_allowed(cfg, l3, bpf_ktime_get_ns(), v6))
 		return verdict(CTR_PASS_HUB_RATE_LIMITED, TC_ACT_OK);
 	switch (to_slow_path(skb, cfg, l3, udp, plen, WG_CLASS_INITIATION, SLOW_LOAD_NONE, v6)) {

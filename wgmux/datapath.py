@@ -804,10 +804,29 @@ class Datapath:
         key = ct.c_ushort(socket.htons(_check_port(port)))
         current = self._ports.get(key)
         if current is not None and self._get_endpoint(current.ep) == ep:
+            self._sync_responder_eps()     # (pinned maps of an older build)
             return
         leaf = self._ports.Leaf()
         self._set_endpoint(leaf.ep, ep)
         self._ports[key] = leaf
+        self._sync_responder_eps()
+
+    def _sync_responder_eps(self):
+        """`responder_eps` = the endpoints in `ports` (the datapath copies
+        HubPort initiations from these only)."""
+        eps = self.bpf[b"responder_eps"]
+        want = {self._get_endpoint(v.ep) for v in self._ports.values()} - {None}
+        have = {self._get_endpoint(k): k for k in eps.keys()}
+        for ep, k in have.items():
+            if ep not in want:
+                try:
+                    del eps[k]
+                except KeyError:
+                    pass
+        for ep in want - set(have):
+            k = eps.Key()
+            self._set_endpoint(k, ep)
+            eps[k] = ct.c_ubyte(1)
 
     def remove_responder(self, port: int, flush_sessions: bool = True) -> bool:
         """Stop reflecting for `port`; by default also delete the sessions
@@ -818,6 +837,7 @@ class Datapath:
             found = True
         except KeyError:
             found = False
+        self._sync_responder_eps()
         if flush_sessions:
             for s in self.sessions():
                 if s.port == port:
@@ -1018,6 +1038,7 @@ class Datapath:
 
     def flush_responders(self):
         self._ports.clear()
+        self.bpf[b"responder_eps"].clear()
 
     # ---- slow path -----------------------------------------------------------
     def _slow_ring(self):

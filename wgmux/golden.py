@@ -462,6 +462,13 @@ def cases() -> List[Case]:
              TC_ACT_OK, "slow_hub_initiation", setup=with_established, slow="initiation",
              check=expect_sessions(2)))
     m = initiation()
+    add(Case("init_hub_port_not_from_a_responder_not_copied", inbound(E_I, hub(HUB_PORT), m),
+             TC_ACT_OK, "pass_hub", setup=with_responder, check=expect_no_sessions))
+    m = initiation()
+    add(Case("init_hub_port_from_responder_other_port_not_copied",
+             inbound((E_R[0], E_R[1] + 1), hub(HUB_PORT), m), TC_ACT_OK, "pass_hub",
+             setup=with_responder, check=expect_no_sessions))
+    m = initiation()
     add(Case("init_other_port_passes", inbound(E_I, hub(OTHER_PORT), m), TC_ACT_OK,
              "pass_other_port", setup=with_responder, check=expect_no_sessions))
     m = initiation()
@@ -526,8 +533,8 @@ def cases() -> List[Case]:
     add(Case("rate_hub_port_shed_still_passes", inbound(E_R, hub(HUB_PORT), m), TC_ACT_OK,
              "pass_hub_rate_limited", setup=limited(1, 1, (E_R, HUB_PORT))))
     m = initiation()
-    add(Case("rate_shared_by_hub_and_peer_ports", inbound(E_I, hub(HUB_PORT), m), TC_ACT_OK,
-             "pass_hub_rate_limited", setup=limited(1, 1, (E_I, P))))
+    add(Case("rate_shared_by_hub_and_peer_ports", inbound(E_R, hub(HUB_PORT), m), TC_ACT_OK,
+             "pass_hub_rate_limited", setup=limited(1, 1, (E_R, P))))
     m = initiation()
     add(Case("rate_v6_same_64_shed", inbound(("2001:db8:100::99", 7), hub(P, True), m),
              TC_ACT_SHOT, "drop_rate_limited", SAME, setup=limited(1, 1, (E_I6, P), v6=True)))

@@ -633,6 +633,8 @@ MUTANTS = {
                                     "\taccount(s, ip_bytes);"),
     "ports never under load": ("\tif (!cfg->port_interval_ns)\n\t\treturn 0;",
                                "\tif (1)\n\t\treturn 0;"),
+    "HubPort initiations copied from anyone": (
+        "\tif (!responder_eps.lookup(&src))\n\t\treturn verdict(CTR_PASS_HUB, TC_ACT_OK);\n", ""),
     "load gates always open": ("\tif (*at && now - *at < WGMUX_GATE_NS)\n\t\treturn -1;\n", ""),
 }
 
