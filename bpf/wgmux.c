@@ -63,7 +63,8 @@
 /* Slow path: ring buffer size in pages (a power of two), sources tracked
  * by the rate limiter, initiator identities the daemon may learn. */
 #ifndef WGMUX_SLOW_RING_PAGES
-#define WGMUX_SLOW_RING_PAGES 64
+#define WGMUX_SLOW_RING_PAGES 256   /* 1 MiB: ~4,800 initiations, a second of
+					   cookie budget for two ports under load */
 #endif
 #ifndef WGMUX_MAX_RATE_SOURCES
 #define WGMUX_MAX_RATE_SOURCES 16384

@@ -90,7 +90,9 @@ DEFAULT_PORT_BURST = INITIATION_BURST
 # the daemon's one thread answers with room to spare (~25 µs each), so
 # that a flood of cookie requests cannot starve anything else it does.
 COOKIE_RATE = 2000.0
-COOKIE_BURST = 200
+# a second's worth: when a flood starts every spoofed source asks at once,
+# and a real initiator's first try must still find room
+COOKIE_BURST = 2000
 
 # session.flags (bpf/wgmux.c WGMUX_SF_*)
 SF_TRANSPORT = 0x1
