@@ -217,7 +217,9 @@ def live_pairs(pairs, now_ns: int, idle_s: float, half_open_s: float,
     stale ones are idle past their timeout or older than a keypair lives."""
     live, stale = [], []
     for p in pairs:
-        limit = idle_s if p["state"] == "established" else half_open_s
+        # as collect_idle(): a pair not yet confirmed by transport both ways
+        # keeps the half-open timeout
+        limit = idle_s if p.get("confirmed", p["state"] == "established") else half_open_s
         dead = (now_ns - p["last_seen"] > limit * 1e9
                 or now_ns - p["created"] > expire_s * 1e9)
         (stale if dead else live).append(p)

@@ -996,7 +996,8 @@ class Datapath:
         (wall_clock) or monotonic ns.  Keys: port, initiator, responder,
         state ("half-open" | "established"), initiator_index,
         responder_index (None while half-open), created, last_seen,
-        i2r_packets, i2r_bytes, r2i_packets, r2i_bytes.
+        i2r_packets, i2r_bytes, r2i_packets, r2i_bytes, confirmed (both
+        directions have carried transport: the full timeout applies).
         """
         by_key = {s.key: s for s in self.sessions()}
         mono, wall = monotonic_ns(), time.time()
@@ -1024,6 +1025,7 @@ class Datapath:
                 "initiator": str(initiator) if initiator else None,
                 "responder": str(responder) if responder else None,
                 "state": "established" if other is not None else "half-open",
+                "confirmed": bool(i2r and r2i and i2r.transport_seen and r2i.transport_seen),
                 "initiator_index": r2i.index if r2i else None,
                 "responder_index": i2r.index if i2r else None,
                 "created": conv(min(x.created for x in parts)),

@@ -701,6 +701,7 @@ def test_collect_idle_and_pairs(golden_env):
     assert est["responder"] == "203.0.113.20:51820"
     assert (est["initiator_index"], est["responder_index"]) == (g.I_IDX, g.R_IDX)
     assert (est["i2r_packets"], est["r2i_packets"]) == (1, 1)
+    assert est["confirmed"] and not half["confirmed"]
     assert half["responder_index"] is None and half["initiator_index"] == 0x77
     import time
     assert abs(est["last_seen"] - time.time()) < 5

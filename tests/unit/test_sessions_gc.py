@@ -208,3 +208,15 @@ def test_established_pairs_and_the_session_log(caplog):
             downs = [r.message for r in caplog.records if "session down" in r.message]
             assert downs == [f"session down: port {g.P}, initiator {full['initiator']} <-> "
                              f"responder {full['responder']} (0+0 packets)"]
+
+
+def test_live_pairs_unconfirmed_keep_the_half_open_timeout():
+    """A pair whose responder direction never carried transport (a forged
+    response makes one) is stale after the half-open timeout, as
+    collect_idle() deletes it; a confirmed one lives the full timeout."""
+    now = 1000 * NS
+    confirmed = {"state": "established", "confirmed": True, "created": now - 40 * NS,
+                 "last_seen": now - 31 * NS}
+    unconfirmed = dict(confirmed, confirmed=False)
+    live, stale = dmod.live_pairs([confirmed, unconfirmed], now, 540, 30)
+    assert live == [confirmed] and stale == [unconfirmed]
