@@ -16,6 +16,7 @@ daemon serves it on `MetricsListen` (off by default) at `/metrics`.
 
 from __future__ import annotations
 
+import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional, Tuple
@@ -26,6 +27,23 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 def _label(value) -> str:
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value) -> str:
+    """A sample value exactly as the status JSON has it: an integer as its
+    digits (never `1.65881e+06` for 1658808), a float as repr() (the
+    shortest text that parses back to the same float, as json.dumps
+    writes it); NaN and infinities as the exposition format spells them."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
 
 
 class _Family:
@@ -41,7 +59,8 @@ class _Family:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
         for labels, value in self.samples:
             lbl = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            out.append(f"{self.name}{{{lbl}}} {value:g}" if lbl else f"{self.name} {value:g}")
+            out.append(f"{self.name}{{{lbl}}} {_number(value)}" if lbl
+                       else f"{self.name} {_number(value)}")
         return "\n".join(out)
 
 

@@ -1,6 +1,10 @@
 """Metrics from a live hub: `wgmux show --metrics` and the MetricsListen endpoint."""
 
+import importlib.util
+import json
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +18,26 @@ pytestmark = pytest.mark.netlab
 SCRAPE = ("import sys, urllib.request; "
           "r = urllib.request.urlopen(sys.argv[1], timeout=5); "
           "print(r.headers['Content-Type']); print(r.read().decode())")
+
+
+def _unit():
+    """tests/unit/test_metrics.py: its exposition parser and its JSON -> sample contract."""
+    path = Path(__file__).resolve().parents[1] / "unit" / "test_metrics.py"
+    spec = importlib.util.spec_from_file_location("wgmux_unit_test_metrics", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def process_start(pid: int) -> float:
+    """Wall-clock start of a process, in seconds since the epoch, from /proc."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[19])                       # field 22, starttime, since boot
+    btime = next(int(line.split()[1]) for line in open("/proc/stat")
+                 if line.startswith("btime "))
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def value(text, sample):
@@ -47,6 +71,36 @@ def test_metrics_follow_traffic(lab):
 
     printed = topo.hub.run(hub.cli("show", "--metrics", "-c", str(hub.config_path))).stdout
     assert value(printed, 'wgmux_sessions{state="established"}') == 1
+
+    # every sample of both outlets equals the JSON it comes from: between two
+    # identical `show --json` (nothing moved), exactly
+    unit = _unit()
+
+    def status():
+        return json.loads(topo.hub.run(hub.cli("show", "--json", "-c",
+                                               str(hub.config_path))).stdout)
+
+    for outlet in ("MetricsListen", "show --metrics"):
+        for _ in range(20):
+            st = status()
+            text = (topo.hub.run([sys.executable, "-c", SCRAPE, url]).stdout.split("\n", 1)[1]
+                    if outlet == "MetricsListen" else
+                    topo.hub.run(hub.cli("show", "--metrics", "-c", str(hub.config_path))).stdout)
+            want = unit.expected_samples(st)
+            if unit.expected_samples(status()) == want:
+                break
+            time.sleep(0.5)           # a keepalive moved a counter: again
+        else:
+            raise AssertionError(f"{outlet}: the status never held still for a scrape")
+        got = unit.parse(text)
+        assert set(got) == set(want), (outlet, set(got) ^ set(want))
+        for key, expected in want.items():
+            assert type(got[key]) is type(expected) and got[key] == expected, \
+                (outlet, key, got[key], expected)
+        assert got[("wgmux_start_time_seconds", frozenset())] == st["started"]
+        # the real start: when the daemon's process began (its /proc start
+        # time), give or take its imports
+        assert abs(st["started"] - process_start(st["pid"])) < 5, st["started"]
 
 
 def test_metrics_off_by_default(lab):
