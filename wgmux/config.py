@@ -28,9 +28,10 @@ import base64
 import binascii
 import difflib
 import ipaddress
-import json
+import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -183,30 +184,253 @@ class Config:
 def load(path: Union[str, "os.PathLike[str]"] = DEFAULT_PATH) -> Config:
     """Read and validate the config file at ``path``."""
     name = os.fspath(path)
+    shown = _path_text(name)
     try:
         with open(name, "rb") as f:
-            raw = f.read()
+            raw = f.read(MAX_FILE_SIZE + 1)
     except OSError as e:
-        raise ConfigError(f"{name}: cannot read: {e.strerror or e}") from None
+        raise ConfigError(f"{shown}: cannot read: {_clean(e.strerror or str(e))}") from None
+    except ValueError as e:  # a path with a NUL byte
+        raise ConfigError(f"{shown}: cannot read: {_clean(str(e))}") from None
+    if len(raw) > MAX_FILE_SIZE:
+        raise ConfigError(f"{shown}: larger than {MAX_FILE_SIZE >> 20} MiB; not a wgmux config")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{name}: not UTF-8 text (byte {e.start})") from None
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(f"{shown}:{line}: not UTF-8 text (byte {e.start}, column {column}: "
+                          f"{raw[e.start:e.end]!r})") from None
     return parse(text, name)
 
 
 def parse(text: str, path: str = "<string>") -> Config:
-    """Validate config ``text``; ``path`` is only used in messages."""
+    """Validate config ``text``; ``path`` is only used in messages.
+
+    Whatever the text, the outcome is a Config or a ConfigError: every
+    message names the file and, where there is one, the line, and shows keys
+    and values escaped, so that no message spans or forges a line.
+    """
+    shown = _path_text(path)
+    # Fewer brackets than that cannot nest too deep: no need to look.
+    deep = _scan(text).too_deep if text.count("[") + text.count("{") > MAX_NESTING else None
+    if deep is not None:
+        line, column = deep
+        raise ConfigError(f"{shown}:{line}: invalid TOML: arrays or inline tables nested more "
+                          f"than {MAX_NESTING} deep (column {column}{_key_on_line(text, line)})")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    checker = _Checker(text, path)
-    config = checker.check(data)
-    if checker.problems:
-        raise ConfigError(checker.sorted_problems())
+        raise ConfigError(_toml_error(text, shown, str(e))) from None
+    except RecursionError:
+        # _scan should have caught it first; this is the backstop.
+        scan = _scan(text)
+        line = scan.deepest_line or 1
+        raise ConfigError(f"{shown}:{line}: invalid TOML: nested too deeply"
+                          f"{_key_on_line(text, line, first=True)}") from None
+    except ValueError as e:
+        # int() refuses decimal literals of more than 4300 digits.
+        line = _long_number_line(text)
+        where = f"{shown}:{line}" if line else shown
+        m = re.search(r"value has (\d+) digits", str(e))
+        what = f"an integer of {m.group(1)} digits, too long" if m else _clean(str(e))
+        raise ConfigError(f"{where}: invalid TOML: {what}"
+                          f"{_key_on_line(text, line, first=True) if line else ''}") from None
+    except Exception as e:  # MemoryError and whatever else: never a traceback
+        raise ConfigError(f"{shown}: cannot parse: {type(e).__name__}: {_clean(str(e))}") from None
+    try:
+        checker = _Checker(text, shown)
+        config = checker.check(data)
+        problems = checker.sorted_problems()
+    except Exception as e:  # a bug here must not take a reload down with it
+        raise ConfigError(f"{shown}: internal error while checking the config "
+                          f"({type(e).__name__}: {_short(_clean(str(e)))}); please report it"
+                          ) from None
+    if problems:
+        raise ConfigError(problems)
     assert config is not None
     return config
+
+
+# --- showing text safely -------------------------------------------------------
+#
+# Keys, values and paths come from the file: they are shown as TOML basic
+# strings, with every character that is not printable (controls, line and
+# paragraph separators, format characters, non-ASCII spaces) escaped, so a
+# message is always exactly one line.
+
+_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r",
+            '"': '\\"', "\\": "\\\\"}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if ch.isprintable():
+        return ch
+    return f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}"
+
+
+def _clean(text: str) -> str:
+    """``text`` with every non-printable character escaped."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
+
+
+def _quoted(value: str, limit: int = 60) -> str:
+    """A string as a TOML basic string, shortened so one message stays one line."""
+    pieces = [_escape_char(ch) for ch in value[:limit]]
+    if len(value) <= limit and 2 + sum(map(len, pieces)) <= limit:
+        return '"' + "".join(pieces) + '"'
+    kept, size = [], 1
+    for piece in pieces:
+        if size + len(piece) > limit - 4:
+            break
+        kept.append(piece)
+        size += len(piece)
+    return '"' + "".join(kept) + '..."'
+
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,60}")
+
+
+def _key_text(key: str) -> str:
+    """A key as written in TOML: bare if it can be, else quoted and escaped."""
+    return key if _BARE_KEY_RE.fullmatch(key) else _quoted(key)
+
+
+def _path_text(path: str) -> str:
+    return path if path.isprintable() else _quoted(path, limit=4096)
+
+
+# --- where tomllib gave up -----------------------------------------------------
+
+MAX_FILE_SIZE = 16 << 20     # 65535 peers take about 6 MiB
+MAX_NESTING = 64             # a config needs 2 (Peer = [{...}])
+
+_TOML_POSITION_RE = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$", re.S)
+_TOML_END_RE = re.compile(r"^(.*) \(at end of document\)$", re.S)
+
+
+@dataclass
+class _Scan:
+    too_deep: Optional[Tuple[int, int]] = None      # (line, column) past MAX_NESTING
+    deepest_line: Optional[int] = None              # where nesting is deepest
+    depth: int = 0
+    open_string: Optional[int] = None               # line of a string open at the end
+    open_brackets: List[Tuple[str, int, int]] = field(default_factory=list)
+    last_line: int = 1                              # last line with anything on it
+
+
+_SCAN_STOP_RE = re.compile(r"[#\"'\[\]{}\n]")
+_BASIC_BODY_RE = re.compile(r'(?:[^"\\\n]|\\.)*')
+_ML_BASIC_BODY_RE = re.compile(r'(?:[^"\\]|\\.|"(?!""))*', re.S)
+
+
+def _scan(text: str) -> _Scan:
+    """Just enough of a TOML lexer to tell which brackets and strings are
+    open, at the end of the text and where nesting gets too deep."""
+    out = _Scan()
+    stripped = text.rstrip()
+    out.last_line = stripped.count("\n") + 1
+    stack = out.open_brackets
+    line, line_start, i, n = 1, 0, 0, len(text)
+    while True:
+        m = _SCAN_STOP_RE.search(text, i)
+        if not m:
+            break
+        i = m.start()
+        c = text[i]
+        if c == "\n":
+            line, line_start, i = line + 1, i + 1, i + 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif c in "[{":
+            stack.append((c, line, i - line_start + 1))
+            if len(stack) > out.depth:
+                out.depth, out.deepest_line = len(stack), line
+            if len(stack) > MAX_NESTING and out.too_deep is None:
+                out.too_deep = (line, i - line_start + 1)
+            i += 1
+        elif c in "]}":
+            if stack:
+                stack.pop()
+            i += 1
+        else:  # a string: basic or literal, on one line or multi-line
+            start = line
+            close = c * 3 if text.startswith(c * 3, i) else c
+            if c == '"':
+                body = _ML_BASIC_BODY_RE if len(close) == 3 else _BASIC_BODY_RE
+                j = body.match(text, i + len(close)).end()
+            else:
+                j = text.find(close, i + len(close))
+                if len(close) == 1:  # a one-line string ends with its line at the latest
+                    nl = text.find("\n", i + 1)
+                    j = nl if nl >= 0 and (j < 0 or nl < j) else j
+                j = n if j < 0 else j
+            newlines = text.count("\n", i, j)
+            if newlines:
+                line += newlines
+                line_start = text.rfind("\n", i, j) + 1
+            if text.startswith(close, j):
+                i = j + len(close)
+            elif j >= n:
+                out.open_string = start
+                break
+            else:
+                i = j  # the newline ending a one-line string
+    return out
+
+
+def _key_on_line(text: str, line: Optional[int], first: bool = False) -> str:
+    """", key K" if ``line`` of ``text`` assigns a key, else "" (" (key K)" for
+    a message that has no parenthesis of its own)."""
+    if not line:
+        return ""
+    lines = text.split("\n", line)
+    if len(lines) < line:
+        return ""
+    m = _KEY_LINE_RE.match(lines[line - 1].strip())
+    if not m:
+        return ""
+    key = ".".join(_key_text(s) for s in _key_segments(m.group(1)))
+    return f" (key {key})" if first else f", key {key}"
+
+
+def _long_number_line(text: str) -> Optional[int]:
+    m = re.search(r"[=\[,{][ \t]*[+-]?[0-9][0-9_]{4299,}", text)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """Such as "Cannot declare ('a', 'a', ...) twice" for 2,000 a's."""
+    return text if len(text) <= limit else text[:limit - 40] + " ... " + text[-35:]
+
+
+def _toml_error(text: str, shown: str, message: str) -> str:
+    """tomllib's message with the file and the line up front."""
+    m = _TOML_POSITION_RE.match(message)
+    if m:
+        what, line, column = _short(_clean(m.group(1))), int(m.group(2)), int(m.group(3))
+        return (f"{shown}:{line}: invalid TOML: {what} (column {column}"
+                f"{_key_on_line(text, line)})")
+    m = _TOML_END_RE.match(message)
+    if not m:
+        return f"{shown}: invalid TOML: {_short(_clean(message))}"
+    what = _short(_clean(m.group(1)))
+    scan = _scan(text)
+    if scan.open_string is not None:
+        line = scan.open_string
+        why = "the string that starts on this line is never closed"
+    elif scan.open_brackets:
+        bracket, line, column = scan.open_brackets[-1]
+        why = f'the "{bracket}" at column {column} is never closed'
+    else:
+        line, why = scan.last_line, ""
+    return (f"{shown}:{line}: invalid TOML: {what} (at the end of the file"
+            f"{'; ' + why if why else ''}{_key_on_line(text, line)})")
 
 
 # --- finding lines -----------------------------------------------------------
@@ -227,15 +451,28 @@ _KEY_LINE_RE = re.compile(rf"({_DOTTED_KEY})[ \t]*=")
 _SIMPLE_KEY_RE = re.compile(_SIMPLE_KEY)
 
 
+_TOML_ESCAPE_RE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))")
+_UNESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': '"', "\\": "\\",
+              "e": "\x1b"}
+
+
+def _unescape(body: str) -> str:
+    """The value of a TOML basic string's body (as far as it is valid)."""
+    def one(m: "re.Match[str]") -> str:
+        code = m.group(1) or m.group(2)
+        if code:
+            value = int(code, 16)
+            return chr(value) if value <= 0x10FFFF else m.group(0)
+        return _UNESCAPES.get(m.group(3), m.group(0))
+    return _TOML_ESCAPE_RE.sub(one, body) if "\\" in body else body
+
+
 def _key_segments(dotted: str) -> List[str]:
     segments = []
     for m in _SIMPLE_KEY_RE.finditer(dotted):
         s = m.group(0)
         if s.startswith('"'):
-            try:
-                s = json.loads(s)
-            except ValueError:  # a TOML-only escape such as \U0001F600
-                s = s[1:-1]
+            s = _unescape(s[1:-1])
         elif s.startswith("'"):
             s = s[1:-1]
         segments.append(s)
@@ -297,12 +534,6 @@ class _Locator:
 
 # --- checking ------------------------------------------------------------------
 
-def _quoted(value: str) -> str:
-    """A string as a TOML basic string, shortened so one message stays one line."""
-    shown = json.dumps(value, ensure_ascii=False)
-    return shown if len(shown) <= 60 else shown[:56] + '..."'
-
-
 def _show(value: Any) -> str:
     """A value as it would be written in TOML, with its type."""
     if isinstance(value, bool):
@@ -310,14 +541,29 @@ def _show(value: Any) -> str:
     if isinstance(value, str):
         return f"{_quoted(value)} (string)"
     if isinstance(value, int):
-        return f"{value} (integer)"
+        return f"{_int_text(value)} (integer)"
     if isinstance(value, float):
         return f"{value!r} (float)"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, dict):
         return "a table"
-    return f"{value} ({type(value).__name__})"
+    return f"{_clean(str(value))} ({type(value).__name__})"
+
+
+def _int_text(value: int) -> str:
+    """An integer as written, unless it is too long to be worth reading."""
+    if -10**30 < value < 10**30:
+        return str(value)
+    digits = int(math.log10(abs(value))) + 1
+    if digits > 4000:  # str() refuses more than 4300 digits
+        return f"an integer of about {digits} digits"
+    shown = str(value)
+    return f"{shown[:12]}... ({len(shown.lstrip('-'))} digits)"
+
+
+def _number_text(value: Union[int, float]) -> str:
+    return _int_text(value) if isinstance(value, int) else str(value)
 
 
 def _show_range(r: HeaderRange) -> str:
@@ -341,16 +587,33 @@ def _ifname_problem(name: str) -> Optional[str]:
     if name == "":
         return "must not be empty"
     bad = f"{_quoted(name)} is not a valid interface name"
-    if len(name) >= IFNAMSIZ:
-        return f"{bad}: longer than {IFNAMSIZ - 1} characters"
+    if "\0" in name:
+        return f"{bad}: contains a NUL character"
+    control = next((ch for ch in name if unicodedata.category(ch) == "Cc"), None)
+    if control is not None:
+        return f"{bad}: contains the control character {_escape_char(control)}"
+    if any(ch.isspace() for ch in name):
+        return f"{bad}: contains whitespace"
+    odd = next((ch for ch in name if not ch.isprintable()), None)
+    if odd is not None:
+        return f"{bad}: contains the invisible character {_escape_char(odd)}"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size >= IFNAMSIZ:
+        return (f"{bad}: longer than {IFNAMSIZ - 1} bytes"
+                + (f" ({size} bytes in UTF-8)" if size != len(name) else ""))
     if name in (".", ".."):
         return bad
     for ch in "/:":
         if ch in name:
             return f'{bad}: contains "{ch}"'
-    if any(ch.isspace() for ch in name):
-        return f"{bad}: contains whitespace"
     return None
+
+
+def _bounded_int(digits: str) -> int:
+    """Decimal ``digits`` as an int, anything beyond 10**12 as 10**12 (more
+    than any u32; and int() refuses more than 4300 digits)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 12 else 10**12
 
 
 _HEADER_STRING_RE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
@@ -370,7 +633,7 @@ class _Checker:
         """Record a problem with ``key`` of ``table`` (or the table itself),
         shown as ``label`` and ``shown`` (default: the key)."""
         line = self.locate.line(table, key)
-        where = " ".join(part for part in (label, shown or key) if part)
+        where = " ".join(part for part in (label, shown or (key and _key_text(key))) if part)
         prefix = f"{self.path}:{line}" if line else self.path
         self.problems.append((line or 0, len(self.problems), f"{prefix}: {where}: {text}"))
 
@@ -389,12 +652,13 @@ class _Checker:
         return Config(**interface, peers=peers, path=self.path)
 
     def unknown_top_level(self, key: str, value: Any) -> None:
+        shown = _key_text(key)
         if isinstance(value, dict):
-            label, what = f"[{key}]", "unknown section"
+            label, what = f"[{shown}]", "unknown section"
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            label, what = f"[[{key}]]", "unknown section"
+            label, what = f"[[{shown}]]", "unknown section"
         else:
-            label, what = key, "key outside any section"
+            label, what = shown, "key outside any section"
         section = _suggest(key, ("Interface", "Peer"))
         if section == "Interface":
             hint = "; did you mean [Interface]?"
@@ -414,8 +678,10 @@ class _Checker:
         """The [Interface] values as Config fields; None where invalid."""
         table = ("Interface", 0)
         if "Interface" not in data:
+            # Not on any line: the file as a whole lacks it (line 1, as
+            # compilers report such things).
             self.problems.append((0, len(self.problems),
-                                  f"{self.path}: missing [Interface] section"))
+                                  f"{self.path}:1: missing [Interface] section"))
             return None
         section = data["Interface"]
         if not isinstance(section, dict):
@@ -469,7 +735,8 @@ class _Checker:
             return None
         if rate != 0 and not HANDSHAKE_RATE_MIN <= rate <= HANDSHAKE_RATE_MAX:
             self.report(table, label, key,
-                        f"{rate} is out of range {HANDSHAKE_RATE_MIN}-{HANDSHAKE_RATE_MAX} "
+                        f"{_number_text(rate)} is out of range "
+                        f"{HANDSHAKE_RATE_MIN}-{HANDSHAKE_RATE_MAX} "
                         f"(or 0: no limit)")
             return None
         return float(rate)
@@ -487,7 +754,7 @@ class _Checker:
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         try:
             ipaddress.ip_address(host)
-            port_number = int(port)
+            port_number = int(port) if port.isascii() and port.isdigit() and len(port) <= 5 else 0
         except ValueError:
             port_number = 0
         if not sep or not 1 <= port_number <= 65535:
@@ -519,7 +786,7 @@ class _Checker:
             self.report(table, label, key, f"expected an integer, got {_show(value)}")
             return None
         if not lo <= value <= hi:
-            self.report(table, label, key, f"{value} is out of range {lo}-{hi}")
+            self.report(table, label, key, f"{_int_text(value)} is out of range {lo}-{hi}")
             return None
         return value
 
@@ -606,17 +873,17 @@ class _Checker:
             return None
         value = section[key]
         if _is_int(value):
-            shown, r = str(value), (value, value)
+            shown, r = _int_text(value), (value, value)
         elif isinstance(value, str):
             m = _HEADER_STRING_RE.fullmatch(value.strip())
             if not m:
                 self.report(table, label, key,
                             f'{_quoted(value)} is not an integer or a range "a-b"')
                 return None
-            lo = int(m.group(1))
-            hi = int(m.group(2)) if m.group(2) is not None else lo
+            lo = _bounded_int(m.group(1))
+            hi = lo if m.group(2) is None else _bounded_int(m.group(2))
             shown, r = _quoted(value), (lo, hi)
-            if lo > hi:
+            if lo > hi and lo <= U32_MAX:
                 self.report(table, label, key, f"{shown} is reversed: {lo} > {hi}")
                 return None
         else:
@@ -624,7 +891,7 @@ class _Checker:
                         f'expected an integer or a range "a-b", got {_show(value)}')
             return None
         lowest = WIREGUARD_TYPES[-1][1] + 1
-        if r[0] < lowest or r[1] > U32_MAX:
+        if r[0] < lowest or max(r) > U32_MAX:
             text = f"{shown} is out of range {lowest}-{U32_MAX}"
             if 1 <= r[0] < lowest:
                 text += f" (1-{lowest - 1} are WireGuard's own message types)"
@@ -658,7 +925,7 @@ class _Checker:
                 continue
             # Entries are easier to find by their port than by their number.
             if _is_int(section.get("Port")):
-                label += f" (Port = {section['Port']})"
+                label += f" (Port = {_int_text(section['Port'])})"
             for key in section:
                 if key not in _PEER_KEYS:
                     self.unknown_key(table, label, key, _PEER_KEYS,

@@ -54,12 +54,12 @@ def problems(text):
 BAD = [
     # -- syntax
     ("toml-syntax", sub("HubPort = 51820", "HubPort = "),
-     ["cfg.toml: invalid TOML: Invalid value (at line 3, column 11)"]),
+     ["cfg.toml:3: invalid TOML: Invalid value (column 11, key HubPort)"]),
     ("toml-duplicate-key", sub('Device = "wg0"', 'Device = "wg0"\nDevice = "wg1"'),
-     ["cfg.toml: invalid TOML: Cannot overwrite a value (at line 3, column 15)"]),
+     ["cfg.toml:3: invalid TOML: Cannot overwrite a value (column 15, key Device)"]),
     # -- sections
     ("no-interface-section", BASE.split("\n\n", 1)[1],
-     ["cfg.toml: missing [Interface] section"]),
+     ["cfg.toml:1: missing [Interface] section"]),
     ("interface-as-string", 'Interface = "eth0"\n',
      ['cfg.toml:1: Interface: expected the [Interface] section, got "eth0" (string)']),
     ("interface-as-array", sub("[Interface]", "[[Interface]]"),
@@ -71,7 +71,7 @@ BAD = [
     ("unknown-section-typo", sub("[[Peer]]\nPort = 51822", "[[Peers]]\nPort = 51822"),
      ["cfg.toml:10: [[Peers]]: unknown section; did you mean [[Peer]]?"]),
     ("unknown-section-case", sub("[Interface]", "[interface]"),
-     ["cfg.toml: missing [Interface] section",
+     ["cfg.toml:1: missing [Interface] section",
       "cfg.toml:1: [interface]: unknown section; did you mean [Interface]?"]),
     ("unknown-section", BASE + "[Logging]\nLevel = 1\n",
      ["cfg.toml:13: [Logging]: unknown section"]),
@@ -109,7 +109,7 @@ BAD = [
      ["cfg.toml:2: [Interface] Device: expected a string, got 0 (integer)"]),
     ("interface-too-long", sub('Interface = "eth0"', 'Interface = "enp0s31f6-uplink"'),
      ['cfg.toml:4: [Interface] Interface: "enp0s31f6-uplink" is not a valid interface name: '
-      "longer than 15 characters"]),
+      "longer than 15 bytes"]),
     ("interface-slash", sub('Interface = "eth0"', 'Interface = "eth0/1"'),
      ['cfg.toml:4: [Interface] Interface: "eth0/1" is not a valid interface name: contains "/"']),
     ("interface-whitespace", sub('Interface = "eth0"', 'Interface = "eth 0"'),
@@ -143,6 +143,81 @@ BAD = [
      ["cfg.toml:5: [Interface] HandshakeBurst: expected an integer, got 2.5 (float)"]),
     ("handshake-typo", awg("HandshakeRates = 10"),
      ["cfg.toml:5: [Interface] HandshakeRates: unknown key; did you mean HandshakeRate?"]),
+    # -- names the kernel refuses, shown escaped (issue 11)
+    ("device-nul", sub('Device = "wg0"', 'Device = "\\u0000"'),
+     ['cfg.toml:2: [Interface] Device: "\\u0000" is not a valid interface name: '
+      "contains a NUL character"]),
+    ("device-nul-inside", sub('Device = "wg0"', 'Device = "wg\\u00000"'),
+     ['cfg.toml:2: [Interface] Device: "wg\\u00000" is not a valid interface name: '
+      "contains a NUL character"]),
+    ("device-escape-sequence", sub('Device = "wg0"', 'Device = "\\u001b[31mwg0"'),
+     ['cfg.toml:2: [Interface] Device: "\\u001b[31mwg0" is not a valid interface name: '
+      "contains the control character \\u001b"]),
+    ("device-newline", sub('Device = "wg0"', 'Device = "wg0\\n[ ok ] x"'),
+     ['cfg.toml:2: [Interface] Device: "wg0\\n[ ok ] x" is not a valid interface name: '
+      "contains the control character \\n"]),
+    ("interface-zero-width", sub('Interface = "eth0"', 'Interface = "eth\\u200b0"'),
+     ['cfg.toml:4: [Interface] Interface: "eth\\u200b0" is not a valid interface name: '
+      "contains the invisible character \\u200b"]),
+    ("interface-16-bytes", sub('Interface = "eth0"', 'Interface = "' + "é" * 8 + '"'),
+     ['cfg.toml:4: [Interface] Interface: "' + "é" * 8 + '" is not a valid interface name: '
+      "longer than 15 bytes (16 bytes in UTF-8)"]),
+    ("interface-colon", sub('Interface = "eth0"', 'Interface = "eth0:1"'),
+     ['cfg.toml:4: [Interface] Interface: "eth0:1" is not a valid interface name: contains ":"']),
+    ("key-with-newline", awg('"x\\n[ ok ] config fine" = 1'),
+     ['cfg.toml:5: [Interface] "x\\n[ ok ] config fine": unknown key']),
+    ("key-with-toml-escape", awg('"\\U0001F600\\u2028" = 1'),
+     ['cfg.toml:5: [Interface] "\U0001F600\\u2028": unknown key']),
+    ("section-with-cr", BASE + '["a\\rb"]\n',
+     ['cfg.toml:13: ["a\\rb"]: unknown section']),
+    ("top-key-with-escape", '"\\u001b[2J" = 1\n' + BASE,
+     ['cfg.toml:1: "\\u001b[2J": key outside any section']),
+    # -- numbers of any size
+    ("huge-decimal", sub("HubPort = 51820", "HubPort = " + "9" * 5000),
+     ["cfg.toml:3: invalid TOML: an integer of 5000 digits, too long (key HubPort)"]),
+    ("huge-hex", sub("HubPort = 51820", "HubPort = 0x" + "f" * 5000),
+     ["cfg.toml:3: [Interface] HubPort: an integer of about 6021 digits is out of range 1-65535"]),
+    ("big-port", sub("Port = 51822", "Port = " + "1" * 40),
+     ["cfg.toml:11: [[Peer]] #2 (Port = 111111111111... (40 digits)) Port: "
+      "111111111111... (40 digits) is out of range 1-65535"]),
+    ("huge-header-range", awg('H1 = "5-' + "9" * 5000 + '"', "H2 = 6", "H3 = 7", "H4 = 8"),
+     ['cfg.toml:5: [Interface] H1: "5-' + "9" * 53 + '..." ' + OUT_OF_H]),
+    ("huge-header-reversed", awg('H1 = "99999999999999-5"', "H2 = 6", "H3 = 7", "H4 = 8"),
+     [f'cfg.toml:5: [Interface] H1: "99999999999999-5" {OUT_OF_H}']),
+    ("rate-infinite", awg("HandshakeRate = inf"),
+     ["cfg.toml:5: [Interface] HandshakeRate: inf is out of range 0.01-1000000 (or 0: no limit)"]),
+    ("metrics-port-space", awg('MetricsListen = "127.0.0.1: 9586"'),
+     ['cfg.toml:5: [Interface] MetricsListen: expected "host:port" such as "127.0.0.1:9586" '
+      'or "[::1]:9586", got "127.0.0.1: 9586" (string)']),
+    # -- nesting and truncation: a line where there is one
+    ("nested-2000", awg("Jc = " + "[" * 2000 + "]" * 2000),
+     ["cfg.toml:5: invalid TOML: arrays or inline tables nested more than 64 deep "
+      "(column 70, key Jc)"]),
+    ("nested-tables", awg("Jc = " + "{ a = " * 100 + "1" + " }" * 100),
+     ["cfg.toml:5: invalid TOML: arrays or inline tables nested more than 64 deep "
+      "(column 390, key Jc)"]),
+    ("nested-64-is-parsed", awg("Jc = " + "[" * 64 + "]" * 64),
+     ["cfg.toml:5: [Interface] Jc: expected an integer, got an array"]),
+    ("eof-in-string", BASE[:BASE.index(KEY_B) + 5],
+     ["cfg.toml:12: invalid TOML: Unterminated string (at the end of the file; the string "
+      "that starts on this line is never closed, key PublicKey)"]),
+    ("eof-in-multiline-string", awg("I1 = '''<b 0x00>", "", ""),
+     ["cfg.toml:5: invalid TOML: Expected \"'''\" (at the end of the file; the string "
+      "that starts on this line is never closed, key I1)"]),
+    ("eof-in-array", BASE + "Junk = [\n  1,\n  2,\n",
+     ['cfg.toml:13: invalid TOML: Invalid value (at the end of the file; the "[" at column 8 '
+      "is never closed, key Junk)"]),
+    ("eof-after-equals", BASE + "Jc =",
+     ["cfg.toml:13: invalid TOML: Invalid value (at the end of the file, key Jc)"]),
+    ("eof-in-header", BASE + "\n[[Pe",
+     ["cfg.toml:14: invalid TOML: Expected ']]' at the end of an array declaration "
+      '(at the end of the file; the "[" at column 2 is never closed)']),
+    ("eof-in-key", BASE + "\n\nJc",
+     ["cfg.toml:15: invalid TOML: Expected '=' after a key in a key/value pair "
+      "(at the end of the file)"]),
+    ("raw-control-character", sub('Device = "wg0"', 'Device = "wg\x1b0"'),
+     ["cfg.toml:2: invalid TOML: Illegal character '\\x1b' (column 13, key Device)"]),
+    ("empty-file", "", ["cfg.toml:1: missing [Interface] section"]),
     ("wgutil", awg('WgUtil = "wireguard"'),
      ['cfg.toml:5: [Interface] WgUtil: expected "wg" or "awg", got "wireguard" (string)']),
     # -- [[Peer]]
@@ -465,8 +540,67 @@ def test_load_missing_file(tmp_path):
 def test_load_not_utf8(tmp_path):
     path = tmp_path / "config.toml"
     path.write_bytes(b"[Interface]\nDevice = \"\xff\"\n")
-    with pytest.raises(ConfigError, match=r"config\.toml: not UTF-8 text \(byte 22\)$"):
+    with pytest.raises(ConfigError,
+                       match=r"config\.toml:2: not UTF-8 text \(byte 22, column 11: b'\\xff'\)$"):
         load(path)
+
+
+def test_load_path_with_nul():
+    with pytest.raises(ConfigError, match=r'^"cfg\\u0000\.toml": cannot read: embedded null byte$'):
+        load("cfg\0.toml")
+
+
+def test_path_shown_escaped():
+    with pytest.raises(ConfigError) as info:
+        parse(sub("HubPort = 51820", "HubPort = 0"), "/tmp/a\n[ ok ] b.toml")
+    assert info.value.problems == (
+        '"/tmp/a\\n[ ok ] b.toml":3: [Interface] HubPort: 0 is out of range 1-65535',)
+
+
+def test_not_utf8_names_line_and_column(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(BASE.encode().replace(b"eth0", b"eth\xc0\x80"))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    byte = BASE.index("eth0") + 3
+    assert info.value.problems == (f"{path}:4: not UTF-8 text (byte {byte}, column 17: b'\\xc0')",)
+
+
+def test_every_message_is_one_printable_line():
+    """Keys, values and sections from the file come out escaped: no message
+    can print a line of its own (such as a fake "[ ok ]" of wgmux check)."""
+    text = awg('"a\\n[ ok ] b" = 1', "I1 = 5", '"\\u2028\\u0085\\u202e" = "x"')
+    text = sub('Device = "wg0"', 'Device = "\\u0000\\t"', text) + '["\\r\\u001b[1A"]\nx = 1\n'
+    found = problems(text)
+    assert len(found) == 5, found
+    for problem in found:
+        assert problem.isprintable(), problem
+        assert re.match(r"cfg\.toml:\d+: ", problem), problem
+
+
+def test_a_bug_in_the_checker_is_still_a_config_error(monkeypatch):
+    from wgmux import config as config_module
+
+    def broken(self, data):
+        raise KeyError("surprise\n[ ok ] fine")
+
+    monkeypatch.setattr(config_module._Checker, "check", broken)
+    with pytest.raises(ConfigError) as info:
+        parse(BASE, "cfg.toml")
+    assert info.value.problems == (
+        "cfg.toml: internal error while checking the config "
+        "(KeyError: 'surprise\\n[ ok ] fine'); please report it",)
+
+
+def test_recursion_backstop(monkeypatch):
+    """Should tomllib recurse too deep below the nesting limit (a caller deep
+    in its own stack), the error is still a ConfigError with the line."""
+    from wgmux import config as config_module
+
+    monkeypatch.setattr(config_module, "MAX_NESTING", 100000)
+    with pytest.raises(ConfigError) as info:
+        parse(awg("Jc = " + "[" * 5000 + "]" * 5000), "cfg.toml")
+    assert info.value.problems == ("cfg.toml:5: invalid TOML: nested too deeply (key Jc)",)
 
 
 def test_default_path():
