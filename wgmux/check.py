@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 from . import daemon, pinning
-from .config import ConfigError, load
+from .config import ConfigError
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 TAGS = {OK: "[ ok ]", WARN: "[warn]", FAIL: "[fail]", SKIP: "[skip]"}
@@ -239,8 +239,10 @@ def check_responders(config, device) -> List[Result]:
 
 # -- all of them -----------------------------------------------------------------
 def _load_config(path, add):
+    from .daemon import load_bounded   # a FIFO or a hung filesystem: an error, not a hang
+
     try:
-        return load(path)
+        return load_bounded(path)
     except ConfigError as e:
         for problem in e.problems:
             add(Result(FAIL, f"config: {problem}"))

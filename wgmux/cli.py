@@ -8,7 +8,7 @@ import logging
 import sys
 
 from . import control
-from .config import DEFAULT_PATH, ConfigError, load
+from .config import DEFAULT_PATH, ConfigError
 
 DESCRIPTION = """\
 wgmux reflects WireGuard (and AmneziaWG) between two NATed peers through a
@@ -35,15 +35,18 @@ class Fail(Exception):
 
 
 def load_config(args):
+    from .daemon import load_bounded
+
     try:
-        return load(args.config)
+        return load_bounded(args.config)
     except (ConfigError, OSError) as e:
         raise Fail(2, e) from None
 
 
 def cmd_serve(args) -> int:
-    from .daemon import Daemon, ServeError
+    from .daemon import Daemon, EarlySignals, ServeError
 
+    early = EarlySignals()
     try:
         daemon = Daemon(load_config(args), idle_timeout=args.session_idle_timeout,
                         fresh=args.fresh)
@@ -53,7 +56,7 @@ def cmd_serve(args) -> int:
         daemon.start()
     except (ServeError, control.AlreadyServing) as e:
         raise Fail(1, e) from None
-    daemon.run()
+    daemon.run(early)
     return 0
 
 

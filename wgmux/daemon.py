@@ -160,6 +160,59 @@ def forwarding_off(config: Config) -> Optional[str]:
     return None if on else f"net.ipv4.conf.{config.interface}.forwarding"
 
 
+# How long reading the config file may take.  A FIFO or a hung network
+# filesystem would otherwise hold the daemon's one loop (and SIGTERM).
+CONFIG_READ_TIMEOUT = 5.0
+
+
+def load_bounded(path: str, timeout: float = CONFIG_READ_TIMEOUT) -> Config:
+    """load(path), refusing what is not a regular file and giving up after
+    `timeout` seconds (OSError): the read runs in a thread of its own, left
+    behind if it hangs."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return load(path)              # it says what is wrong in its own words
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{path} is not a regular file")
+    box: dict = {}
+
+    def read():
+        try:
+            box["config"] = load(path)
+        except BaseException as e:     # handed to the caller
+            box["error"] = e
+
+    reader = threading.Thread(target=read, name="wgmux-config-read", daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        raise OSError(f"reading {path} took more than {timeout:g} s (a hung filesystem?)")
+    if "error" in box:
+        raise box["error"]
+    return box["config"]
+
+
+class EarlySignals:
+    """SIGTERM/SIGINT/SIGHUP noted from the first instant of `wgmux serve`
+    (compiling the datapath takes seconds), for Daemon.run to act on: a
+    reload before the daemon is ready is deferred, never fatal."""
+
+    def __init__(self):
+        self.stop = False
+        self.reload = False
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._note)
+
+    def _note(self, signum, _frame):
+        if signum == signal.SIGHUP:
+            self.reload = True
+        else:
+            self.stop = True
+
+
 def interface_addresses(ifname: str) -> list:
     """The IPv4 and IPv6 addresses on `ifname` (in this network namespace),
     as ipaddress objects, sorted.  OSError when it cannot be read."""
@@ -432,18 +485,26 @@ class Daemon:
     def request_reload(self, *_):
         self._reload_requested = True   # done by the loop, not in the handler
 
-    def run(self):
-        """Serve until SIGTERM/SIGINT; returns after detaching."""
+    def run(self, early: Optional["EarlySignals"] = None):
+        """Serve until SIGTERM/SIGINT; returns after detaching.  `early`:
+        the signals that arrived before (while starting), acted on now."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
+        if early is not None:       # read after our handlers are in place
+            if early.stop:
+                log.info("a stop was requested while starting: stopping")
+                self._stop.set()
+            if early.reload:
+                log.info("a reload was requested while starting: reloading now")
+                self._reload_requested = True
         next_gc = time.monotonic() + self.gc_interval
         next_drop_summary = time.monotonic() + DROP_SUMMARY_INTERVAL
         try:
             while not self._stop.wait(SYNC_INTERVAL):
                 if self._reload_requested:
                     self._reload_requested = False
-                    self.reload()
+                    self.reload_guarded()
                 try:
                     self.sync_endpoints()
                 except discovery.DiscoveryError as e:
@@ -498,12 +559,22 @@ class Daemon:
             log.warning("dropped since the last summary: %s",
                         ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
 
+    def reload_guarded(self) -> bool:
+        """reload(), but nothing it raises ends the daemon: whatever went
+        wrong, the running config stays and serving goes on."""
+        try:
+            return self.reload()
+        except Exception as e:
+            log.exception("reload rejected, the running config stays: %s: %s",
+                          type(e).__name__, e)
+            return False
+
     def reload(self) -> bool:
         """Apply the config file again (SIGHUP); see the module doc."""
         old = self.config
         path = old.path
         try:
-            new = load(path)
+            new = load_bounded(path)
         except (ConfigError, OSError) as e:
             log.error("reload rejected, the running config stays: %s",
                       " / ".join(str(e).splitlines()))

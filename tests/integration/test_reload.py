@@ -119,3 +119,64 @@ def test_sighup_rejects_bad_configs_and_keeps_serving(lab):
     gap, at = flow.largest_gap(start)
     assert gap < 1.0, f"the flow stalled {gap:.2f}s across the rejected reloads"
     assert hub.process.poll() is None
+
+
+# ---- signals from the first instant, reads that block (issue 11, item 4) ------------
+
+def test_sighup_while_starting_is_deferred_not_fatal(lab):
+    """`systemctl reload` right after a start: the SIGHUP arrives while the
+    daemon compiles its datapath.  It used to end the process (exit 129);
+    now it is noted, and the reload runs once the daemon serves."""
+    topo = standard(lab, [NatKind.PORT_RESTRICTED] * 2, wireguard=True)
+    hub = WgmuxHub(topo)
+    hub.pair(topo.host(1), topo.host(2), P1)
+    hub.write_config()
+    hub.process = topo.hub.popen(hub.cli("serve", "-c", str(hub.config_path), *hub.serve_args),
+                                 stdout=open(hub.log_path, "ab"),
+                                 stderr=__import__("subprocess").STDOUT)
+    # the handler must be in place before the compile: poll for it, then signal
+    wait_for(lambda: hub.process.poll() is not None or _catches(hub.process.pid, 1),
+             timeout=30, what="serve to install its SIGHUP handler")
+    hub.signal(__import__("signal").SIGHUP)     # it is still compiling its datapath
+    wait_for(lambda: hub.process.poll() is not None or hub.show(check=False) is not None,
+             timeout=60, what="wgmux serve to attach")
+    assert hub.process.poll() is None, f"serve died of an early SIGHUP:\n{hub.log()}"
+    # the handler was there before the daemon served: the reload was deferred
+    assert "a reload was requested while starting" in hub.log(), hub.log()
+    wait_for(lambda: "reloaded " in hub.log(), timeout=10, what="the deferred reload")
+    assert hub.stop() == 0
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """The process has a handler for `signum` (SigCgt in /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    return False
+
+
+def test_config_that_blocks_is_rejected_and_sigterm_still_ends_it(lab):
+    """A config path that blocks (a FIFO here; a hung network filesystem
+    would do the same) is refused on reload without hanging the daemon,
+    and SIGTERM ends it within 2 s."""
+    import os
+    import signal
+
+    topo, hub, initiator, responder = serving_pair(lab)
+    real = hub.config_path.with_suffix(".real")
+    os.rename(hub.config_path, real)
+    os.mkfifo(hub.config_path)
+    try:
+        out = hub.reload(timeout=15)
+        assert "reload rejected" in out and "not a regular file" in out, out
+        assert ping(initiator.node, responder.overlay_ip)
+        t0 = time.monotonic()
+        hub.signal(signal.SIGTERM)
+        hub.process.wait(timeout=10)
+        assert time.monotonic() - t0 < 2.0, f"SIGTERM took {time.monotonic() - t0:.1f} s"
+        assert hub.process.returncode == 0
+        hub.process = None
+    finally:
+        os.unlink(hub.config_path)
+        os.rename(real, hub.config_path)

@@ -167,3 +167,43 @@ def test_handshake_rate_limit_follows_the_config(daemon, caplog):
     assert d.reload()
     assert d.datapath.slow_rate() == (0.0, 0)
     assert keys(d.datapath) == [(40001, 11), (40002, 12), (HUB, 1), (HUB, 2), (HUB, 99)]
+
+
+def test_a_reload_that_raises_anything_is_rejected(daemon, caplog, monkeypatch):
+    """Whatever goes wrong in a reload (here: the datapath raises midway),
+    the daemon keeps serving the running config and says so."""
+    d, path = daemon
+    path.write_text(text([(40001, K1), (40003, K2)]))
+
+    def boom(*_a, **_k):
+        raise RuntimeError("map update failed")
+
+    monkeypatch.setattr(d.datapath, "set_responder", boom)
+    with caplog.at_level(logging.INFO, logger="wgmux"):
+        assert d.reload_guarded() is False
+    assert "reload rejected, the running config stays: RuntimeError: map update failed" \
+        in caplog.text
+    assert d.config.ports == (40001, 40002)
+
+
+def test_config_read_that_hangs_times_out(tmp_path):
+    """A FIFO nobody writes (a hung filesystem would do the same) is an
+    error, not a hang; a read that hangs past the timeout too."""
+    import os
+    import time as _time
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        dmod.load_bounded(str(fifo))
+    real = tmp_path / "real.toml"
+    real.write_text(text([(40001, K1)]))
+    original = dmod.load
+    try:
+        dmod.load = lambda p: (_time.sleep(3), original(p))[1]      # a hung read, mocked
+        t0 = _time.monotonic()
+        with pytest.raises(OSError, match="took more than"):
+            dmod.load_bounded(str(real), timeout=0.5)
+        assert _time.monotonic() - t0 < 2
+    finally:
+        dmod.load = original
+    assert dmod.load_bounded(str(real)).ports == (40001,)
