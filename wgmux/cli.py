@@ -208,9 +208,11 @@ removes that state; --fresh starts without it.
 SIGHUP reloads the config: peers added start working, peers removed stop
 (their sessions end), the others are untouched; Device/WgUtil, AmneziaWG
 parameters, HandshakeRate/HandshakeBurst and InitiationRate/InitiationBurst
-may change. An invalid file, or
-one that changes Interface or HubPort, is rejected with a log line and the
-running config stays (those two need a restart).
+may change. An invalid file, one that changes Interface or HubPort (those
+two need a restart), one that is not a regular file or takes over 5 s to
+read, or any other failure is rejected with a log line and the running
+config stays. A SIGHUP (or SIGTERM) while serve is still starting is
+acted on as soon as it serves.
 
 Idle sessions are collected after 540 s without a packet (3 x WireGuard's
 180 s key lifetime), half-open ones after 30 s.""")
