@@ -141,7 +141,9 @@ def format_status(st: dict) -> str:
     out.append("")
     for p in st["peers"]:
         out.append(f"responder port {p['port']}: {p['public_key']}")
-        out.append(f"  endpoint: {p['endpoint'] or '(none: initiations dropped)'}")
+        out.append(f"  endpoint: {p['endpoint'] or '(none: initiations dropped)'}"
+                   + (f" (last known, {st['device']} has none)"
+                      if p.get("endpoint_last_known") else ""))
         if not p["known_to_device"]:
             out.append(f"  warning: not a peer of {st['device']}")
         out.append(f"  latest hub handshake: {_ago(now, p['latest_handshake'])}")

@@ -292,6 +292,8 @@ class Daemon:
         # Interface's addresses as last given to the datapath (None: the last read failed)
         self.addresses: Optional[list] = []
         self._martian_warned: dict = {}   # port -> the martian endpoint warned about
+        # ports whose endpoint the device lost: self.endpoints keeps the last known
+        self.last_known: set = set()
         self.device = None
         self.started = time.time()
         self.idle_timeout, self.half_open_timeout = idle_timeouts(idle_timeout)
@@ -684,9 +686,21 @@ class Daemon:
                                     peer.public_key[:8], self.config.device, _fmt_ep(endpoint))
                         self._martian_warned[peer.port] = endpoint
                     endpoint = None
+                old = self.endpoints.get(peer.port)
+                if endpoint is None and old is not None and info is not None:
+                    # The device lost it (its WireGuard restarted, same key
+                    # and port): the responder is most likely still there,
+                    # and keeps its NAT mapping open with keepalives.  Keep
+                    # the last known endpoint until the device reports one.
+                    if peer.port not in self.last_known:
+                        log.warning("responder on port %d (%s…): %s has no endpoint for it "
+                                    "now; keeping the last known %s", peer.port,
+                                    peer.public_key[:8], self.config.device, _fmt_ep(old))
+                        self.last_known.add(peer.port)
+                    continue
+                self.last_known.discard(peer.port)
                 if peer.port in self.endpoints and endpoint == self.endpoints[peer.port]:
                     continue
-                old = self.endpoints.get(peer.port)
                 if endpoint is None:
                     # The port stays a peer port (initiations to it are
                     # dropped, not passed to the stack); only its target goes.
@@ -727,6 +741,7 @@ class Daemon:
                     "port": peer.port,
                     "public_key": peer.public_key,
                     "endpoint": _fmt_ep(self.endpoints.get(peer.port)),
+                    "endpoint_last_known": peer.port in self.last_known,
                     "latest_handshake": info.latest_handshake if info else 0,
                     "known_to_device": info is not None,
                 })

@@ -220,3 +220,32 @@ def test_live_pairs_unconfirmed_keep_the_half_open_timeout():
     unconfirmed = dict(confirmed, confirmed=False)
     live, stale = dmod.live_pairs([confirmed, unconfirmed], now, 540, 30)
     assert live == [confirmed] and stale == [unconfirmed]
+
+
+@root
+def test_device_losing_an_endpoint_keeps_the_last_known(caplog):
+    """The hub's WireGuard restarts (same key and port): it knows the
+    responder again but has no endpoint until the responder sends.  The
+    port keeps its last known endpoint, so handshakes through it go on; a
+    new endpoint from the device replaces it; a peer gone from the device
+    loses it."""
+    config = _config()
+    key = config.peers[0].public_key
+    with g.GoldenNet() as net, Datapath(g.HUB_PORT) as dp:
+        g.Env(dp, net)
+        d = dmod.Daemon(config)
+        d.datapath = dp
+        d.sync_endpoints(_device(key, g.E_R))
+        with caplog.at_level(logging.INFO, logger="wgmux"):
+            d.sync_endpoints(_device(key, None))          # the device restarted
+        assert "keeping the last known 203.0.113.20:51820" in caplog.text
+        assert dp.responders()[g.P].endpoint.port == g.E_R[1]
+        d.device = _device(key, None)
+        peer = next(p for p in d.status()["peers"] if p["port"] == g.P)
+        assert peer["endpoint"] == "203.0.113.20:51820" and peer["endpoint_last_known"]
+        moved = ("203.0.113.21", 40000)
+        d.sync_endpoints(_device(key, moved))             # it reports one again
+        assert dp.responders()[g.P].endpoint.port == 40000
+        assert not d.status()["peers"][0]["endpoint_last_known"]
+        d.sync_endpoints(DeviceInfo("wg0", g.HUB_PORT, None, {}, "test"))   # peer removed
+        assert dp.responders()[g.P].endpoint is None
