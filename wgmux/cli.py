@@ -54,7 +54,7 @@ def cmd_serve(args) -> int:
         raise Fail(2, e) from None
     try:
         daemon.start()
-    except (ServeError, control.AlreadyServing) as e:
+    except (ServeError, control.AlreadyServing, control.ControlError) as e:
         raise Fail(1, e) from None
     daemon.run(early)
     return 0
@@ -98,6 +98,8 @@ def cmd_show(args) -> int:
         status = control.request(config.interface)
     except control.NotRunning as e:
         raise Fail(3, e) from None
+    except RuntimeError as e:       # ControlError, or the daemon's own error
+        raise Fail(1, e) from None
     if args.metrics:
         from .metrics import render
 

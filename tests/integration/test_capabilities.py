@@ -51,10 +51,12 @@ SANDBOX = r"""#!/bin/sh
 set -eu
 caps=$1; shift
 mounts() { awk '{print $5}' /proc/self/mountinfo | sort -u; }
+# RuntimeDirectory=wgmux: /run/wgmux, writable (the control socket)
+mkdir -p /run/wgmux && chmod 755 /run/wgmux && mount --bind /run/wgmux /run/wgmux
 # ProtectSystem=strict: all read-only except /dev, /proc, /sys (and /tmp,
 # standing in for PrivateTmp's private, writable one).
 mounts | while read -r mp; do
-    case "$mp" in /proc|/proc/*|/dev|/dev/*|/sys|/sys/*|/tmp|/tmp/*) ;;
+    case "$mp" in /proc|/proc/*|/dev|/dev/*|/sys|/sys/*|/tmp|/tmp/*|/run/wgmux) ;;
         *) mount -o remount,bind,ro "$mp" 2>/dev/null || [ "$mp" != / ] ;; esac
 done
 # ReadOnlyPaths=/sys /proc/sys, ReadWritePaths=-/sys/fs/bpf
