@@ -263,6 +263,14 @@ class UdpSeq(_Flow):
     def largest_gap(self, start: float, end: Optional[float] = None):
         return largest_gap(self.times(), start, time.monotonic() if end is None else end)
 
+    def missing(self) -> List[int]:
+        """Sequence numbers never received between the first and the last
+        received (the ones still in flight at the end are not lost)."""
+        seen = {seq for seq, _ in self.arrivals()}
+        if not seen:
+            return []
+        return sorted(set(range(min(seen), max(seen) + 1)) - seen)
+
 
 def percentile(values: List[float], p: float) -> Optional[float]:
     """Nearest-rank percentile `p` (0-100) of `values`; None if empty."""

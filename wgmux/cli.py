@@ -49,41 +49,67 @@ def cmd_serve(args) -> int:
     early = EarlySignals()
     try:
         daemon = Daemon(load_config(args), idle_timeout=args.session_idle_timeout,
-                        fresh=args.fresh)
+                        fresh=args.fresh, keep_attached=args.keep_attached)
     except ValueError as e:
         raise Fail(2, e) from None
     try:
-        daemon.start()
+        daemon.start(early)
     except (ServeError, control.AlreadyServing, control.ControlError) as e:
         raise Fail(1, e) from None
     daemon.run(early)
     return 0
 
 
-def cmd_purge(args) -> int:
-    from . import pinning
-    from .datapath import DatapathError, remove_leftovers
-
-    config = load_config(args)
+def _refuse_while_serving(config, what: str):
     try:
         status = control.request(config.interface)
     except control.NotRunning:
-        status = None
+        return
     except RuntimeError:
         status = {}
-    if status is not None:
-        raise Fail(1, f"wgmux serve is running on {config.interface!r} (pid "
-                      f"{status.get('pid', '?')}): stop it first (SIGTERM)")
+    raise Fail(1, f"wgmux serve is running on {config.interface!r} (pid "
+                  f"{status.get('pid', '?')}): stop it before {what} (SIGTERM)")
+
+
+def _remove_leftovers(config, keep_pins: bool, verb: str) -> int:
+    from . import pinning
+    from .datapath import DatapathError, remove_leftovers
+
     pin_dir = pinning.pin_dir_for(config.interface)
     try:
-        removed = remove_leftovers(config.interface, pin_dir)
+        removed = remove_leftovers(config.interface, pin_dir, keep_pins=keep_pins)
     except (DatapathError, OSError) as e:
-        raise Fail(1, f"cannot purge {config.interface}: {e}") from None
+        raise Fail(1, f"cannot {verb} {config.interface}: {e}") from None
     for what in removed:
         print(f"removed {what}")
     if not removed:
         print(f"nothing to remove for {config.interface} in this network namespace")
     return 0
+
+
+def cmd_purge(args) -> int:
+    config = load_config(args)
+    _refuse_while_serving(config, "purging")
+    return _remove_leftovers(config, keep_pins=False, verb="purge")
+
+
+def cmd_detach(args) -> int:
+    config = load_config(args)
+    if args.unless_restarting:
+        from .systemd import SystemdError, unit_job
+
+        try:
+            job = unit_job(args.unless_restarting)
+        except SystemdError as e:
+            job = None
+            print(f"wgmux: cannot ask systemd about {args.unless_restarting} ({e}): "
+                  f"detaching", file=sys.stderr)
+        if job == "restart":
+            print(f"{args.unless_restarting} is restarting: the datapath stays attached to "
+                  f"{config.interface} for the next start to take over")
+            return 0
+    _refuse_while_serving(config, "detaching")
+    return _remove_leftovers(config, keep_pins=True, verb="detach from")
 
 
 def cmd_check(args) -> int:
@@ -204,10 +230,15 @@ State survives restarts: the program's maps (sessions, responders, counters)
 are pinned in /sys/fs/bpf/wgmux/<netns inode>-<Interface>/. SIGTERM/SIGINT
 detach the program (nothing stays attached) and exit 0, keeping the pinned
 maps: the next start reuses them and established sessions carry on without a
-new handshake. Pinned maps that do not fit the new build are replaced (and
-the log says why). After SIGKILL the program stays attached and keeps
-forwarding; the next start takes over from it atomically. `wgmux purge`
-removes that state; --fresh starts without it.
+new handshake, after a gap of the 1-3 s the start takes. With
+--keep-attached the program stays attached instead and keeps forwarding
+established sessions (not new handshakes) until the next start takes over
+from it atomically: a restart loses nothing. The systemd unit runs that,
+and its ExecStopPost runs `wgmux detach --unless-restarting` so that a
+`systemctl stop` leaves nothing attached. After SIGKILL the program stays
+attached too. Pinned maps that do not fit the new build are replaced (and
+the log says why). `wgmux detach` removes an attached program, `wgmux
+purge` that and the pinned maps; --fresh starts without them.
 
 SIGHUP reloads the config: peers added start working, peers removed stop
 (their sessions end), the others are untouched; Device/WgUtil, AmneziaWG
@@ -223,6 +254,10 @@ Idle sessions are collected after 540 s without a packet (3 x WireGuard's
     _add_config_arg(serve)
     serve.add_argument("--fresh", action="store_true",
                        help="discard the pinned state of a previous run: start with no sessions")
+    serve.add_argument("--keep-attached", action="store_true",
+                       help="on SIGTERM/SIGINT leave the program attached, forwarding established "
+                       "sessions until the next start takes over (a restart without loss); "
+                       "`wgmux detach` removes it")
     # Tests shorten the idle timeout to see collection in seconds.
     serve.add_argument("--session-idle-timeout", type=float, default=None, metavar="SECONDS",
                        help=argparse.SUPPRESS)
@@ -236,6 +271,21 @@ Idle sessions are collected after 540 s without a packet (3 x WireGuard's
         "Established sessions through the hub then end. Refuses while `wgmux serve` runs.")
     _add_config_arg(purge)
     purge.set_defaults(fn=cmd_purge)
+
+    detach = sub.add_parser(
+        "detach", help="remove the program a stopped `serve --keep-attached` (or a killed "
+        "serve) left attached",
+        description="Remove the wgmux program left attached to this config's Interface in "
+        "this network namespace (after `serve --keep-attached` stopped, or a SIGKILL) and the "
+        "clsact qdisc wgmux added for it; established sessions through the hub then stop. The "
+        "pinned maps stay for the next start (`wgmux purge` removes them too). Refuses while "
+        "`wgmux serve` runs; prints what it removed.")
+    _add_config_arg(detach)
+    detach.add_argument("--unless-restarting", metavar="UNIT",
+                        help="do nothing if systemd is restarting UNIT (for the unit's "
+                        "ExecStopPost=: a restart keeps the program attached for the next "
+                        "start, a stop removes it)")
+    detach.set_defaults(fn=cmd_detach)
 
     show = sub.add_parser("show", help="responders, live sessions and counters of the running daemon",
                           description="Ask the running `wgmux serve` (same network namespace, "

@@ -9,13 +9,18 @@ The kernel program does all per-packet work.  This loop only:
 - detaches everything on SIGTERM/SIGINT.
 
 Restart without loss: the maps are pinned under bpffs (wgmux.pinning), one
-directory per Interface and network namespace.  SIGTERM/SIGINT detach the
-program (nothing stays attached) but leave the pinned maps; the next start
-finds them, checks they fit its build (else starts fresh and logs why), and
-carries on with the same sessions, responders and counters.  After SIGKILL
-the program stays attached and keeps forwarding on its own; the next start
-replaces it atomically (same TC priority and handle) and inherits its maps.
-`wgmux purge` (or `serve --fresh`) removes that state.
+directory per Interface and network namespace; the next start finds them,
+checks they fit its build (else starts fresh and logs why), and carries on
+with the same sessions, responders and counters.  SIGTERM/SIGINT detach the
+program but leave the pinned maps: established sessions stop for as long as
+the next start takes to compile (1-3 s).  With `keep_attached` (serve
+--keep-attached, what the systemd unit runs) they leave the program attached
+instead, forwarding established sessions on the pinned maps with no daemon,
+exactly as after a SIGKILL; the next start replaces it atomically (same TC
+priority and handle), so a restart loses no packet of them.  Whoever stops
+wgmux for good removes it with `wgmux detach` (the unit's ExecStopPost does,
+unless systemd is restarting the unit).  `wgmux purge` (or `serve --fresh`)
+removes the pinned state too.
 
 Reload (SIGHUP): the file is read and validated again; an invalid file, or
 one that changes Interface or HubPort, is rejected with one log line and
@@ -198,19 +203,62 @@ def load_bounded(path: str, timeout: float = CONFIG_READ_TIMEOUT) -> Config:
 class EarlySignals:
     """SIGTERM/SIGINT/SIGHUP noted from the first instant of `wgmux serve`
     (compiling the datapath takes seconds), for Daemon.run to act on: a
-    reload before the daemon is ready is deferred, never fatal."""
+    reload before the daemon is ready is deferred, never fatal.
+
+    A SIGTERM/SIGINT before the daemon touches the interface (commit())
+    ends the process at once, from a thread woken by the signal itself:
+    Python runs handlers only between bytecodes, and the compile is one
+    long C call.  Nothing is attached yet by then; what an interrupted
+    compile may have pinned is what a SIGKILL would leave, and the next
+    start checks it like any pinned state."""
 
     def __init__(self):
         self.stop = False
         self.reload = False
+        self.on_abort = None           # cleanup before an abort (the control socket)
+        self._abortable = True
+        self._lock = threading.Lock()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._note)
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(read_end, True)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(read_end,), name="wgmux-early-signals",
+                         daemon=True).start()
 
     def _note(self, signum, _frame):
         if signum == signal.SIGHUP:
             self.reload = True
         else:
             self.stop = True
+
+    def _watch(self, fd: int):
+        while True:
+            try:
+                got = os.read(fd, 64)
+            except OSError:
+                return
+            if not got:
+                return
+            if any(b in (signal.SIGTERM, signal.SIGINT) for b in got):
+                with self._lock:
+                    if not self._abortable:
+                        return          # run() acts on it
+                    name = "SIGTERM" if signal.SIGTERM in got else "SIGINT"
+                    log.info("%s while starting: stopped before attaching anything", name)
+                    try:
+                        if self.on_abort is not None:
+                            self.on_abort()
+                    finally:
+                        for h in logging.getLogger().handlers:
+                            h.flush()
+                        os._exit(0)
+
+    def commit(self):
+        """From here on the daemon changes the interface: a stop waits for
+        Daemon.run, which undoes it."""
+        with self._lock:
+            self._abortable = True
 
 
 def interface_addresses(ifname: str) -> list:
@@ -284,7 +332,7 @@ class Daemon:
     metrics = None                     # wgmux.metrics.MetricsServer with MetricsListen
 
     def __init__(self, config: Config, idle_timeout: Optional[float] = None,
-                 fresh: bool = False, pin: bool = True):
+                 fresh: bool = False, pin: bool = True, keep_attached: bool = False):
         self.config = config
         self.datapath = None
         self.control: Optional[control.ControlServer] = None
@@ -300,6 +348,8 @@ class Daemon:
         self.gc_interval = min(GC_INTERVAL, max(0.5, self.idle_timeout / 4))
         self.fresh = fresh             # drop pinned state at start
         self.pin = pin                 # pin the maps (restart without loss)
+        # a stop after serving leaves the program attached (see the module doc)
+        self.keep_attached = keep_attached
         self.pin_dir = None
         self.reloads = 0
         self._logged_sessions: dict = {}
@@ -309,9 +359,13 @@ class Daemon:
         self._lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------
-    def start(self):
+    def start(self, early: Optional["EarlySignals"] = None):
+        """`early`: a stop before the attach ends the process at once
+        (EarlySignals)."""
         self.device = preflight(self.config)
         self.control = control.ControlServer(self.config.interface, self.handle_request)
+        if early is not None:
+            early.on_abort = self.control.close
         try:
             from .datapath import Datapath, DatapathError
 
@@ -328,6 +382,8 @@ class Daemon:
             self.datapath.set_port_budget(self.config.initiation_rate,
                                           self.config.initiation_burst)
             self.sync_addresses()
+            if early is not None:
+                early.commit()
             self._adopt_pinned_state()
             try:
                 # replace: a killed predecessor's program is swapped out
@@ -461,7 +517,10 @@ class Daemon:
             self.slowpath = None
             raise ServeError(str(e)) from None
 
-    def stop(self):
+    def stop(self, keep_attached: bool = False):
+        """Stop serving.  `keep_attached`: leave the program attached (only
+        with pinned maps: without them no successor could take its
+        sessions over, so it is detached anyway)."""
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
@@ -469,12 +528,20 @@ class Daemon:
             self.slowpath.stop()      # before the maps and ring buffer go
             self.slowpath = None
         if self.datapath is not None:
+            dp = self.datapath
+            keep = keep_attached and dp.pin_dir is not None and bool(dp.attachments)
             try:
-                self.datapath.close()
-                log.info("detached from %s", self.config.interface)
-                if self.datapath.pin_dir is not None:
-                    log.info("pinned state kept in %s for the next start (wgmux purge removes "
-                             "it)", self.datapath.pin_dir)
+                dp.close(keep_attached=keep)
+                if keep:
+                    log.info("left attached to %s on the maps pinned in %s: established "
+                             "sessions keep flowing until the next start takes over (new "
+                             "handshakes wait for it); `wgmux detach` removes it",
+                             self.config.interface, dp.pin_dir)
+                else:
+                    log.info("detached from %s", self.config.interface)
+                    if dp.pin_dir is not None:
+                        log.info("pinned state kept in %s for the next start (wgmux purge "
+                                 "removes it)", dp.pin_dir)
             finally:
                 self.datapath = None
         if self.control is not None:
@@ -493,6 +560,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
+        signal.set_wakeup_fd(-1)    # EarlySignals' watcher: no longer needed
         if early is not None:       # read after our handlers are in place
             if early.stop:
                 log.info("a stop was requested while starting: stopping")
@@ -521,7 +589,7 @@ class Daemon:
                     next_drop_summary = time.monotonic() + DROP_SUMMARY_INTERVAL
         finally:
             self.log_drops()
-            self.stop()
+            self.stop(keep_attached=self.keep_attached)
 
     def log_sessions(self):
         """One line when a session comes up (a response went through) or

@@ -311,11 +311,12 @@ def attached_filter(dev: Union[str, int], netns: Optional[str] = None) -> Option
 
 
 def remove_leftovers(dev: Union[str, int], pin_dir: Optional[Path] = None,
-                     netns: Optional[str] = None) -> List[str]:
-    """Remove what a killed daemon left on `dev`: its TC filter, the clsact
-    qdisc if the pin directory's record says wgmux added it and nothing else
-    uses it, and the pinned maps.  Returns what was removed, for humans.
-    Only for when no daemon serves `dev` (the caller checks)."""
+                     netns: Optional[str] = None, keep_pins: bool = False) -> List[str]:
+    """Remove what a killed (or kept-attached) daemon left on `dev`: its TC
+    filter, the clsact qdisc if the pin directory's record says wgmux added
+    it and nothing else uses it, and the pinned maps unless `keep_pins`.
+    Returns what was removed, for humans.  Only for when no daemon serves
+    `dev` (the caller checks)."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     removed = []
@@ -342,7 +343,7 @@ def remove_leftovers(dev: Union[str, int], pin_dir: Optional[Path] = None,
             except NetlinkError as e:
                 if e.code not in (errno.ENOENT, errno.EINVAL):
                     raise
-    if pin_dir is not None and Path(pin_dir).exists():
+    if pin_dir is not None and not keep_pins and Path(pin_dir).exists():
         pinning.purge(pin_dir)
         removed.append(f"pinned state {pin_dir}")
     return removed
@@ -495,11 +496,17 @@ class Datapath:
         """fd of another program in the same object (the benchmark ones)."""
         return self.bpf.load_func(name.encode(), self._BPF.SCHED_CLS).fd
 
-    def close(self):
+    def close(self, keep_attached: bool = False):
+        """Detach (unless `keep_attached`: the filters stay, running on the
+        maps, for a successor to take over; see Daemon.keep_attached) and
+        free what bcc holds."""
         if self._closed:
             return
         try:
-            self.detach()
+            if keep_attached:
+                self._attached.clear()
+            else:
+                self.detach()
         finally:
             self._closed = True
             self.bpf.cleanup()

@@ -4,7 +4,8 @@ Enough: the real `wgmux serve` runs on a netlab hub the way the unit runs
 it (uid 0, bounding set = the unit's CapabilityBoundingSet, no new
 privileges, a read-only system with only /sys/fs/bpf writable, /sys and
 /proc/sys read-only, no /home or /root, a minimal /dev), and two NATed peers
-ping each other through it. PrivateTmp is not reproduced (the test's config
+ping each other through it, and its ExecStopPost= removes what the stop
+left attached. PrivateTmp is not reproduced (the test's config
 sits in /tmp, which stays writable as the service's private /tmp would be),
 nor are the unit's seccomp-based settings.
 
@@ -90,7 +91,14 @@ class SandboxedHub(WgmuxHub):
     wrap: list = []
 
     def cli(self, *args):
-        return [*(self.wrap if args[:1] == ("serve",) else []), *super().cli(*args)]
+        return [*(self.wrap if args[:1] in (("serve",), ("detach",)) else []),
+                *super().cli(*args)]
+
+
+def unit_command(key: str) -> list:
+    """The wgmux arguments of the unit's `key`= line (after `wgmux`)."""
+    m = re.search(rf"^{key}=\S+/wgmux (.*)$", UNIT.read_text(), re.M)
+    return m.group(1).split()
 
 
 def test_unit_capabilities_are_enough(lab, tmp_path):
@@ -103,7 +111,9 @@ def test_unit_capabilities_are_enough(lab, tmp_path):
     initiator, responder = topo.host(1), topo.host(2)
     for host in (initiator, responder):
         topo.hub_wg.wait_handshake(host.wg.public_key)
-    hub = SandboxedHub(topo)
+    serve = unit_command("ExecStart")
+    assert serve[:3] == ["serve", "-c", "/etc/wgmux/config.toml"]
+    hub = SandboxedHub(topo, serve_args=serve[3:])      # --keep-attached
     hub.wrap = ["unshare", "--mount", "--propagation", "private", str(sandbox),
                 setpriv_caps(caps)]
     hub.pair(initiator, responder, 51821)
@@ -121,6 +131,16 @@ def test_unit_capabilities_are_enough(lab, tmp_path):
     assert ping(responder.node, initiator.overlay_ip, count=3)
     assert hub.show()["sessions"], hub.log()
     assert hub.stop() == 0, hub.log()
+    # ExecStopPost= (no systemd here to say "restart": a stop) removes the
+    # program, with the same capabilities
+    stop_post = unit_command("ExecStopPost")
+    assert stop_post[:3] == ["detach", "-c", "/etc/wgmux/config.toml"]
+    assert "wgmux_ingress-" in topo.hub.run(["tc", "filter", "show", "dev", "eth0",
+                                             "ingress"]).stdout
+    out = topo.hub.run(hub.cli("detach", "-c", str(hub.config_path), *stop_post[3:]))
+    assert "removed TC filter wgmux_ingress-" in out.stdout, out
+    assert "wgmux" not in topo.hub.run(["tc", "filter", "show", "dev", "eth0",
+                                        "ingress"]).stdout
 
 
 CAP_NUMBERS = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21,

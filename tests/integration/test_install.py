@@ -109,6 +109,7 @@ def test_destdir_staging_layout_and_relocation(scratch):
 
     unit = (staged / "lib/systemd/system/wgmux.service").read_text()
     assert f"ExecStart={prefix}/bin/wgmux serve -c {etc}/wgmux/config.toml" in unit
+    assert f"ExecStopPost={prefix}/bin/wgmux detach -c {etc}/wgmux/config.toml" in unit
     assert f"file:{prefix}/share/doc/wgmux/README.md" in unit
     assert "/usr/local/" not in unit
 

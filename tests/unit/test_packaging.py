@@ -80,7 +80,11 @@ def test_exposure_stays_low(tmp_path):
 
 
 def test_unit_runs_serve_and_reloads_with_sighup(unit):
-    assert unit[("Service", "ExecStart")] == ["/usr/local/bin/wgmux serve -c /etc/wgmux/config.toml"]
+    assert unit[("Service", "ExecStart")] == [
+        "/usr/local/bin/wgmux serve -c /etc/wgmux/config.toml --keep-attached"]
+    # a restart keeps the program attached for the next start; a stop removes it
+    assert unit[("Service", "ExecStopPost")] == [
+        "/usr/local/bin/wgmux detach -c /etc/wgmux/config.toml --unless-restarting %n"]
     assert unit[("Service", "ExecReload")] == ["/bin/kill -HUP $MAINPID"]
     assert unit[("Service", "Restart")] == ["on-failure"]
     assert unit[("Service", "Type")] == ["simple"]
