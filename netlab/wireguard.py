@@ -185,6 +185,45 @@ class WireGuard:
                 self.peers().get(public_key)),
             timeout=timeout, what=f"{self.name} handshake with {public_key[:8]}…")
 
+    def restart(self, before_configure=None):
+        """Restart the device as an operator would (`wg-quick down` then `up`,
+        or its wireguard-go process restarted): the same name, key, listen
+        port, MTU, addresses and peers (public keys, allowed IPs, keepalive),
+        but no endpoints and no sessions: a fresh device learns where its
+        peers are only from their next handshake with it.  Once the new
+        device exists, its whole WireGuard configuration is one `wg set`, as
+        wg-quick's `wg setconf`; `before_configure()`, if given, runs just before it.
+        Plain WireGuard only (not AmneziaWG)."""
+        if self.amnezia is not None:
+            raise NotImplementedError("restart of an AmneziaWG interface")
+        node = self.node
+        index = node.index(self.name)
+        mtu = node.ipr.link("get", index=index)[0].get_attr("IFLA_MTU")
+        addresses = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                     for a in node.ipr.get_addr(index=index)]
+        peers = list(self.peers().values())
+        self.close()                       # down: the link (and its routes) go
+        if self.implementation == "kernel":
+            node.ipr.link("add", ifname=self.name, kind="wireguard")
+        else:
+            self.process = spawn_userspace(node, "wireguard-go", self.name,
+                                           USERSPACE_SOCKET_DIR)
+        if before_configure is not None:
+            before_configure()
+        extra = []
+        for p in peers:
+            extra += ["peer", p.public_key]
+            if p.allowed_ips:
+                extra += ["allowed-ips", ",".join(p.allowed_ips)]
+            if p.keepalive:
+                extra += ["persistent-keepalive", str(p.keepalive)]
+        self.configure(mtu, extra=extra)
+        for address in addresses:
+            node.add_address(self.name, address)
+        for prefix in (a for p in peers for a in p.allowed_ips):
+            with contextlib.suppress(Exception):
+                node.add_route(prefix, ifname=self.name)
+
     def close(self):
         if self.adapter is not None:
             self.adapter.close()

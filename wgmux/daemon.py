@@ -42,7 +42,7 @@ import threading
 import time
 from typing import Optional
 
-from . import control, discovery, pinning
+from . import control, discovery, memory, pinning
 from .config import Config, ConfigError, load
 from .datapath import MAX_HUB_ADDRS
 from .slowpath import can_be_peer
@@ -406,6 +406,7 @@ class Daemon:
             self.sync_endpoints(self.device)
             self._start_slowpath()
             self._start_metrics()
+            memory.release_after_load()
         except BaseException:
             self.stop()
             raise
@@ -583,6 +584,7 @@ class Daemon:
                 if time.monotonic() >= next_gc:
                     self.collect_idle()
                     self.log_sessions()
+                    memory.trim_heap()     # RSS back down after a burst of work
                     next_gc = time.monotonic() + self.gc_interval
                 if time.monotonic() >= next_drop_summary:
                     self.log_drops()

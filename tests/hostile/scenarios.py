@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -34,6 +35,7 @@ from netlab.nat import NatKind
 from netlab.topology import Host, Topology, standard
 from netlab.traffic import ProbeStats, UdpEcho, UdpSeq, ping
 from wgmux import wire
+from wgmux.memory import rss_kib
 from wgmux.netlab_hub import WgmuxHub
 
 PORT = 51821
@@ -122,10 +124,32 @@ def arena(lab, extra_config: str = "", fresh: bool = False) -> Arena:
     return Arena(topo, hub, initiator, responder, add_hostile(topo), newcomer)
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set of a process, KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+class RssPeak:
+    """The highest resident set of process `pid` (KiB), read every
+    `interval` seconds from a thread between start() and stop()."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while True:
+            try:
+                self.peak = max(self.peak, rss_kib(self.pid))
+            except (OSError, StopIteration):
+                return
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> "RssPeak":
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak
 
 
 def real_transport(a: Arena, port: int) -> bytes:
@@ -480,11 +504,21 @@ class FloodRun:
     counters: Dict[str, int]
     rss_before: int                        # the daemon's, KiB
     rss_after: int
+    rss_peak: int                          # from the flood to the whole `show` after it
     half_open_before: int = 0              # half-open entries in show
     half_open_after: int = 0
     fill: Optional[FloodResult] = None     # the fill phase, if any
     filled: Count = Count()                # initiations the responder got during it
     fresh_timeline: List[Tuple[float, str]] = field(default_factory=list)   # its handshake
+
+    @property
+    def rss_growth(self) -> float:
+        """Peak RSS over idle RSS."""
+        return self.rss_peak / self.rss_before if self.rss_before else 0.0
+
+    def rss_text(self) -> str:
+        return (f"{self.rss_before / 1024:.0f} MiB idle, peak {self.rss_peak / 1024:.0f} MiB "
+                f"({self.rss_growth:.2f}x), {self.rss_after / 1024:.0f} MiB after")
 
     @property
     def amplification(self) -> float:
@@ -525,7 +559,7 @@ class FloodRun:
                 f"{self.at_responder_peak:.0f}/s); the victim got {mib(self.victim.bytes)} "
                 f"({self.amplification:.3f} bytes per byte sent); half-open entries "
                 f"{self.half_open_before} -> {self.half_open_after}; daemon RSS "
-                f"{self.rss_before / 1024:.0f} -> {self.rss_after / 1024:.0f} MiB")
+                f"{self.rss_text()}")
 
 
 def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int = 1000,
@@ -564,6 +598,7 @@ def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int =
     counters_before = status["counters"]
     marks = (at_r.read(), victim.read())
     sampler = Sampler(at_r, "init").start()
+    rss = RssPeak(pid).start()
     filled, fill_result = Count(), None
     t0 = time.monotonic()
     try:
@@ -597,6 +632,7 @@ def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int =
     # may cut it short (wgmux show then fails): asked again until whole
     status = wait_for(lambda: a.hub.show(check=False), timeout=60, interval=1,
                       what="a whole `wgmux show` after the flood")
+    rss_peak = rss.stop()
     # a probe is lost when its echo has not come back `grace` seconds after it left
     wait_for(lambda: time.monotonic() > t1 + probe.grace, timeout=probe.grace + 1,
              what="the last probes' grace period")
@@ -607,6 +643,7 @@ def flood(a: Arena, rate: float = 150_000, seconds: float = 10.0, sources: int =
     return FloodRun(result, sources, pair, hs, handshake_timeout,
                     at_r.since(main_mark)["init"], peak_rate(sampler.points),
                     victim.since(marks[1])["from_hub"], counters, rss_before, rss_kib(pid),
+                    rss_peak,
                     half_before, sum(1 for x in status["sessions"] if x["state"] == "half-open"),
                     fill_result, filled, timeline)
 

@@ -3,7 +3,9 @@ kpps (issue 10; `make hostile` runs it for 30 s, this for a few seconds):
 the established pair keeps going (loss < 1 %, p99 RTT < 50 ms), a fresh
 wireguard-go initiator completes its handshake within HANDSHAKE_WITHIN
 seconds, and the responder receives no more initiations than the port's
-budget allows (counted at its NAT's WAN, from the hub).
+budget allows (counted at its NAT's WAN, from the hub), and the daemon's
+RSS stays within 1.25x its idle RSS through the flood and the whole `wgmux
+show` of the table after it (issue 11).
 """
 
 import pytest
@@ -17,6 +19,7 @@ pytestmark = pytest.mark.netlab
 MIN_RATE = 100_000          # what the flood must reach for the figures to count
 MAX_LOSS = 0.01
 MAX_P99 = 0.050
+MAX_RSS_GROWTH = 1.25       # peak RSS over idle RSS (issue 11)
 
 
 def test_flood_of_valid_initiations(lab, extra_config, budget, flood_lock):
@@ -37,4 +40,7 @@ def test_flood_of_valid_initiations(lab, extra_config, budget, flood_lock):
                         f"{run.flood.seconds:.1f} s ({run.responder_rate:.0f}/s, peak "
                         f"{run.at_responder_peak:.0f}/s); the budget allows {allowed:.0f} "
                         f"({budget.rate:g}/s, burst {budget.burst})")
+    if run.rss_growth > MAX_RSS_GROWTH:
+        problems.append(f"the daemon's RSS grew to {run.rss_text()} (at most "
+                        f"{MAX_RSS_GROWTH:g}x)")
     assert not problems, run.describe() + "\n  " + "\n  ".join(problems)
