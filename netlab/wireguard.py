@@ -185,14 +185,15 @@ class WireGuard:
                 self.peers().get(public_key)),
             timeout=timeout, what=f"{self.name} handshake with {public_key[:8]}…")
 
-    def restart(self, before_configure=None):
+    def restart(self, while_down=None, before_configure=None):
         """Restart the device as an operator would (`wg-quick down` then `up`,
         or its wireguard-go process restarted): the same name, key, listen
         port, MTU, addresses and peers (public keys, allowed IPs, keepalive),
         but no endpoints and no sessions: a fresh device learns where its
         peers are only from their next handshake with it.  Once the new
         device exists, its whole WireGuard configuration is one `wg set`, as
-        wg-quick's `wg setconf`; `before_configure()`, if given, runs just before it.
+        wg-quick's `wg setconf`.  `while_down()` runs while no device
+        exists, `before_configure()` once the new one exists, unconfigured.
         Plain WireGuard only (not AmneziaWG)."""
         if self.amnezia is not None:
             raise NotImplementedError("restart of an AmneziaWG interface")
@@ -203,6 +204,8 @@ class WireGuard:
                      for a in node.ipr.get_addr(index=index)]
         peers = list(self.peers().values())
         self.close()                       # down: the link (and its routes) go
+        if while_down is not None:
+            while_down()
         if self.implementation == "kernel":
             node.ipr.link("add", ifname=self.name, kind="wireguard")
         else:

@@ -239,7 +239,7 @@ def check_responders(config, device) -> List[Result]:
 
 # -- all of them -----------------------------------------------------------------
 def _load_config(path, add):
-    from .daemon import load_bounded   # a FIFO or a hung filesystem: an error, not a hang
+    from .config import load_bounded   # a FIFO or a hung filesystem: an error, not a hang
 
     try:
         return load_bounded(path)

@@ -35,7 +35,7 @@ class Fail(Exception):
 
 
 def load_config(args):
-    from .daemon import load_bounded
+    from .config import load_bounded
 
     try:
         return load_bounded(args.config)

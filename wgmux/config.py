@@ -31,6 +31,8 @@ import ipaddress
 import math
 import os
 import re
+import stat
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -202,6 +204,40 @@ def load(path: Union[str, "os.PathLike[str]"] = DEFAULT_PATH) -> Config:
         raise ConfigError(f"{shown}:{line}: not UTF-8 text (byte {e.start}, column {column}: "
                           f"{raw[e.start:e.end]!r})") from None
     return parse(text, name)
+
+
+# How long reading the config file may take.  A FIFO or a hung network
+# filesystem would otherwise hold the daemon's one loop (and SIGTERM).
+CONFIG_READ_TIMEOUT = 5.0
+
+
+def load_bounded(path: str, timeout: float = CONFIG_READ_TIMEOUT) -> Config:
+    """load(path), refusing what is not a regular file and giving up after
+    `timeout` seconds (OSError): the read runs in a thread of its own, left
+    behind if it hangs."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return load(path)              # it says what is wrong in its own words
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{_path_text(os.fspath(path))} is not a regular file")
+    box: dict = {}
+
+    def read():
+        try:
+            box["config"] = load(path)
+        except BaseException as e:     # handed to the caller
+            box["error"] = e
+
+    reader = threading.Thread(target=read, name="wgmux-config-read", daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        raise OSError(f"reading {_path_text(os.fspath(path))} took more than {timeout:g} s "
+                      f"(a hung filesystem?)")
+    if "error" in box:
+        raise box["error"]
+    return box["config"]
 
 
 def parse(text: str, path: str = "<string>") -> Config:

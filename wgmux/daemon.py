@@ -43,7 +43,7 @@ import time
 from typing import Optional
 
 from . import control, discovery, memory, pinning
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, load_bounded
 from .datapath import MAX_HUB_ADDRS
 from .slowpath import can_be_peer
 
@@ -163,41 +163,6 @@ def forwarding_off(config: Config) -> Optional[str]:
     except OSError:
         return None          # no such interface: check_interface says so
     return None if on else f"net.ipv4.conf.{config.interface}.forwarding"
-
-
-# How long reading the config file may take.  A FIFO or a hung network
-# filesystem would otherwise hold the daemon's one loop (and SIGTERM).
-CONFIG_READ_TIMEOUT = 5.0
-
-
-def load_bounded(path: str, timeout: float = CONFIG_READ_TIMEOUT) -> Config:
-    """load(path), refusing what is not a regular file and giving up after
-    `timeout` seconds (OSError): the read runs in a thread of its own, left
-    behind if it hangs."""
-    import stat
-
-    try:
-        st = os.stat(path)
-    except OSError:
-        return load(path)              # it says what is wrong in its own words
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(f"{path} is not a regular file")
-    box: dict = {}
-
-    def read():
-        try:
-            box["config"] = load(path)
-        except BaseException as e:     # handed to the caller
-            box["error"] = e
-
-    reader = threading.Thread(target=read, name="wgmux-config-read", daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if reader.is_alive():
-        raise OSError(f"reading {path} took more than {timeout:g} s (a hung filesystem?)")
-    if "error" in box:
-        raise box["error"]
-    return box["config"]
 
 
 class EarlySignals:

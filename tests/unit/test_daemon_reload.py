@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from wgmux import config as cmod
 from wgmux import daemon as dmod
 from wgmux.config import load
 from wgmux.discovery import DeviceInfo, PeerInfo
@@ -194,16 +195,16 @@ def test_config_read_that_hangs_times_out(tmp_path):
     fifo = tmp_path / "config.toml"
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="not a regular file"):
-        dmod.load_bounded(str(fifo))
+        cmod.load_bounded(str(fifo))
     real = tmp_path / "real.toml"
     real.write_text(text([(40001, K1)]))
-    original = dmod.load
+    original = cmod.load
     try:
-        dmod.load = lambda p: (_time.sleep(3), original(p))[1]      # a hung read, mocked
+        cmod.load = lambda p: (_time.sleep(3), original(p))[1]      # a hung read, mocked
         t0 = _time.monotonic()
         with pytest.raises(OSError, match="took more than"):
-            dmod.load_bounded(str(real), timeout=0.5)
+            cmod.load_bounded(str(real), timeout=0.5)
         assert _time.monotonic() - t0 < 2
     finally:
-        dmod.load = original
-    assert dmod.load_bounded(str(real)).ports == (40001,)
+        cmod.load = original
+    assert cmod.load_bounded(str(real)).ports == (40001,)
