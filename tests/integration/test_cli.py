@@ -130,3 +130,30 @@ def test_help(args):
     out = subprocess.run([sys.executable, "-m", "wgmux.cli", *args], capture_output=True, text=True)
     assert out.returncode == 0
     assert "--config" in out.stdout or "COMMAND" in out.stdout
+
+
+def test_unprivileged_user_cannot_reach_the_real_daemon(lab):
+    """The real `wgmux serve`'s control socket, tried by `nobody` in the
+    hub's namespace: connecting is refused, and so is binding the name of
+    another Interface's socket (squatting); root's `show` still answers."""
+    from netlab.lab import NETNS_DIR
+    from wgmux import control
+
+    topo = standard(lab, wireguard=True)
+    hub = WgmuxHub(topo)
+    hub.pair(topo.host(1), topo.host(2), 51821)
+    hub.start()
+    ino = os.stat(NETNS_DIR / topo.hub.netns).st_ino
+    sock = control.address("eth0", ino)
+    squat = control.address("eth9", ino)
+
+    def as_nobody(code):
+        return topo.hub.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             sys.executable, "-c", code], check=False)
+
+    out = as_nobody(f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({str(sock)!r})")
+    assert out.returncode != 0 and "PermissionError" in out.stderr, out
+    out = as_nobody(f"import socket; s = socket.socket(socket.AF_UNIX); s.bind({str(squat)!r})")
+    assert out.returncode != 0 and "PermissionError" in out.stderr, out
+    assert not squat.exists()
+    assert hub.show()["pid"] == hub.process.pid
