@@ -55,7 +55,7 @@ fi
 
 # bcc compiles against /lib/modules/$(uname -r)/{build,source}. A kernel that
 # ships no headers (cloud/microVM kernels) gets Debian's 6.1 headers there
-# (DESIGN §7: the ones Debian's bcc 0.26 can use); a system with real
+# (the ones Debian's bcc 0.26 compiles against); a system with real
 # headers for its kernel is left alone.
 if have_headers; then
     say "kernel headers for $kver present"

@@ -760,9 +760,11 @@ class Daemon:
                                      "follow", peer.port, _fmt_ep(old), n,
                                      "y" if n == 1 else "ies")
 
-    def collect_idle(self):
+    def collect_idle(self, now_ns: Optional[int] = None):
+        """`now_ns`: the monotonic clock's reading to judge by (tests)."""
         with self._lock:
-            removed = self.datapath.collect_idle(self.idle_timeout, self.half_open_timeout)
+            removed = self.datapath.collect_idle(self.idle_timeout, self.half_open_timeout,
+                                                 now_ns=now_ns)
         if removed:
             log.info("collected %d idle session entr%s", removed, "y" if removed == 1 else "ies")
 

@@ -66,7 +66,9 @@ def test_churn_stays_bounded_and_is_collected():
     n = 512
     with g.GoldenNet() as net, Datapath(g.HUB_PORT, max_sessions=n) as dp:
         g.with_established(dp_env := g.Env(dp, net))
-        past = monotonic_ns() - 60 * NS
+        # timestamps from now on, judged 60 s later: a machine booted less
+        # than a minute ago has no monotonic reading 60 s in the past
+        past = monotonic_ns()
         for i in range(n - 2):
             dp.set_session(g.HUB_PORT, 0x1000 + i, g.E_I, g.P, expect=g.E_R,
                            created=past, last_seen=past)
@@ -83,12 +85,15 @@ def test_churn_stays_bounded_and_is_collected():
         res = dp_env.run(g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX)))
         assert res.retval == TC_ACT_REDIRECT
 
+        # transport the other way too: the pair is confirmed (540 s timeout)
+        res = dp_env.run(g.inbound(g.E_R, g.hub(g.HUB_PORT), g.transport(g.I_IDX)))
+        assert res.retval == TC_ACT_REDIRECT
         # the daemon's collection: half-open ones after 30 s of silence
         d = dmod.Daemon.__new__(dmod.Daemon)
         d.datapath, d.idle_timeout, d.half_open_timeout = dp, 540.0, 30.0
         import threading
         d._lock = threading.Lock()
-        d.collect_idle()
+        d.collect_idle(now_ns=past + 60 * NS)
         assert sorted(s.key for s in dp.sessions()) == sorted(
             [(g.HUB_PORT, g.I_IDX), (g.P, g.R_IDX)])
         # and there is room again
@@ -101,8 +106,10 @@ def test_churn_stays_bounded_and_is_collected():
 @root
 def test_collect_idle_keeps_a_pair_while_one_direction_is_busy():
     with Datapath(g.HUB_PORT) as dp:
-        now = monotonic_ns()
-        old, recent = now - 600 * NS, now - 1 * NS
+        # "now" is 600 s ahead of the clock: no reading before boot needed
+        old = monotonic_ns()
+        now = old + 600 * NS
+        recent = now - 1 * NS
         dp.set_session(g.HUB_PORT, 1, g.E_I, g.P, reverse=(g.P, 2), created=old, last_seen=old)
         dp.set_session(g.P, 2, g.E_R, g.HUB_PORT, reverse=(g.HUB_PORT, 1), created=old,
                        last_seen=recent)
