@@ -47,8 +47,9 @@ port and peers without endpoints, as `wg setconf` would; address, MTU,
 routes as before) and the initiator starting over.  The positive times its
 restart right after one of the daemon's reads of the missing device
 (it logs "cannot read", every 0.5 s): the new device then exists and is
-configured in ~0.1 s, before the daemon's next read, which otherwise could
-fall in the ~15-60 ms between creation and configuration (the bug above).
+configured within ~0.1 s, before the daemon's next read.  Untimed, that
+read falls in the ~15-60 ms between creation and configuration (the bug
+above) in about one restart of 20 (2 of 40 measured).
 """
 
 import time
