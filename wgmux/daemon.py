@@ -722,7 +722,13 @@ class Daemon:
                         self._martian_warned[peer.port] = endpoint
                     endpoint = None
                 old = self.endpoints.get(peer.port)
-                if endpoint is None and old is not None and info is not None:
+                # A device not listening on HubPort is not configured (yet):
+                # wg-quick and wireguard-go create it empty, then `wg
+                # setconf` gives it its port and peers.  Not being its peer
+                # then says nothing about the responder.
+                configured = device.listen_port == self.config.hub_port
+                if endpoint is None and old is not None and (info is not None
+                                                             or not configured):
                     # The device lost it (its WireGuard restarted, same key
                     # and port): the responder is most likely still there,
                     # and keeps its NAT mapping open with keepalives.  Keep

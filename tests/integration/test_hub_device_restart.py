@@ -33,11 +33,11 @@ on the standard netlab topology (both peers behind NAT), nothing mocked:
   10 s.  That is the behaviour of the code before the fix, and it shows
   that the positive's premise holds: within that window nothing (the
   responder's keepalives included) teaches the hub device the endpoint.
-- `test_daemon_reading_the_unconfigured_device_keeps_the_last_known`
-  (xfail, strict: a product bug): a restarted device exists for an instant
-  before `wg setconf` gives it its port and peers; a read of the daemon
-  in that instant finds the responder "not a peer" and drops the last
-  known endpoint, so handshakes fail again as before the fix.  Played
+- `test_daemon_reading_the_unconfigured_device_keeps_the_last_known`: a
+  restarted device exists for an instant before `wg setconf` gives it its
+  port and peers; a read of the daemon in that instant finds the responder
+  "not a peer" of a device that does not listen on HubPort, which says
+  nothing about the responder: the last known endpoint stays.  Played
   deterministically by holding the restart there until `show` says the
   daemon read the empty device.
 
@@ -119,7 +119,7 @@ def test_hub_device_restart_keeps_handshakes_working(lab):
     log = hub.log(mark)
     assert "not a peer of" not in log and "has no endpoint on" not in log, \
         f"the daemon dropped the endpoint (the device came up {up_after:.3f}s after its " \
-        f"read; see the xfail test below):\n{log}"
+        f"read; see test_daemon_reading_the_unconfigured_device_keeps_the_last_known):\n{log}"
     assert f"has no endpoint for it now; keeping the last known {known}" in log, log
     assert status["endpoint"] == known and status["known_to_device"]
     fresh = device.peer(rkey)
@@ -169,9 +169,6 @@ def test_daemon_started_after_the_device_restart_has_no_endpoint(lab):
     assert port_status(hub)["endpoint"] is None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "product bug: Daemon.sync_endpoints drops the last known endpoint when it reads the "
-    "restarted device before it is configured (the responder is then 'not a peer of' it)"))
 def test_daemon_reading_the_unconfigured_device_keeps_the_last_known(lab):
     topo, hub, initiator, responder = serving_pair(lab, port=PORT)
     device, rkey = topo.hub_wg, responder.wg.public_key
