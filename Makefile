@@ -67,11 +67,11 @@ verifier-test: setup-check
 	  bash scripts/kernel-matrix.sh -- tests/unit/test_datapath.py -k "not mutants"
 
 demo: setup
-	$(PY) -m wgmux.demo
+	$(PY) -m harness.demo
 
 bench: setup-check
-	$(PY) -m wgmux.bench
-	$(PY) -m wgmux.bench --e2e
+	$(PY) -m harness.bench
+	$(PY) -m harness.bench --e2e
 
 .PHONY: hostile
 hostile: setup-check

@@ -370,7 +370,7 @@ class Datapath:
         """Compile and load.  `classifier` (or its alias `amnezia`): a
         wire.Classifier, anything with s1..s4 / h1..h4
         (wgmux.config.AmneziaParams), or None for plain WireGuard.
-        `bench` adds the benchmark programs (wgmux.bench); `source` compiles
+        `bench` adds the benchmark programs (harness.bench); `source` compiles
         another copy of wgmux.c (it must sit next to a wire.h).
 
         `pin_dir`: pin every map there (wgmux.pinning), reusing the maps a

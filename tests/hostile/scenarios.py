@@ -36,7 +36,7 @@ from netlab.topology import Host, Topology, standard
 from netlab.traffic import ProbeStats, UdpEcho, UdpSeq, ping
 from wgmux import wire
 from wgmux.memory import rss_kib
-from wgmux.netlab_hub import WgmuxHub
+from harness.hub import WgmuxHub
 
 PORT = 51821
 ECHO_PORT, FRESH_ECHO_PORT, FLOW_PORT = 7007, 7008, 7009

@@ -33,7 +33,7 @@ from netlab.nat import NatKind
 from netlab.topology import standard
 from netlab.traffic import ping, tcp_transfer
 from wgmux import config, wire
-from wgmux.netlab_hub import WgmuxHub
+from harness.hub import WgmuxHub
 
 pytestmark = pytest.mark.netlab
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.netlab
 
 
 def bench(*args):
-    return subprocess.run([sys.executable, "-m", "wgmux.bench", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "harness.bench", *args], capture_output=True,
                           text=True, timeout=600)
 
 

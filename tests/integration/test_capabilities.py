@@ -27,7 +27,7 @@ from netlab import wait_for
 from netlab.topology import standard
 from netlab.traffic import ping
 from netlab.wireguard import WireGuard
-from wgmux.netlab_hub import WgmuxHub
+from harness.hub import WgmuxHub
 
 pytestmark = pytest.mark.netlab
 

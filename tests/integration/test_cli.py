@@ -12,7 +12,7 @@ import pytest
 
 from netlab.topology import standard
 from netlab.wireguard import WireGuard
-from wgmux.netlab_hub import WgmuxHub
+from harness.hub import WgmuxHub
 
 pytestmark = pytest.mark.netlab
 

@@ -58,7 +58,7 @@ import pytest
 
 from netlab import wait_for
 from netlab.traffic import ping
-from wgmux.netlab_hub import serving_pair
+from harness.hub import serving_pair
 
 pytestmark = pytest.mark.netlab
 

@@ -23,7 +23,7 @@ from netlab.capture import Capture
 from netlab.nat import NatKind
 from netlab.topology import distinct_ports, standard
 from netlab.traffic import ping, send_udp, tcp_transfer
-from wgmux.netlab_hub import WgmuxHub
+from harness.hub import WgmuxHub
 
 pytestmark = pytest.mark.netlab
 

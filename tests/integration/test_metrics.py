@@ -11,7 +11,7 @@ import pytest
 from netlab import wait_for
 from netlab.topology import standard
 from netlab.traffic import ping
-from wgmux.netlab_hub import WgmuxHub
+from harness.hub import WgmuxHub
 
 pytestmark = pytest.mark.netlab
 

@@ -19,7 +19,7 @@ from netlab.capture import Capture
 from netlab.nat import NatKind
 from netlab.topology import standard
 from netlab.traffic import ping, send_udp, tcp_transfer
-from wgmux.netlab_hub import WgmuxHub, serving_pair
+from harness.hub import WgmuxHub, serving_pair
 
 pytestmark = pytest.mark.netlab
 

@@ -18,7 +18,7 @@ from netlab import wait_for
 from netlab.nat import NatKind
 from netlab.topology import standard
 from netlab.traffic import ping, UdpSeq
-from wgmux.netlab_hub import WgmuxHub, serving_pair
+from harness.hub import WgmuxHub, serving_pair
 
 pytestmark = pytest.mark.netlab
 

@@ -27,7 +27,7 @@ import pytest
 from flows import FilterWatch
 from netlab.topology import standard
 from netlab.traffic import TcpFlow, UdpSeq
-from wgmux.netlab_hub import WgmuxHub, serving_pair
+from harness.hub import WgmuxHub, serving_pair
 
 pytestmark = pytest.mark.netlab
 

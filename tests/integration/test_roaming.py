@@ -32,7 +32,7 @@ import pytest
 from netlab import wait_for
 from netlab.nat import NatKind
 from netlab.traffic import TcpFlow, UdpSeq
-from wgmux.netlab_hub import serving_pair
+from harness.hub import serving_pair
 
 pytestmark = pytest.mark.netlab
 

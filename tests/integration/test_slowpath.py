@@ -32,7 +32,7 @@ from netlab.nat import NatKind
 from netlab.topology import standard
 from netlab.traffic import ping
 from wgmux import mac1, wire
-from wgmux.netlab_hub import WgmuxHub
+from harness.hub import WgmuxHub
 
 pytestmark = pytest.mark.netlab
 

@@ -21,10 +21,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from wgmux import golden as g
+from harness import golden as g
 from wgmux import packet as pk
 from wgmux import wire
-from wgmux.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TestRunResult, test_run
+from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TestRunResult, test_run
 
 KINDS = tuple(wire.MessageType)
 I, R, C, T = KINDS
@@ -32,7 +32,7 @@ U32 = wire.U32_MAX
 U64 = (1 << 64) - 1
 KNOWN_VERDICTS = (TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT)
 
-# The hub's own addresses (wgmux.golden's namespace: pub0's, and nofwd0's).
+# The hub's own addresses (harness.golden's namespace: pub0's, and nofwd0's).
 HUB_ADDRESSES = frozenset(map(ipaddress.ip_address, (g.HUB4, g.HUB6, g.NOFWD4)))
 
 # Martian and odd addresses to send from and to (see is_martian()).

@@ -24,7 +24,7 @@ from nacl.exceptions import CryptoError
 
 from wgmux import cookie as ck
 from wgmux.cookie import COOKIE_SECRET_MAX_AGE, CookieSecret, source_bytes
-from wgmux.golden import AWG1, AWG2, AWG3
+from harness.golden import AWG1, AWG2, AWG3
 from wgmux.mac1 import cookie_key, mac, mac1_key, message_mac1, verify_mac1, with_mac1
 from wgmux.wire import (
     WG_COOKIE_SIZE, WG_INITIATION_OFF_MAC2, WIREGUARD, Classifier, Cookie, MessageType,

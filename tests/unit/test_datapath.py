@@ -1,8 +1,8 @@
 """The datapath (bpf/wgmux.c) under BPF_PROG_TEST_RUN: the golden table of
-wgmux.golden, plus walks and map/attach behaviour the table cannot express.
+harness.golden, plus walks and map/attach behaviour the table cannot express.
 
 Needs root and bcc.  The program is compiled once per test session (per
-xdist worker); fib lookups run in a private namespace (wgmux.golden).
+xdist worker); fib lookups run in a private namespace (harness.golden).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import secrets
 import pytest
 
 from netlab import wait_for
-from wgmux import golden as g
+from harness import golden as g
 from wgmux import packet as pk
 from wgmux import wire
-from wgmux.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
+from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
 
 bcc = pytest.importorskip("bcc", reason="bcc (python3-bpfcc) is not installed")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (eBPF, namespaces)")

@@ -2,7 +2,7 @@
 real compiled program with BPF_PROG_TEST_RUN, every one of them checked.
 
 What it sends (tests/unit/datapath_fuzz.py): map states like the golden
-table's (wgmux.golden's with_* setups: responders on peer ports with known
+table's (harness.golden's with_* setups: responders on peer ports with known
 and unknown endpoints, half-open entries both ways, established pairs over
 IPv4 and IPv6, entries towards odd next hops; plain WireGuard and the
 AmneziaWG classifiers AWG1-3; roaming on and off), set up afresh every
@@ -66,7 +66,7 @@ Run longer or elsewhere (no make target needed):
     WGMUX_FUZZ_SEED=0x1234 ...       another seed ("random": a fresh one, printed)
     WGMUX_FUZZ_SOURCE=/path/wgmux.c  fuzz another copy of the program (next to a
                                      wire.h; with the same counters as bpf/wgmux.c,
-                                     which wgmux.golden's reset zeroes)
+                                     which harness.golden's reset zeroes)
     WGMUX_FUZZ_STRICT=1              fail on the REPORT_ONLY checks too
     -s                               print the summary: frames/s, verdicts reached
 
@@ -88,10 +88,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from wgmux import golden as g
+from harness import golden as g
 from wgmux import packet as pk
 from wgmux import wire
-from wgmux.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TestRunResult
+from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TestRunResult
 
 
 def _load_helper():

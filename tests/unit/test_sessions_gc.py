@@ -12,10 +12,10 @@ import os
 import pytest
 
 from wgmux import daemon as dmod
-from wgmux import golden as g
+from harness import golden as g
 from wgmux import packet as pk
 from wgmux.discovery import DeviceInfo, PeerInfo
-from wgmux.testrun import TC_ACT_REDIRECT
+from harness.testrun import TC_ACT_REDIRECT
 
 NS = 10**9
 

@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import pytest
 
 from netlab import wait_for
-from wgmux import golden as g
+from harness import golden as g
 from wgmux import mac1, wire
-from wgmux.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
+from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
 
 bcc = pytest.importorskip("bcc", reason="bcc (python3-bpfcc) is not installed")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (eBPF, namespaces)")

@@ -10,7 +10,7 @@ run time.  For a TC (sched_cls) program:
   namespace, or the device `ifindex` names in that namespace; helpers such
   as bpf_fib_lookup() therefore see that namespace's routes and neighbours;
 - with repeat > 1 the program runs again on the same, already rewritten,
-  skb (see wgmux.bench for how the benchmark copes).
+  skb (see harness.bench for how the benchmark copes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""End-to-end benchmark on netlab: `python -m wgmux.bench --e2e`.
+"""End-to-end benchmark on netlab: `python -m harness.bench --e2e`.
 
 Two wireguard-go peers behind port-restricted NATs exchange traffic through
 the hub three ways:
@@ -27,7 +27,7 @@ from netlab.nat import NatKind
 from netlab.topology import standard
 from netlab.traffic import ping, tcp_transfer
 
-from .netlab_hub import WgmuxHub
+from harness.hub import WgmuxHub
 
 PORT = 51821
 MODES = ("wgmux", "wgmux-nofwd", "classic")

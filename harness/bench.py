@@ -1,6 +1,6 @@
-"""Datapath micro-benchmark: `python -m wgmux.bench`.
+"""Datapath micro-benchmark: `python -m harness.bench`.
 
-Runs the golden table's rows marked `bench` (wgmux.golden) through
+Runs the golden table's rows marked `bench` (harness.golden) through
 BPF_PROG_TEST_RUN with a large repeat count and prints the cost per packet.
 
 Test-run repeats a TC program on the same skb, which after the first run
@@ -20,7 +20,7 @@ import statistics
 import sys
 from typing import List, Optional
 
-from wgmux import golden as g
+from harness import golden as g
 
 
 def _set_bench_header(dp, frame: bytes):
@@ -41,7 +41,7 @@ def _check(case: g.Case, got_retval: int, got: bytes) -> Optional[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m wgmux.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=1_000_000, help="runs per measurement")
     ap.add_argument("--rounds", type=int, default=5, help="measurements per row (median shown)")
     ap.add_argument("-k", dest="only", default="", help="only rows whose name contains this")
@@ -49,14 +49,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="every row of the table, not just those marked bench")
     ap.add_argument("--e2e", action="store_true",
                     help="instead: end to end on netlab, wgmux (forwarding on/off) against "
-                         "a classic decrypting hub (wgmux.bench_e2e)")
+                         "a classic decrypting hub (harness.bench_e2e)")
     ap.add_argument("--size-mb", type=int, default=10, help="--e2e: TCP transfer size")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
-        print("wgmux.bench: needs root (eBPF, network namespaces)", file=sys.stderr)
+        print("harness.bench: needs root (eBPF, network namespaces)", file=sys.stderr)
         return 2
     if args.e2e:
-        from wgmux import bench_e2e
+        from harness import bench_e2e
         return bench_e2e.main(size_mb=args.size_mb, rounds=args.rounds, only=args.only)
 
     from wgmux.datapath import Datapath

@@ -27,7 +27,7 @@ from netlab.nat import NatKind
 from netlab.topology import Host, Topology, standard
 from netlab.traffic import ping
 
-from . import pinning
+from wgmux import pinning
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The datapath's golden table: (state, input frame) -> (verdict, output
 frame, counter reason), run through BPF_PROG_TEST_RUN.
 
-tests/unit/test_datapath.py asserts every row; `python -m wgmux.bench`
+tests/unit/test_datapath.py asserts every row; `python -m harness.bench`
 times the rows marked `bench`.  It lives in the package, not under tests/,
 so that the benchmark (and a kernel-matrix run) works wherever wgmux is
 installed.
@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from wgmux import packet as pk
 from wgmux import wire
-from wgmux.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TestRunResult, test_run
+from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TestRunResult, test_run
 
 # ---- the namespace's fixed answers -----------------------------------------
 HUB_MAC = "02:00:00:00:00:01"      # pub0
@@ -196,7 +196,7 @@ class Case:
     partial_csum: bool = False           # output UDP checksum field is a partial sum
     classifier: wire.Classifier = wire.WIREGUARD
     roaming: bool = True
-    bench: bool = False                  # timed by wgmux.bench
+    bench: bool = False                  # timed by harness.bench
     # the one message the slow path must get for this packet ("initiation"
     # or "response", checked against the input frame by slow_problem()),
     # or None: it must get nothing

@@ -17,7 +17,7 @@ from netlab.nat import NatKind
 from netlab.topology import standard
 from netlab.traffic import ping
 
-from .netlab_hub import WgmuxHub
+from harness.hub import WgmuxHub
 
 RESPONDER_PORT = 51821
 
@@ -27,7 +27,7 @@ def step(msg: str):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m wgmux.demo", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nat", default="port_restricted",
                     choices=[k.name.lower() for k in NatKind],
