@@ -18,9 +18,6 @@ the namespace only for the syscall, so the test process stays where it was.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import random
 import socket
 from dataclasses import dataclass, field
@@ -28,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from wgmux import packet as pk
 from wgmux import wire
+from netlab.netns import inside
 from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TestRunResult, test_run
 
 # ---- the namespace's fixed answers -----------------------------------------
@@ -59,37 +57,6 @@ R_IDX = 0xA1B2C3D4                   # > 2**31 on purpose
 STRANGER_IDX = 0x0BADF00D
 
 SAME = "same"    # Case.output: the program must leave the frame untouched
-
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int):
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def in_netns(name: str):
-    """This thread in the named network namespace for the duration (not
-    pyroute2's pushns: that would recreate a namespace deleted meanwhile,
-    and saves the process's namespace rather than the thread's).  Sockets
-    opened inside stay in that namespace."""
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(saved)
-    finally:
-        os.close(saved)
 
 
 class GoldenNet:
@@ -145,7 +112,7 @@ class GoldenNet:
         self.close()
 
     def inside(self):
-        return in_netns(self.name)
+        return inside(self.name)
 
     def run(self, prog_fd: int, frame: bytes, dev: str = "pub0", repeat: int = 1,
             gso_size: int = 0) -> TestRunResult:

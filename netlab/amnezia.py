@@ -79,7 +79,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import functools
 import hashlib
@@ -101,6 +100,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from wgmux import wire  # the one message-layout module (see module doc)
+
+from .netns import inside
 
 AMNEZIA_SOCKET_DIR = Path("/var/run/amneziawg")
 TUN_NAME = "awg0"
@@ -435,34 +436,17 @@ def parse_udp_packet(pkt: bytes) -> Optional[Tuple[str, int, str, int, bytes]]:
 
 # ---- the adapter process ---------------------------------------------------------
 
-_CLONE_NEWNET = 0x40000000
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 
 
-def _setns(fd: int):
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
 def open_tun_in(netns_path: str, name: str) -> int:
     """Create TUN device `name` in the network namespace at `netns_path` and
     return its fd; this process stays in (returns to) its own namespace."""
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(netns_path, os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI))
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
-        os.close(target)
+    with inside(netns_path):
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI))
     return fd
 
 

@@ -23,9 +23,10 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from pyroute2 import IPRoute, netns
 
+from .netns import NETNS_DIR
+
 PREFIX_ROOT = "nl"
 STATE_DIR = Path("/run/netlab")
-NETNS_DIR = Path("/var/run/netns")
 WG_SOCKET_DIRS = (Path("/var/run/wireguard"), Path("/var/run/amneziawg"))
 
 

@@ -13,6 +13,7 @@ import secrets
 import pytest
 
 from netlab import wait_for
+from netlab.netns import inside
 from harness import golden as g
 from wgmux import packet as pk
 from wgmux import wire
@@ -443,7 +444,7 @@ def lan(request, lab):
 
 def _udp_socket(netns: str, port: int):
     import socket
-    with g.in_netns(netns):
+    with inside(netns):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", port))
     s.settimeout(5)
@@ -455,7 +456,7 @@ class _Sniffer:
 
     def __init__(self, netns: str):
         import socket
-        with g.in_netns(netns):
+        with inside(netns):
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
             self.sock.bind(("eth0", 0))
         self.sock.settimeout(5)
@@ -500,7 +501,7 @@ def test_real_traffic_is_reflected(golden_env, lan, forwarding):
     from wgmux import mac1
     from wgmux.slowpath import RawSender, SlowPath
     r_key = secrets.token_bytes(32)
-    with g.in_netns(ns["hub"].netns):
+    with inside(ns["hub"].netns):
         sender = RawSender()
     config = SimpleNamespace(peers=[SimpleNamespace(port=g.P, public_key=r_key)])
     slow = SlowPath(dp, lambda: config, lambda: None, sender=sender)
