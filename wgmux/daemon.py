@@ -42,7 +42,7 @@ import threading
 import time
 from typing import Optional
 
-from . import control, discovery, memory, pinning
+from . import control, discovery, memory, pinning, preflight
 from .config import Config, ConfigError, load_bounded
 from .datapath import MAX_HUB_ADDRS
 from .slowpath import can_be_peer
@@ -76,93 +76,6 @@ IDLE_TIMEOUT_ENV = "WGMUX_SESSION_IDLE_TIMEOUT"
 
 class ServeError(RuntimeError):
     """A reason `serve` cannot start; its message is the one line users see."""
-
-
-# Capabilities `serve` needs (linux/capability.h numbers), and no others
-# (tests/integration/test_capabilities.py proves both): CAP_BPF creates maps
-# and loads the program, CAP_PERFMON makes the verifier accept its
-# packet-pointer arithmetic, CAP_NET_ADMIN loads a TC program, attaches it
-# and reads kernel WireGuard, CAP_NET_RAW opens the slow path's raw sockets.
-# CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (kernels before 5.8
-# have neither).
-CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 13, 21, 38, 39
-REQUIRED_CAPS = ("CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_PERFMON")
-
-
-def effective_caps() -> int:
-    """This process's effective capability set, as a bit mask."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
-
-
-def missing_caps(eff: Optional[int] = None) -> list:
-    """Names of the REQUIRED_CAPS the process lacks (CAP_SYS_ADMIN standing
-    in for CAP_BPF and CAP_PERFMON), in REQUIRED_CAPS order."""
-    eff = effective_caps() if eff is None else eff
-
-    def has(cap):
-        return bool(eff >> cap & 1)
-
-    admin = has(CAP_SYS_ADMIN)
-    have = {"CAP_BPF": has(CAP_BPF) or admin, "CAP_NET_ADMIN": has(CAP_NET_ADMIN),
-            "CAP_NET_RAW": has(CAP_NET_RAW), "CAP_PERFMON": has(CAP_PERFMON) or admin}
-    return [name for name in REQUIRED_CAPS if not have[name]]
-
-
-def check_privileges():
-    missing = missing_caps()
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise ServeError("wgmux serve must run as root (it loads eBPF and changes tc)")
-    raise ServeError(f"wgmux serve runs as root but without {', '.join(missing)} (it loads eBPF "
-                     f"and changes tc: it needs {', '.join(REQUIRED_CAPS)})")
-
-
-def check_interface(config: Config):
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        if not ipr.link_lookup(ifname=config.interface):
-            raise ServeError(f"Interface {config.interface!r} (from {config.path}) does not exist "
-                             f"in this network namespace")
-
-
-def read_hub_device(config: Config):
-    try:
-        return discovery.read_device(config.device, config.wg_util)
-    except discovery.DiscoveryError as e:
-        raise ServeError(f"Device {config.device!r} (from {config.path}): {e}") from None
-
-
-def check_hub_port(config: Config, device):
-    if device.listen_port != config.hub_port:
-        raise ServeError(f"HubPort {config.hub_port} (from {config.path}) does not match "
-                         f"{config.device}'s listen port {device.listen_port}")
-
-
-def forwarding_off(config: Config) -> Optional[str]:
-    """The sysctl to set when IPv4 forwarding is off on Interface, else None.
-
-    bpf_fib_lookup() refuses to route a packet that arrived on an interface
-    without forwarding; the datapath then hands every reflected packet to
-    bpf_redirect_neigh() (ev_nh_fwd_disabled): it still works, through the
-    kernel's neighbour code for each packet instead of cached MACs.  wgmux
-    does not flip the sysctl itself: it makes the host a router for what
-    arrives on that interface, which is the operator's decision.  (IPv6
-    asks net.ipv6.conf.all.forwarding, named in the hints.)"""
-    try:
-        with open(f"/proc/sys/net/ipv4/conf/{config.interface}/forwarding") as f:
-            on = f.read().strip() != "0"
-    except OSError:
-        return None          # no such interface: check_interface says so
-    return None if on else f"net.ipv4.conf.{config.interface}.forwarding"
 
 
 class EarlySignals:
@@ -246,25 +159,6 @@ def interface_addresses(ifname: str) -> list:
     return sorted(out, key=lambda a: (a.version, a.packed))
 
 
-def check_bcc():
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        raise ServeError("bcc is not importable: install the Debian package python3-bpfcc and "
-                         "run wgmux with a Python that sees it (make setup does this)") from None
-
-
-def preflight(config: Config):
-    """Everything that can be checked before touching the kernel (each step
-    is also one of `wgmux check`'s checks)."""
-    check_privileges()
-    check_interface(config)
-    device = read_hub_device(config)
-    check_hub_port(config, device)
-    check_bcc()
-    return device
-
-
 def idle_timeouts(idle_timeout: Optional[float] = None):
     """(idle, half-open) timeouts in seconds: the argument, else the
     environment's WGMUX_SESSION_IDLE_TIMEOUT, else SESSION_IDLE_TIMEOUT."""
@@ -327,7 +221,10 @@ class Daemon:
     def start(self, early: Optional["EarlySignals"] = None):
         """`early`: a stop before the attach ends the process at once
         (EarlySignals)."""
-        self.device = preflight(self.config)
+        try:
+            self.device = preflight.before_serve(self.config)
+        except preflight.Failed as e:
+            raise ServeError(str(e)) from None
         self.control = control.ControlServer(self.config.interface, self.handle_request)
         if early is not None:
             early.on_abort = self.control.close
@@ -359,11 +256,9 @@ class Daemon:
             log.info("attached to %s (TC ingress), hub port %d, %d responder port(s): %s",
                      self.config.interface, self.config.hub_port, len(self.config.peers),
                      " ".join(str(p.port) for p in self.config.peers) or "-")
-            sysctl = forwarding_off(self.config)
-            if sysctl:
-                log.warning("forwarding is off on %s: reflected packets take the kernel's "
-                            "neighbour path (ev_nh_fwd_disabled), slower than the fast path; "
-                            "sysctl -w %s=1 enables it", self.config.interface, sysctl)
+            forwarding = preflight.check_forwarding(self.config)
+            if forwarding.status == preflight.WARN:
+                log.warning("%s; %s", forwarding.text, forwarding.hint)
             if self.datapath.replaced_filter:
                 log.info("took over from the datapath a previous wgmux left attached (%s)",
                          self.datapath.replaced_filter)
@@ -395,9 +290,9 @@ class Daemon:
         if not self.pin:
             log.warning("maps not pinned (--no-pin): a restart drops every session")
             return None
-        if not pinning.bpffs_mounted():
-            log.warning("%s is not a bpf filesystem: maps not pinned, a restart drops every "
-                        "session (mount -t bpf bpf %s)", pinning.BPFFS, pinning.BPFFS)
+        bpffs = preflight.check_bpffs()
+        if bpffs.status != preflight.OK:
+            log.warning("%s; %s", bpffs.text, bpffs.hint)
             return None
         return pinning.pin_dir_for(self.config.interface)
 
@@ -626,9 +521,8 @@ class Daemon:
                             f"(sessions are dropped)")
         if not problems and (new.device != old.device or new.wg_util != old.wg_util):
             try:
-                device = read_hub_device(new)
-                check_hub_port(new, device)
-            except ServeError as e:
+                device = preflight.hub_device(new)
+            except preflight.Failed as e:
                 problems.append(str(e))
         if problems:
             for problem in problems:

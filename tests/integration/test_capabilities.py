@@ -28,6 +28,7 @@ from netlab.topology import standard
 from netlab.traffic import ping
 from netlab.wireguard import WireGuard
 from harness.hub import WgmuxHub
+from wgmux.preflight import CAP_NUMBERS, REQUIRED_CAPS
 
 pytestmark = pytest.mark.netlab
 
@@ -143,9 +144,6 @@ def test_unit_capabilities_are_enough(lab, tmp_path):
                                         "ingress"]).stdout
 
 
-CAP_NUMBERS = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21,
-               "CAP_PERFMON": 38, "CAP_BPF": 39}
-
 PROBE = r"""
 import json, socket
 out = {}
@@ -188,7 +186,7 @@ def probe(node, caps):
 
 def test_each_unit_capability_is_needed(small_hub):
     caps = unit_caps()
-    assert sorted(caps) == sorted(CAP_NUMBERS.keys() - {"CAP_SYS_ADMIN"}), caps
+    assert sorted(caps) == sorted(REQUIRED_CAPS), caps
     assert probe(small_hub, caps) == {"load": "ok", "attach": "ok", "raw": "ok"}
     expect_fail = {"CAP_BPF": "load", "CAP_PERFMON": "load", "CAP_NET_ADMIN": "load",
                    "CAP_NET_RAW": "raw"}

@@ -11,7 +11,7 @@ import tempfile
 import pytest
 
 from netlab.wireguard import WireGuard
-from wgmux import daemon
+from wgmux import preflight
 
 pytestmark = pytest.mark.netlab
 
@@ -172,13 +172,13 @@ def test_privileges_unprivileged_user(hub):
     assert any(s == "skip" and t.startswith("datapath loads") for s, t, _ in results)
 
 
-@pytest.mark.parametrize("drop", daemon.REQUIRED_CAPS)
+@pytest.mark.parametrize("drop", preflight.REQUIRED_CAPS)
 def test_privileges_root_without_a_capability(hub, drop):
     node, wg, tmp = hub
-    keep = ",".join("+" + c[4:].lower() for c in daemon.REQUIRED_CAPS if c != drop)
+    keep = ",".join("+" + c[4:].lower() for c in preflight.REQUIRED_CAPS if c != drop)
     out = check(node, config(wg, tmp), "setpriv", "--inh-caps=-all",
                 f"--bounding-set=-all,{keep}", "--")
     assert out.returncode == 1, out.stdout
     fails = [t for s, t, _ in parse(out.stdout) if s == "fail"]
     assert fails == [f"wgmux serve runs as root but without {drop} (it loads eBPF and changes "
-                     f"tc: it needs {', '.join(daemon.REQUIRED_CAPS)})"], out.stdout
+                     f"tc: it needs {', '.join(preflight.REQUIRED_CAPS)})"], out.stdout

@@ -119,7 +119,7 @@ def test_forwarding_chooses_the_path_and_off_is_said(lab, forwarding):
     topo, hub, initiator, responder = serving_pair(
         lab, [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED], PORT, forwarding=forwarding)
     assert ping(responder.node, initiator.overlay_ip, count=3)
-    said = "forwarding is off on eth0" in hub.log()
+    said = "forwarding is off on 'eth0'" in hub.log()
     neigh_path = hub.show()["counters"]["ev_nh_fwd_disabled"]
     assert said == (not forwarding), hub.log()
     assert (neigh_path > 0) == (not forwarding), neigh_path

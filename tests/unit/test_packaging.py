@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wgmux import check, daemon
+from wgmux import check, preflight
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "packaging" / "wgmux.service"
@@ -95,7 +95,7 @@ def test_unit_runs_serve_and_reloads_with_sighup(unit):
 
 def test_unit_is_hardened(unit):
     caps = unit[("Service", "CapabilityBoundingSet")][0].split()
-    assert sorted(caps) == sorted(daemon.REQUIRED_CAPS), "unit and preflight must agree"
+    assert sorted(caps) == sorted(preflight.REQUIRED_CAPS), "unit and preflight must agree"
     assert "CAP_SYS_ADMIN" not in caps
     assert unit[("Service", "AmbientCapabilities")][0].split() == caps
     for key, value in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
@@ -118,25 +118,27 @@ def test_unit_is_hardened(unit):
     ((1 << 41) - 1, []),                                        # root
 ])
 def test_missing_caps(mask, missing):
-    assert daemon.missing_caps(mask) == missing
+    assert preflight.missing_caps(mask) == missing
 
 
 def test_check_lines():
-    assert check.Result(check.OK, "bpffs mounted at /sys/fs/bpf").line() == \
+    Result = preflight.Result
+    assert check.line(Result(preflight.OK, "bpffs mounted at /sys/fs/bpf")) == \
         "[ ok ] bpffs mounted at /sys/fs/bpf"
-    assert check.Result(check.FAIL, "x", "do y").line() == "[fail] x\n       hint: do y"
-    assert check.Result(check.WARN, "w").line().startswith("[warn] ")
-    assert check.Result(check.SKIP, "s").line().startswith("[skip] ")
+    assert check.line(Result(preflight.FAIL, "x", "do y")) == "[fail] x\n       hint: do y"
+    assert check.line(Result(preflight.WARN, "w")).startswith("[warn] ")
+    assert check.line(Result(check.SKIP, "s")).startswith("[skip] ")
 
 
 def test_bpffs_check(monkeypatch):
     from wgmux import pinning
 
     monkeypatch.setattr(pinning, "bpffs_mounted", lambda path=None: True)
-    assert check.check_bpffs() == check.Result(check.OK, "bpffs mounted at /sys/fs/bpf")
+    assert preflight.check_bpffs() == preflight.Result(preflight.OK,
+                                                       "bpffs mounted at /sys/fs/bpf")
     monkeypatch.setattr(pinning, "bpffs_mounted", lambda path=None: False)
-    r = check.check_bpffs()
-    assert r.status == check.WARN, "serve runs without bpffs (unpinned)"
+    r = preflight.check_bpffs()
+    assert r.status == preflight.WARN, "serve runs without bpffs (unpinned)"
     assert "mount -t bpf bpf /sys/fs/bpf" in r.hint
 
 

@@ -1,0 +1,322 @@
+"""Would `wgmux serve` work here, with this config?  Each check, once.
+
+Every check is one function returning a Result: a status (ok, warn, fail),
+the one line users see, and a hint for when it is not ok.  Two callers use
+the same functions:
+
+- `wgmux serve` (wgmux.daemon) runs before_serve(): the checks it can make
+  before touching the kernel, in order, stopping at the first failure, whose
+  text is the one line `serve` exits with.  It logs the warnings of
+  check_forwarding() and check_bpffs() (text and hint) and serves anyway.
+- `wgmux check` (wgmux.check) runs all of them, and the ones `serve` only
+  finds out the hard way (kernel headers, the verifier, responders the hub's
+  device does not know), and prints each with its hint.
+
+Nothing here attaches anything; check_datapath() loads the program into the
+kernel and frees it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import List, Optional
+
+from . import discovery, pinning
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass
+class Result:
+    status: str
+    text: str
+    hint: Optional[str] = None
+
+
+class Failed(RuntimeError):
+    """The first failing check of before_serve()/hub_device(); str() is its
+    text."""
+
+    def __init__(self, result: Result):
+        super().__init__(result.text)
+        self.result = result
+
+
+def require(result: Result) -> Result:
+    if result.status == FAIL:
+        raise Failed(result)
+    return result
+
+
+# Includes the kernel headers every TC program does (bcc adds its own
+# helpers, which include <linux/bpf.h> and friends from the same tree).
+TRIVIAL_PROGRAM = b"""
+#include <uapi/linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+int wgmux_check(struct __sk_buff *skb) { return TC_ACT_OK; }
+"""
+
+
+def _short(key: str) -> str:
+    return key[:10] + "…"
+
+
+def _first_lines(text: str, n: int = 3) -> str:
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return " | ".join(lines[:n])
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Collect what C code (bcc, clang, the verifier log) writes to fd 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    buf = tempfile.TemporaryFile(mode="w+b")
+    os.dup2(buf.fileno(), 2)
+    out = {"text": ""}
+    try:
+        yield out
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        buf.seek(0)
+        out["text"] = buf.read().decode(errors="replace")
+        buf.close()
+
+
+# -- the environment ---------------------------------------------------------
+# Capabilities `serve` needs (linux/capability.h numbers), and no others
+# (tests/integration/test_capabilities.py proves both): CAP_BPF creates maps
+# and loads the program, CAP_PERFMON makes the verifier accept its
+# packet-pointer arithmetic, CAP_NET_ADMIN loads a TC program, attaches it
+# and reads kernel WireGuard, CAP_NET_RAW opens the slow path's raw sockets.
+# CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (kernels before 5.8
+# have neither).
+CAP_NUMBERS = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21,
+               "CAP_PERFMON": 38, "CAP_BPF": 39}
+REQUIRED_CAPS = ("CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_PERFMON")
+
+
+def effective_caps() -> int:
+    """This process's effective capability set, as a bit mask."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def _has(eff: int, name: str) -> bool:
+    return bool(eff >> CAP_NUMBERS[name] & 1)
+
+
+def missing_caps(eff: Optional[int] = None) -> list:
+    """Names of the REQUIRED_CAPS the process lacks (CAP_SYS_ADMIN standing
+    in for CAP_BPF and CAP_PERFMON), in REQUIRED_CAPS order."""
+    eff = effective_caps() if eff is None else eff
+    admin = _has(eff, "CAP_SYS_ADMIN")
+    stands_in = {"CAP_BPF", "CAP_PERFMON"}
+    return [name for name in REQUIRED_CAPS
+            if not (_has(eff, name) or (admin and name in stands_in))]
+
+
+def check_privileges() -> Result:
+    eff = effective_caps()
+    missing = missing_caps(eff)
+    if missing:
+        if os.geteuid() != 0:
+            text = "wgmux serve must run as root (it loads eBPF and changes tc)"
+        else:
+            text = (f"wgmux serve runs as root but without {', '.join(missing)} (it loads eBPF "
+                    f"and changes tc: it needs {', '.join(REQUIRED_CAPS)})")
+        return Result(FAIL, text, "run it as root (sudo wgmux ...); under systemd the unit "
+                      f"must keep {', '.join(REQUIRED_CAPS)} in CapabilityBoundingSet")
+    have = [name for name in sorted(CAP_NUMBERS) if _has(eff, name)]
+    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    return Result(OK, f"privileges: {who} with {', '.join(have)}")
+
+
+def check_bpffs() -> Result:
+    """`serve` pins its maps on bpffs so that a restart keeps the sessions
+    (docs/spec.md §10); without it, it serves anyway (unpinned), hence a
+    warning."""
+    if pinning.bpffs_mounted(pinning.BPFFS):
+        return Result(OK, f"bpffs mounted at {pinning.BPFFS}")
+    return Result(WARN, f"{pinning.BPFFS} is not a bpf filesystem: the maps cannot be pinned, "
+                  f"so a restart of wgmux drops every session",
+                  f"mount -t bpf bpf {pinning.BPFFS} (systemd mounts it at boot; make setup "
+                  f"mounts it)")
+
+
+def check_bcc() -> Result:
+    try:
+        import bcc
+    except ImportError:
+        return Result(FAIL, "bcc is not importable: install the Debian package python3-bpfcc "
+                      "and run wgmux with a Python that sees it (make setup does this)",
+                      "bcc is a system package, not on PyPI: apt install python3-bpfcc, and "
+                      "use a venv made with --system-site-packages from /usr/bin/python3 "
+                      "(make install does)")
+    version = getattr(bcc, "__version__", None)
+    return Result(OK, "bcc importable" + (f" ({version})" if version else ""))
+
+
+def check_headers() -> Result:
+    """bcc compiles against the running kernel's headers: compile a trivial
+    program (nothing is loaded)."""
+    from bcc import BPF
+
+    where = f"/lib/modules/{os.uname().release}/build"
+    with _captured_stderr() as err:
+        try:
+            BPF(text=TRIVIAL_PROGRAM).cleanup()
+            error = None
+        except Exception as e:
+            error = e
+    if error is None:
+        return Result(OK, "kernel headers usable by bcc (a test program compiles)")
+    detail = _first_lines(err["text"]) or str(error)
+    return Result(FAIL, f"bcc cannot compile against the kernel headers: {detail}",
+                  f"install headers for kernel {os.uname().release} where bcc looks ({where} "
+                  f"and .../source); make setup does, and falls back to Debian's 6.1 headers")
+
+
+def check_datapath(config) -> Result:
+    """Compile wgmux's datapath with this config and have the kernel verify
+    and load it; it is not attached and is freed again."""
+    from .datapath import Datapath
+
+    with _captured_stderr() as err:
+        try:
+            Datapath(hub_port=config.hub_port, amnezia=config.amnezia).close()
+            error = None
+        except Exception as e:  # DatapathError, or whatever bcc raises
+            error = e
+    if error is None:
+        return Result(OK, "datapath compiles and the kernel loads it (not attached)")
+    log = err["text"].strip().splitlines()
+    detail = str(error) + (f" [{log[-1].strip()}]" if log else "")
+    return Result(FAIL, f"datapath does not load: {detail}",
+                  "run wgmux serve -c <config> by hand to see the compiler's or verifier's "
+                  "full log")
+
+
+# -- the config and the hub's devices ------------------------------------------
+def check_interface(config) -> Result:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        if ipr.link_lookup(ifname=config.interface):
+            return Result(OK, f"Interface {config.interface!r} exists")
+    return Result(FAIL, f"Interface {config.interface!r} (from {config.path}) does not exist "
+                  f"in this network namespace",
+                  "set Interface to the interface the hub's public UDP traffic arrives on "
+                  "(ip -br link)")
+
+
+def check_forwarding(config) -> Result:
+    """bpf_fib_lookup() refuses to route a packet that arrived on an
+    interface without forwarding; the datapath then hands every reflected
+    packet to bpf_redirect_neigh() (ev_nh_fwd_disabled, docs/spec.md §4): it
+    still works, through the kernel's neighbour code for each packet instead
+    of cached MACs.  wgmux does not flip the sysctl itself: it makes the host
+    a router for what arrives on that interface, which is the operator's
+    decision.  (IPv6 asks net.ipv6.conf.all.forwarding, named in the hint.)"""
+    try:
+        with open(f"/proc/sys/net/ipv4/conf/{config.interface}/forwarding") as f:
+            on = f.read().strip() != "0"
+    except OSError:
+        on = True            # no such interface: check_interface says so
+    if on:
+        return Result(OK, f"forwarding on {config.interface!r}: reflected packets take the "
+                      f"fast path")
+    return Result(WARN, f"forwarding is off on {config.interface!r}: every reflected packet "
+                  f"takes the kernel's neighbour path (ev_nh_fwd_disabled), slower than "
+                  f"the fast path",
+                  f"sysctl -w net.ipv4.conf.{config.interface}.forwarding=1 (and "
+                  f"net.ipv6.conf.all.forwarding=1 for IPv6 peers); persist it in "
+                  f"/etc/sysctl.d/")
+
+
+def check_device(config):
+    """(the hub's device as read, or None; the Result)."""
+    try:
+        device = discovery.read_device(config.device, config.wg_util)
+    except discovery.DiscoveryError as e:
+        return None, Result(FAIL, f"Device {config.device!r} (from {config.path}): {e}",
+                            f"bring the hub's WireGuard up (wg-quick up {config.device}) or "
+                            f"fix Device; {config.wg_util} show {config.device} must work as "
+                            f"this user")
+    n = len(device.peers)
+    return device, Result(OK, f"Device {config.device!r} readable ({device.source}), "
+                          f"{n} peer{'s' if n != 1 else ''}")
+
+
+def check_hub_port(config, device) -> Result:
+    if device.listen_port != config.hub_port:
+        return Result(FAIL, f"HubPort {config.hub_port} (from {config.path}) does not match "
+                      f"{config.device}'s listen port {device.listen_port}",
+                      f"set HubPort to {config.device}'s ListenPort ({device.listen_port})")
+    return Result(OK, f"HubPort {config.hub_port} is {config.device}'s listen port")
+
+
+def check_responders(config, device) -> List[Result]:
+    """A responder that is a peer of the device but has no endpoint yet is a
+    warning: `serve` starts anyway and picks the endpoint up as soon as the
+    responder's keepalive reaches the hub.  A key that is not a peer at all
+    is a failure: the hub can never learn where that responder is (almost
+    always a wrong or stale key in the config)."""
+    out = []
+    for peer in config.peers:
+        what = f"responder on port {peer.port} ({_short(peer.public_key)})"
+        info = device.peers.get(peer.public_key)
+        if info is None:
+            out.append(Result(FAIL, f"{what} is not a peer of {config.device}",
+                              f"PublicKey must be the responder's key as {config.device} has "
+                              f"it ({config.wg_util} show {config.device} peers); the hub "
+                              f"learns the responder's endpoint from that peer"))
+        elif info.endpoint is None:
+            out.append(Result(WARN, f"{what} has no endpoint on {config.device} yet: "
+                              f"initiations to port {peer.port} are dropped until it has one",
+                              f"the responder must reach the hub first: its Endpoint = "
+                              f"<hub>:{config.hub_port} with PersistentKeepalive"))
+        else:
+            ip, port = info.endpoint
+            at = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+            out.append(Result(OK, f"{what} is at {at}"))
+    if not config.peers:
+        out.append(Result(WARN, "no [[Peer]] in the config: the hub reflects nothing",
+                          "add one [[Peer]] (Port, PublicKey) per responder"))
+    return out
+
+
+# -- what `serve` runs -----------------------------------------------------------
+def hub_device(config):
+    """The hub's device, read and matching HubPort (at start and when a
+    reload changes Device or WgUtil); Failed otherwise."""
+    device, result = check_device(config)
+    require(result)
+    require(check_hub_port(config, device))
+    return device
+
+
+def before_serve(config):
+    """Everything `serve` can check before touching the kernel, in this
+    order (which failure a user sees first); Failed at the first failure.
+    Returns the hub's device as read."""
+    require(check_privileges())
+    require(check_interface(config))
+    device = hub_device(config)
+    require(check_bcc())
+    return device
