@@ -151,11 +151,21 @@ def udp_frame(src: Endpoint, dst: Endpoint, payload: bytes,
 
     Extra keywords go to ipv4() / ipv6() (options, flags, tot_len, ...).
     """
+    pkt = udp_packet(src, dst, payload, ttl=ttl, udp_csum=udp_csum, udp_length=udp_length,
+                     **ip_kw)
+    return ethernet(dst_mac, src_mac, ETH_P_IP if pkt[0] >> 4 == 4 else ETH_P_IPV6, pkt)
+
+
+def udp_packet(src: Endpoint, dst: Endpoint, payload: bytes, ttl: int = 64,
+               udp_csum: Union[bool, int] = True, udp_length: Optional[int] = None,
+               **ip_kw) -> bytes:
+    """IPv4/IPv6 (by the addresses' family) + UDP + payload, with no link
+    layer: what a TUN device (IFF_NO_PI) carries.  Keywords as udp_frame()."""
     sip, dip = ip(src[0]), ip(dst[0])
     seg = udp(sip, dip, src[1], dst[1], payload, csum=udp_csum, length=udp_length)
     if sip.version == 4:
-        return ethernet(dst_mac, src_mac, ETH_P_IP, ipv4(sip, dip, seg, ttl=ttl, **ip_kw))
-    return ethernet(dst_mac, src_mac, ETH_P_IPV6, ipv6(sip, dip, seg, hop_limit=ttl, **ip_kw))
+        return ipv4(sip, dip, seg, ttl=ttl, **ip_kw)
+    return ipv6(sip, dip, seg, hop_limit=ttl, **ip_kw)
 
 
 @dataclass(frozen=True)
@@ -212,8 +222,21 @@ def parse(frame: bytes) -> Frame:
     if len(frame) < ETH_HLEN:
         raise ValueError("truncated Ethernet header")
     (ethertype,) = struct.unpack_from("!H", frame, 12)
-    base = dict(dst_mac=mac_str(frame[0:6]), src_mac=mac_str(frame[6:12]), ethertype=ethertype)
-    l3 = frame[ETH_HLEN:]
+    return _parse_l3(frame[ETH_HLEN:], dict(dst_mac=mac_str(frame[0:6]),
+                                            src_mac=mac_str(frame[6:12]), ethertype=ethertype))
+
+
+def parse_ip(pkt: bytes) -> Frame:
+    """A packet with no link layer, as a TUN device (IFF_NO_PI) carries it:
+    the Frame parse() would give, its version told by the first nibble, no
+    MAC addresses.  Raises ValueError on truncation."""
+    version = pkt[0] >> 4 if pkt else 0
+    ethertype = {4: ETH_P_IP, 6: ETH_P_IPV6}.get(version, 0)
+    return _parse_l3(pkt, dict(dst_mac="", src_mac="", ethertype=ethertype))
+
+
+def _parse_l3(l3: bytes, base: dict) -> Frame:
+    ethertype = base["ethertype"]
     if ethertype == ETH_P_IP:
         if len(l3) < IPV4_HLEN:
             raise ValueError("truncated IPv4 header")
