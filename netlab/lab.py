@@ -23,11 +23,15 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from pyroute2 import IPRoute, netns
 
-from .netns import NETNS_DIR
+from .netns import NETNS_DIR, inside
 
 PREFIX_ROOT = "nl"
 STATE_DIR = Path("/run/netlab")
-WG_SOCKET_DIRS = (Path("/var/run/wireguard"), Path("/var/run/amneziawg"))
+# Userspace implementations' control sockets (wireguard-go, amneziawg-go):
+# one directory for every namespace, so a lab removes its prefix's there.
+WIREGUARD_SOCKET_DIR = Path("/var/run/wireguard")
+AMNEZIA_SOCKET_DIR = Path("/var/run/amneziawg")
+WG_SOCKET_DIRS = (WIREGUARD_SOCKET_DIR, AMNEZIA_SOCKET_DIR)
 
 
 class CommandError(RuntimeError):
@@ -120,12 +124,10 @@ class Node:
 
     @contextlib.contextmanager
     def entered(self):
-        """Run the body with this process's network namespace switched to the node's."""
-        netns.pushns(self.netns)
-        try:
+        """Run the body with this thread in the node's network namespace
+        (netlab.netns.inside)."""
+        with inside(self.netns):
             yield self
-        finally:
-            netns.popns()
 
     def sysctl(self, key: str, value):
         # /proc/sys/net is per network namespace of the writer, so the write

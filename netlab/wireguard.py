@@ -15,63 +15,17 @@ and are unique across the machine.
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Optional
 
-from .lab import Lab, Node, stop_process, wait_for
+from . import amnezia as awg
+from .lab import Node, stop_process, wait_for
+from .wgbase import (WIREGUARD_SOCKET_DIR, genkey, kernel_wireguard_available, keypair,
+                     pubkey, spawn_userspace)
 
-USERSPACE_SOCKET_DIR = Path("/var/run/wireguard")
-
-
-def genkey() -> tuple:
-    """A fresh (private, public) key pair, base64 as wireguard-tools prints them."""
-    private = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout.strip()
-    return private, pubkey(private)
-
-
-def pubkey(private: str) -> str:
-    return subprocess.run(["wg", "pubkey"], input=private, capture_output=True,
-                          text=True, check=True).stdout.strip()
-
-
-def keypair(private: Optional[str] = None) -> tuple:
-    """(private, public): `private`'s pair, or a fresh one."""
-    return genkey() if private is None else (private, pubkey(private))
-
-
-@functools.lru_cache(maxsize=None)
-def kernel_wireguard_available() -> bool:
-    """True when this kernel can create `wireguard` links (probed in a scratch netns)."""
-    if os.environ.get("NETLAB_WIREGUARD") == "userspace":
-        return False
-    with Lab() as lab:
-        node = lab.add_node("probe")
-        try:
-            node.ipr.link("add", ifname="wgprobe", kind="wireguard")
-        except Exception:
-            return False
-        return True
-
-
-def spawn_userspace(node: Node, binary: str, name: str, socket_dir: Path) -> subprocess.Popen:
-    """Start a userspace implementation (wireguard-go, amneziawg-go) for `name`
-    in `node` and wait for its control socket and link."""
-    # -f keeps it in the foreground so the lab can stop it by PID.
-    process = node.popen([binary, "-f", name], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    sock = socket_dir / f"{name}.sock"
-
-    def ready():
-        if process.poll() is not None:
-            raise RuntimeError(f"{binary} {name} exited {process.returncode}: "
-                               f"{process.stderr.read().decode(errors='replace')}")
-        return sock.exists() and node.ipr.link_lookup(ifname=name)
-
-    wait_for(ready, timeout=10, what=f"{binary} {name} to come up")
-    return process
+# The key and kernel helpers live in netlab.wgbase; tests import them from here too.
+__all__ = ["PeerState", "WireGuard", "genkey", "kernel_wireguard_available", "pubkey"]
 
 
 @dataclass
@@ -109,7 +63,6 @@ class WireGuard:
         `amnezia`: AmneziaWG parameters (netlab.amnezia.AwgParams or anything
         AwgParams.of accepts) make it an AmneziaWG interface."""
         if amnezia is not None:
-            from . import amnezia as awg
             return awg.create(cls, node, tag, listen_port, address, private_key,
                               implementation, mtu, amnezia)
         mtu = 1420 if mtu is None else mtu
@@ -121,7 +74,7 @@ class WireGuard:
         if impl == "kernel":
             node.ipr.link("add", ifname=name, kind="wireguard")
         elif impl == "wireguard-go":
-            process = spawn_userspace(node, "wireguard-go", name, USERSPACE_SOCKET_DIR)
+            process = spawn_userspace(node, "wireguard-go", name, WIREGUARD_SOCKET_DIR)
         else:
             raise ValueError(f"unknown WireGuard implementation {impl!r}")
         wg = cls(node, name, private_key, public_key, listen_port, impl, process)
@@ -210,7 +163,7 @@ class WireGuard:
             node.ipr.link("add", ifname=self.name, kind="wireguard")
         else:
             self.process = spawn_userspace(node, "wireguard-go", self.name,
-                                           USERSPACE_SOCKET_DIR)
+                                           WIREGUARD_SOCKET_DIR)
         if before_configure is not None:
             before_configure()
         extra = []

@@ -1,19 +1,19 @@
 """netlab's AmneziaWG adapter, the conversion part (no I/O): WireGuard
 datagrams to AmneziaWG 1.0/2.0 and back, junk, I-packets, mac1, and the IP
-packets it writes to its TUN.  mac1 is cross-checked with wgmux.mac1, the
+packets it reads from its TUN.  mac1 is checked with wgmux.mac1, the
 daemon's implementation: what the adapter puts on the wire must be what the
 hub's slow path will verify."""
 
 import base64
 import random
-import socket
 import struct
 
 import pytest
 
-from netlab.amnezia import (AwgParams, Codec, _csum, build_udp_packet, parse_special,
-                            parse_udp_packet, render_special)
-from wgmux import config, mac1, wire
+from netlab.amnezia.adapter import INNER_V4, INNER_V6, _Keys, _udp_from_tun
+from netlab.amnezia.codec import Codec, render_special
+from netlab.amnezia.params import AwgParams, parse_special
+from wgmux import config, mac1, packet, wire
 
 R_KEY = bytes(range(32))                 # the receiver's public key (raw)
 OTHER_KEY = bytes(range(1, 33))
@@ -167,25 +167,20 @@ def test_params_from_wgmux_config_and_back():
     assert AwgParams.of(object()) == AwgParams()      # nothing set: plain WireGuard
 
 
-@pytest.mark.parametrize("src,dst", [("198.18.0.254", "169.254.77.1"),
-                                     ("2001:db8::1", "fd00:a3c:77::1")])
-def test_tun_packets(src, dst):
+@pytest.mark.parametrize("src,dst", [("198.18.0.254", INNER_V4), ("2001:db8::1", INNER_V6)])
+def test_tun_packets_carry_whole_udp_datagrams_only(src, dst):
     payload = rng.randbytes(333)
-    pkt = build_udp_packet(src, 51820, dst, 51821, payload)
-    assert parse_udp_packet(pkt) == (src, 51820, dst, 51821, payload)
-    v6 = ":" in dst
-    fam = socket.AF_INET6 if v6 else socket.AF_INET
-    hl = 40 if v6 else 20
-    if not v6:
-        assert _csum(pkt[:20]) == 0, "IPv4 header checksum"
-    s, d = socket.inet_pton(fam, src), socket.inet_pton(fam, dst)
-    udp = pkt[hl:]
-    pseudo = (s + d + struct.pack("!I3xB", len(udp), 17) if v6
-              else s + d + struct.pack("!xBH", 17, len(udp)))
-    assert _csum(pseudo + udp) == 0, "UDP checksum"
+    frame = _udp_from_tun(packet.udp_packet((dst, 51821), (src, 51820), payload))
+    assert (str(frame.dst), frame.dport, frame.payload) == (src, 51820, payload)
+    if ":" not in dst:
+        first = packet.udp_packet((dst, 51821), (src, 51820), payload, flags=packet.IP_MF,
+                                  tot_len=100)[:100]
+        assert _udp_from_tun(first) is None, "a first fragment"
+    assert _udp_from_tun(b"") is None and _udp_from_tun(b"\x45" + bytes(10)) is None
+    tcp = packet.ipv4(INNER_V4, "198.18.0.254", bytes(20), proto=packet.IPPROTO_TCP)
+    assert _udp_from_tun(tcp) is None
 
 
 def test_key_helpers_accept_wg_base64():
-    from netlab.amnezia import _Keys
     assert _Keys._raw(base64.b64encode(R_KEY).decode()) == R_KEY
     assert _Keys._raw("not base64!") is None
