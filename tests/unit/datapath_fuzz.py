@@ -796,7 +796,7 @@ class Fuzzer:
         self.dp = env.dp
         self.seed = seed
         self.rng = random.Random(seed)
-        g._rng.seed(seed)          # golden's builders draw their random fields from it
+        g.reseed(seed)             # golden's builders draw their random fields from it
         self.gen = FrameGen(self.rng)
         self.counters = Counters(env.dp, counter_names)
         self.sessions = Sessions(env.dp)

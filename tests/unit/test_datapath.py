@@ -763,7 +763,7 @@ def test_awg_junk_of_every_size_is_never_reflected(golden_env, name):
                                   (g.HUB_PORT, TC_ACT_OK, "pass_hub")):
         before = env.dp.counters()
         for n in range(jmin, jmax):
-            junk = g._junk(classifier, n)
+            junk = g.junk(classifier, n)
             frame = g.inbound(g.E_I, g.hub(port), junk)
             res = env.run(frame)
             assert res.retval == verdict, (port, n)

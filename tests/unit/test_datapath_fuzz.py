@@ -264,7 +264,7 @@ def test_oracle_partial_checksum_stays_partial():
 def test_generator_is_deterministic():
     def frames(seed):
         gen = fz.FrameGen(random.Random(seed))
-        g._rng.seed(seed)
+        g.reseed(seed)
         live = [(g.P, g.R_IDX), (g.HUB_PORT, g.I_IDX)]
         return [gen.frame(g.AWG2, live)[0] for _ in range(300)]
 
