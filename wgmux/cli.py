@@ -73,7 +73,8 @@ def _refuse_while_serving(config, what: str):
 
 def _remove_leftovers(config, keep_pins: bool, verb: str) -> int:
     from . import pinning
-    from .datapath import DatapathError, remove_leftovers
+    from .model import DatapathError
+    from .tc import remove_leftovers
 
     pin_dir = pinning.pin_dir_for(config.interface)
     try:

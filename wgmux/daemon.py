@@ -46,6 +46,7 @@ from . import control, discovery, memory, pinning, preflight
 from .config import Config, ConfigError, load_bounded
 from .datapath import MAX_HUB_ADDRS
 from .slowpath import can_be_peer
+from .status import Clock, endpoint_text, session_pairs
 
 log = logging.getLogger("wgmux")
 
@@ -173,7 +174,7 @@ def idle_timeouts(idle_timeout: Optional[float] = None):
 
 def live_pairs(pairs, now_ns: int, idle_s: float, half_open_s: float,
                expire_s: float = REJECT_AFTER_TIME + EXPIRY_MARGIN):
-    """Split Datapath.session_pairs(wall_clock=False) into (live, stale):
+    """Split status.session_pairs(..., wall_clock=False) into (live, stale):
     stale ones are idle past their timeout or older than a keypair lives."""
     live, stale = [], []
     for p in pairs:
@@ -229,7 +230,8 @@ class Daemon:
         if early is not None:
             early.on_abort = self.control.close
         try:
-            from .datapath import Datapath, DatapathError
+            from .datapath import Datapath
+            from .model import DatapathError
 
             self.pin_dir = self._pin_dir()
             if self.pin_dir is not None and self.fresh and self.pin_dir.exists():
@@ -612,7 +614,8 @@ class Daemon:
                     if self._martian_warned.get(peer.port) != endpoint:
                         log.warning("responder on port %d (%s…): %s reports endpoint %s, "
                                     "which no peer can have; ignored", peer.port,
-                                    peer.public_key[:8], self.config.device, _fmt_ep(endpoint))
+                                    peer.public_key[:8], self.config.device,
+                                    endpoint_text(endpoint))
                         self._martian_warned[peer.port] = endpoint
                     endpoint = None
                 old = self.endpoints.get(peer.port)
@@ -630,7 +633,7 @@ class Daemon:
                     if peer.port not in self.last_known:
                         log.warning("responder on port %d (%s…): %s has no endpoint for it "
                                     "now; keeping the last known %s", peer.port,
-                                    peer.public_key[:8], self.config.device, _fmt_ep(old))
+                                    peer.public_key[:8], self.config.device, endpoint_text(old))
                         self.last_known.add(peer.port)
                     continue
                 self.last_known.discard(peer.port)
@@ -647,7 +650,7 @@ class Daemon:
                 else:
                     self.datapath.set_responder(peer.port, endpoint[0], endpoint[1])
                     log.info("responder on port %d (%s…) is at %s", peer.port,
-                             peer.public_key[:8], _fmt_ep(endpoint))
+                             peer.public_key[:8], endpoint_text(endpoint))
                     self.endpoints[peer.port] = endpoint
                     if old and old != endpoint:
                         # The responder moved (NAT rebinding, new address):
@@ -657,7 +660,7 @@ class Daemon:
                         n = self.datapath.retarget(old, endpoint, self.config.hub_port)
                         if n:
                             log.info("responder on port %d moved from %s: %d session entr%s "
-                                     "follow", peer.port, _fmt_ep(old), n,
+                                     "follow", peer.port, endpoint_text(old), n,
                                      "y" if n == 1 else "ies")
 
     def collect_idle(self, now_ns: Optional[int] = None):
@@ -677,7 +680,7 @@ class Daemon:
                 peers.append({
                     "port": peer.port,
                     "public_key": peer.public_key,
-                    "endpoint": _fmt_ep(self.endpoints.get(peer.port)),
+                    "endpoint": endpoint_text(self.endpoints.get(peer.port)),
                     "endpoint_last_known": peer.port in self.last_known,
                     "latest_handshake": info.latest_handshake if info else 0,
                     "known_to_device": info is not None,
@@ -703,24 +706,16 @@ class Daemon:
     def _sessions_status(self) -> dict:
         """Live sessions for `show`; entries only awaiting collection are
         counted, not listed."""
-        from .datapath import monotonic_ns
-
-        pairs = self.datapath.session_pairs(wall_clock=False)
-        mono, wall = monotonic_ns(), time.time()
-        live, stale = live_pairs(pairs, mono, self.idle_timeout, self.half_open_timeout)
+        pairs = session_pairs(self.datapath.sessions(), self.datapath.hub_port,
+                              wall_clock=False)
+        clock = Clock.now()
+        live, stale = live_pairs(pairs, clock.mono, self.idle_timeout, self.half_open_timeout)
         for p in live:
             for k in ("created", "last_seen"):
-                p[k] = wall - (mono - p[k]) / 1e9
+                p[k] = clock.wall_time(p[k])
         return {"sessions": live, "stale_sessions": len(stale)}
 
     def handle_request(self, req: dict) -> dict:
         if req.get("cmd") == "status":
             return self.status()
         return {"error": f"unknown command {req.get('cmd')!r}"}
-
-
-def _fmt_ep(ep) -> Optional[str]:
-    if not ep:
-        return None
-    ip, port = ep
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

@@ -1,10 +1,11 @@
-"""Compile, load, attach and drive the eBPF datapath (bpf/wgmux.c).
+"""The datapath's maps, driven from Python (bpf/wgmux.c).
 
-`Datapath` compiles the program with bcc, fills its config map, attaches it
-at TC ingress (clsact, direct-action) with pyroute2, and gives Python views
-of its maps: peer ports -> responder endpoint, sessions, counters, the
-initiators the slow path learned; and it reads the slow-path ring buffer
-(handshakes queued for wgmux.slowpath: poll_slow_path / drain_slow_path).
+`Datapath` loads the program (wgmux.program), fills its config map,
+attaches it at TC ingress (wgmux.tc) and gives Python views of its maps:
+peer ports -> responder endpoint, sessions, counters, the initiators the
+slow path learned; and it reads the slow-path ring buffer (wgmux.ringbuf:
+poll_slow_path / drain_slow_path).  The values it hands out are
+wgmux.model's.
 
 Map layouts are declared in bpf/wgmux.c; bcc hands us ctypes types built
 from those declarations, so nothing here repeats a struct layout.  Byte
@@ -20,32 +21,16 @@ import ipaddress
 import os
 import re
 import socket
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from wgmux import pinning, wire
+from wgmux import pinning, tc, wire
 from wgmux.config import HANDSHAKE_BURST, HANDSHAKE_RATE, INITIATION_BURST, INITIATION_RATE
-
-try:
-    from wgmux.bpf import SOURCE_DIR
-except ImportError:  # running from a checkout without the editable install
-    SOURCE_DIR = Path(__file__).resolve().parent.parent / "bpf"
-
-SOURCE = Path(SOURCE_DIR) / "wgmux.c"
-PROGRAM = "wgmux_ingress"
-
-# A distinctive TC filter priority and handle, so that detach() deletes
-# exactly our filter and `tc filter show` tells whose it is.
-TC_PRIO = 0x5747        # "WG"
-TC_HANDLE = 0x1
-TC_INGRESS_PARENT = 0xFFFFFFF2   # ffff:fff2, clsact ingress
-TC_EGRESS_PARENT = 0xFFFFFFF3
-ETH_P_ALL = 0x0003
-
-AF_INET = 2
-AF_INET6 = 10
+from wgmux.model import (SF_TRANSPORT, EndpointLike, IPAddress, LearnedInitiator, NextHop,
+                         Responder, Session, SessionLink, SlowMessage, as_endpoint,
+                         check_port, monotonic_ns, read_endpoint, write_endpoint)
+from wgmux.program import SOURCE, Program
+from wgmux.ringbuf import SlowRing
 
 CFG_ROAMING = 0x1
 
@@ -94,141 +79,10 @@ COOKIE_RATE = 2000.0
 # and a real initiator's first try must still find room
 COOKIE_BURST = 2000
 
-# session.flags (bpf/wgmux.c WGMUX_SF_*)
-SF_TRANSPORT = 0x1
-# slow_msg.load (bpf/wgmux.c SLOW_LOAD_*): why an initiation reached the
-# slow path while its port was under load
-LOAD_NONE, LOAD_COOKIE, LOAD_MAC2 = 0, 1, 2
 # ev_ counters the daemon counts (bpf/wgmux.c says which)
 USERSPACE_EVENTS = ("ev_half_open_evicted",)
 # Hub addresses per family the datapath holds (WGMUX_MAX_ADDRS)
 MAX_HUB_ADDRS = 8
-
-
-_CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)  # Linux value
-
-
-def monotonic_ns() -> int:
-    """The clock of `created` / `last_seen` (bpf_ktime_get_coarse_ns)."""
-    return time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE)
-
-
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    ip: IPAddress
-    port: int
-
-    def __str__(self):
-        return f"[{self.ip}]:{self.port}" if self.ip.version == 6 else f"{self.ip}:{self.port}"
-
-
-@dataclass(frozen=True)
-class NextHop:
-    state: str          # "none" | "direct" | "neigh"
-    ifindex: int
-    dmac: str
-    smac: str
-    current: bool       # resolved in the current generation (not invalidated)
-
-
-class SessionLink(NamedTuple):
-    """What collecting and the session log need of an entry: no endpoints,
-    no next hop, so a full map reads in a fraction of sessions()' time."""
-    key: Tuple[int, int]                # (port, index)
-    reverse: Optional[Tuple[int, int]]  # the other direction's key
-    last_seen: int                      # monotonic ns
-    packets: int
-    flags: int = 0                      # SF_*
-
-
-@dataclass(frozen=True)
-class Responder:
-    port: int                       # the peer port P
-    endpoint: Optional[Endpoint]    # E_R, None if not known yet
-    next_hop: NextHop
-
-
-@dataclass(frozen=True)
-class SlowMessage:
-    """One handshake message the datapath queued for the slow path."""
-    ktime: int                      # CLOCK_MONOTONIC ns when it arrived
-    ifindex: int                    # ingress interface
-    kind: int                       # wire.WG_CLASS_INITIATION or _RESPONSE
-    src: Endpoint                   # where it came from
-    dst: Endpoint                   # the hub address and port it came to
-    ttl: int                        # TTL / hop limit as received
-    tos: int                        # TOS / traffic class
-    ip_id: int                      # IPv4 identification (0 for IPv6)
-    df: bool                        # IPv4 don't-fragment bit
-    payload: bytes                  # the whole UDP payload
-    load: int = LOAD_NONE           # LOAD_*: the port was under load
-
-    @property
-    def family(self) -> int:
-        return self.src.ip.version
-
-
-@dataclass(frozen=True)
-class LearnedInitiator:
-    """An initiator identity the slow path learned (map `initiators`)."""
-    port: int                       # the peer port P it talks to
-    public_key: bytes               # raw 32 bytes
-    endpoint: Optional[Endpoint]    # E_I as seen on P
-    index: int                      # its index in the handshake it was learned from
-    learned: int                    # monotonic ns
-
-
-@dataclass(frozen=True)
-class Session:
-    port: int                       # hub port packets for this key arrive on
-    index: int                      # receiver index they carry
-    dst: Optional[Endpoint]         # where they are sent
-    src_port: int                   # hub port they are sent from
-    expect: Optional[Endpoint]      # where they are expected from
-    reverse: Optional[Tuple[int, int]]  # (port, index) of the other direction
-    next_hop: NextHop
-    created: int                    # monotonic ns
-    last_seen: int
-    packets: int
-    bytes: int
-    flags: int = 0                  # SF_*
-    max_counter: int = 0            # highest transport counter from `expect`
-
-    @property
-    def key(self) -> Tuple[int, int]:
-        return (self.port, self.index)
-
-    @property
-    def transport_seen(self) -> bool:
-        return bool(self.flags & SF_TRANSPORT)
-
-    @property
-    def half_open(self) -> bool:
-        return self.reverse is None
-
-    def idle_ns(self, now: Optional[int] = None) -> int:
-        return (monotonic_ns() if now is None else now) - self.last_seen
-
-
-EndpointLike = Union[Endpoint, Tuple[Union[str, IPAddress], int]]
-
-
-class DatapathError(RuntimeError):
-    """The datapath cannot be compiled, loaded or attached; the message
-    says why in terms an operator can act on."""
-
-
-def _endpoint(value: Optional[EndpointLike]) -> Optional[Endpoint]:
-    if value is None:
-        return None
-    if isinstance(value, Endpoint):
-        return value
-    addr, port = value
-    return Endpoint(ipaddress.ip_address(addr), int(port))
-
 
 _BPF_NOEXIST = 1
 
@@ -251,12 +105,6 @@ def _rate_of(interval: int, tolerance: int) -> Tuple[float, int]:
     return (1e9 / interval, round(tolerance / interval) + 1)
 
 
-def _ip_of(raw: bytes) -> IPAddress:
-    """Addresses repeat across sessions (a NAT's public address serves all
-    its peers); parsing each once keeps a full map's scan cheap."""
-    return ipaddress.ip_address(raw)
-
-
 def _map_items(table) -> list:
     """Every (key, leaf) of a bcc hash map: in batches of syscalls where the
     kernel has them (5.6+), else one lookup per key."""
@@ -266,100 +114,12 @@ def _map_items(table) -> list:
         return list(table.items())
 
 
-def _check_port(port: int, what: str = "port") -> int:
-    if not (0 < int(port) < 65536):
-        raise ValueError(f"{what} {port} is not a UDP port")
-    return int(port)
-
-
-NETNS_RUN_DIR = Path("/var/run/netns")
-
-
-def _iproute(netns: Optional[str]):
-    """IPRoute in `netns`; FileNotFoundError if that namespace does not
-    exist (pyroute2 would silently create it)."""
-    from pyroute2 import IPRoute
-
-    if not netns:
-        return IPRoute()
-    if "/" in netns or not (NETNS_RUN_DIR / netns).exists():
-        raise FileNotFoundError(f"no network namespace {netns!r}")
-    return IPRoute(netns=netns, flags=0)
-
-
-def _wgmux_filter(ipr, ifindex: int) -> Optional[str]:
-    """Name of the bpf filter at wgmux's TC ingress priority, if any ("" if
-    it has none).  The dump lists the priority's chain head first, without
-    options, then the filter itself."""
-    found = None
-    for msg in ipr.get_filters(index=ifindex, parent=TC_INGRESS_PARENT):
-        if msg.get_attr("TCA_KIND") == "bpf" and msg["info"] >> 16 == TC_PRIO:
-            opts = msg.get_attr("TCA_OPTIONS")
-            name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
-            if name:
-                return name
-            found = ""
-    return found
-
-
-def attached_filter(dev: Union[str, int], netns: Optional[str] = None) -> Optional[str]:
-    """The name of the wgmux filter at TC ingress of `dev` (None if none):
-    `wgmux_ingress-<pid>-<fd>` of the process that attached it."""
-    with _iproute(netns) as ipr:
-        name = _wgmux_filter(ipr, Datapath._ifindex(ipr, dev))
-    return name if name is not None and name.startswith(PROGRAM) else None
-
-
-def remove_leftovers(dev: Union[str, int], pin_dir: Optional[Path] = None,
-                     netns: Optional[str] = None, keep_pins: bool = False) -> List[str]:
-    """Remove what a killed (or kept-attached) daemon left on `dev`: its TC
-    filter, the clsact qdisc if the pin directory's record says wgmux added
-    it and nothing else uses it, and the pinned maps unless `keep_pins`.
-    Returns what was removed, for humans.  Only for when no daemon serves
-    `dev` (the caller checks)."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    removed = []
-    with _iproute(netns) as ipr:
-        try:
-            ifindex = Datapath._ifindex(ipr, dev)
-        except DatapathError:
-            ifindex = None       # the interface is gone, and whatever was on it
-        name = _wgmux_filter(ipr, ifindex) if ifindex is not None else None
-        if name is not None and name.startswith(PROGRAM):
-            try:
-                ipr.tc("del-filter", "bpf", ifindex, TC_HANDLE, parent=TC_INGRESS_PARENT,
-                       prio=TC_PRIO, protocol=ETH_P_ALL)
-                removed.append(f"TC filter {name} on {dev}")
-            except NetlinkError as e:
-                if e.code not in (errno.ENOENT, errno.EINVAL):
-                    raise
-        state = (pinning.read_state(pin_dir) or {}).get("clsact") or {} if pin_dir else {}
-        if (ifindex is not None and state.get("made") and state.get("ifindex") == ifindex
-                and not Datapath._other_filters(ipr, ifindex)):
-            try:
-                ipr.tc("del", "clsact", ifindex)
-                removed.append(f"clsact qdisc on {dev}")
-            except NetlinkError as e:
-                if e.code not in (errno.ENOENT, errno.EINVAL):
-                    raise
-    if pin_dir is not None and not keep_pins and Path(pin_dir).exists():
-        pinning.purge(pin_dir)
-        removed.append(f"pinned state {pin_dir}")
-    return removed
-
-
 class Datapath:
     """One compiled and loaded instance of the datapath.
 
     Use as a context manager, or call close(): that detaches it from every
     interface it was attached to and frees the program and its maps.
     """
-
-    # slow-path ring buffer, opened on first use (poll/drain_slow_path)
-    _slow_type = None
-    _slow_payload_off = 0
-    _slow_handler = None
 
     def __init__(self, hub_port: int, classifier=None, *, amnezia=None,
                  max_sessions: int = DEFAULT_MAX_SESSIONS,
@@ -373,128 +133,43 @@ class Datapath:
         `bench` adds the benchmark programs (harness.bench); `source` compiles
         another copy of wgmux.c (it must sit next to a wire.h).
 
-        `pin_dir`: pin every map there (wgmux.pinning), reusing the maps a
-        previous instance pinned when they are compatible with this build;
-        then `reused` is True.  Otherwise the directory starts fresh and
-        `fresh_reasons` says why (empty when there was nothing to reuse).
-        close() leaves pinned maps in place; pinning.purge() removes them."""
-        try:
-            from bcc import BPF  # late: the rest of wgmux works without bcc
-        except ImportError:
-            raise DatapathError("bcc is not importable: install python3-bpfcc and use a "
-                                "Python that sees it (make setup)") from None
-
+        `pin_dir`: pin every map there (wgmux.program.Program says how),
+        reusing the maps a previous instance pinned when they are
+        compatible with this build; then `reused` is True.  Otherwise the
+        directory starts fresh and `fresh_reasons` says why (empty when
+        there was nothing to reuse).  close() leaves pinned maps in place;
+        pinning.purge() removes them."""
         if classifier is None:
             classifier = amnezia
-        self._BPF = BPF
-        source = Path(source) if source is not None else SOURCE
-        flags = [f"-I{source.parent}",
-                 f"-DWGMUX_MAX_SESSIONS={int(max_sessions)}",
-                 f"-DWGMUX_MAX_PORTS={int(max_ports)}",
-                 # kernel headers vs bcc's compat headers: harmless noise
-                 "-Wno-macro-redefined"]
-        if sessions_lru:
-            flags.append('-DWGMUX_SESSIONS_MAP_TYPE="lru_hash"')
-        if bench:
-            flags.append("-DWGMUX_BENCH")
-        flags.extend(cflags)
         self.max_sessions = int(max_sessions)
-        self.pin_dir = Path(pin_dir) if pin_dir is not None else None
-        self.reused = False
-        self.fresh_reasons: List[str] = []
+        self.program = Program(max_sessions=max_sessions, max_ports=max_ports,
+                               sessions_lru=sessions_lru, cflags=cflags, bench=bench,
+                               source=source, pin_dir=pin_dir)
+        self.bpf = self.program.bpf
+        self.pin_dir = self.program.pin_dir
+        self.reused = self.program.reused
+        self.fresh_reasons = self.program.fresh_reasons
         self.previous_hub_port: Optional[int] = None
-        if self.pin_dir is not None:
-            self._prepare_pins(flags)
-        try:
-            self.bpf = BPF(src_file=str(source).encode(), cflags=flags)
-            if self.pin_dir is not None and not self._adopt_pins():
-                # incompatible pinned maps: unpin them and build again
-                self.bpf.cleanup()
-                pinning.purge(self.pin_dir)
-                self._prepare_pins(flags, check=False)
-                self.bpf = BPF(src_file=str(source).encode(), cflags=flags)
-                self._adopt_pins()
-            try:
-                self._fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
-            except Exception as e:
-                if not self.reused:
-                    raise
-                # the checks passed but the verifier disagrees: do not keep
-                # failing on the same pinned maps
-                self.fresh_reasons.append(f"the program does not load with them: {e}")
-                self.reused = False
-                self.bpf.cleanup()
-                pinning.purge(self.pin_dir)
-                self._prepare_pins(flags, check=False)
-                self.bpf = BPF(src_file=str(source).encode(), cflags=flags)
-                self._adopt_pins()
-                self._fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
-        except DatapathError:
-            raise
-        except Exception as e:
-            # bcc prints the compiler's / verifier's log to stderr itself
-            raise DatapathError(f"cannot compile or load {source}: {e} (kernel headers for "
-                                f"bcc under /lib/modules/{os.uname().release}/build?)") from e
         self._config = self.bpf[b"config"]
         self._ports = self.bpf[b"ports"]
         self._sessions = self.bpf[b"sessions"]
         self._counters = self.bpf[b"counters"]
-        self._attached: List[Tuple[Optional[str], int, bool]] = []  # (netns, ifindex, made clsact)
+        self._slow = SlowRing(self.bpf)
+        self._attached: List[tc.Attachment] = []
         self.replaced_filter: Optional[str] = None
         self._closed = False
         if self.reused:
             self.previous_hub_port = socket.ntohs(self._config[self._config.Key(0)].hub_port)
         self.configure(hub_port, classifier, roaming)
 
-    # ---- pinned maps (wgmux.pinning) ---------------------------------------
-    def _prepare_pins(self, flags: List[str], check: bool = True):
-        """Before compiling: drop pinned state that cannot be reused, make
-        the directory, point the build at it."""
-        if check:
-            problem = pinning.precheck(self.pin_dir)
-            if problem:
-                self.fresh_reasons.append(problem)
-                pinning.purge(self.pin_dir)
-        try:
-            pinning.ensure_dir(self.pin_dir)
-        except (OSError, pinning.PinError) as e:
-            raise DatapathError(f"cannot pin maps in {self.pin_dir}: {e}") from None
-        self._pins_before = {p.name for p in self.pin_dir.iterdir()
-                             if p.name != pinning.STATE_FILE}
-        literal = str(self.pin_dir).replace("\\", "\\\\").replace('"', '\\"')
-        define = f'-DWGMUX_PIN_DIR="{literal}"'
-        flags[:] = [f for f in flags if not f.startswith("-DWGMUX_PIN_DIR=")] + [define]
-
-    def _adopt_pins(self) -> bool:
-        """After compiling (maps created or reused, no program loaded yet):
-        False if a reused map does not fit this build."""
-        specs = pinning.table_specs(self.bpf, self.pin_dir)
-        record = pinning.read_state(self.pin_dir)
-        reused = sorted(n for n in specs if n in self._pins_before)
-        problems = pinning.spec_problems({n: specs[n] for n in reused}, record)
-        if problems:
-            self.fresh_reasons.extend(problems)
-            return False
-        # pins of maps this build no longer has
-        for stale in sorted(self._pins_before - set(specs)):
-            try:
-                (self.pin_dir / stale).unlink()
-            except OSError:
-                pass
-        self.reused = bool(reused)
-        self.reused_maps = reused
-        self.created_maps = sorted(n for n in specs if n not in self._pins_before)
-        pinning.write_state(self.pin_dir, pinning.build_state(specs, record))
-        return True
-
     # ---- lifecycle -------------------------------------------------------
     @property
     def prog_fd(self) -> int:
-        return self._fn.fd
+        return self.program.fd
 
     def load_program(self, name: str) -> int:
         """fd of another program in the same object (the benchmark ones)."""
-        return self.bpf.load_func(name.encode(), self._BPF.SCHED_CLS).fd
+        return self.program.load_func(name)
 
     def close(self, keep_attached: bool = False):
         """Detach (unless `keep_attached`: the filters stay, running on the
@@ -509,7 +184,7 @@ class Datapath:
                 self.detach()
         finally:
             self._closed = True
-            self.bpf.cleanup()
+            self.program.close()
 
     def __enter__(self):
         return self
@@ -517,6 +192,7 @@ class Datapath:
     def __exit__(self, *exc):
         self.close()
 
+    # ---- config ------------------------------------------------------------
     # ---- config ------------------------------------------------------------
     def configure(self, hub_port: int, classifier=None, roaming: bool = True,
                   slow_rate: float = DEFAULT_SLOW_RATE, slow_burst: int = DEFAULT_SLOW_BURST,
@@ -527,7 +203,7 @@ class Datapath:
             classifier = wire.Classifier.from_params(classifier)
         key = self._config.Key(0)
         cfg = self._config[key]
-        cfg.hub_port = socket.htons(_check_port(hub_port, "HubPort"))
+        cfg.hub_port = socket.htons(check_port(hub_port, "HubPort"))
         cfg.flags = CFG_ROAMING if roaming else 0
         for i, spec in enumerate(classifier.specs()):
             cfg.cls[i].prefix = spec.prefix
@@ -653,81 +329,19 @@ class Datapath:
         qdisc is recorded there, and an instance that takes over from one
         that was killed inherits it: the last one to stop removes the
         qdisc its predecessor added."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        where = f"{dev}" + (f" in netns {netns}" if netns else "")
-        try:
-            ipr_cm = _iproute(netns)
-        except FileNotFoundError as e:
-            raise DatapathError(f"cannot attach to {where}: {e}") from None
-        with ipr_cm as ipr:
-            ifindex = self._ifindex(ipr, dev)
-            made = False
-            try:
-                ipr.tc("add", "clsact", ifindex)
-                made = True
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    raise DatapathError(f"cannot add a clsact qdisc to {where}: "
-                                        f"{os.strerror(e.code)}") from e
-            current = None if made else _wgmux_filter(ipr, ifindex)
-            if replace and current is not None and not current.startswith(PROGRAM):
-                raise DatapathError(f"cannot attach to {where}: TC ingress pref {TC_PRIO} "
-                                    f"holds a filter that is not wgmux's ({current!r})")
-            if self.pin_dir is not None:
-                state = (pinning.read_state(self.pin_dir) or {}).get("clsact") or {}
-                if (not made and replace and current is not None and state.get("made")
-                        and state.get("ifindex") == ifindex):
-                    made = True     # a killed predecessor added it
-            try:
-                ipr.tc("replace-filter" if replace else "add-filter", "bpf", ifindex,
-                       TC_HANDLE, fd=self.prog_fd, name=self.filter_name,
-                       parent=TC_INGRESS_PARENT, prio=TC_PRIO, protocol=ETH_P_ALL,
-                       classid=1, direct_action=True)
-            except BaseException as e:
-                if made:
-                    ipr.tc("del", "clsact", ifindex)
-                if isinstance(e, NetlinkError):
-                    hint = (" (already attached? `tc filter show dev "
-                            f"{dev} ingress` shows pref {TC_PRIO})"
-                            if e.code == errno.EEXIST else "")
-                    raise DatapathError(f"cannot attach to {where}: "
-                                        f"{os.strerror(e.code)}{hint}") from e
-                raise
-        self._attached.append((netns, ifindex, made))
+        attachment, current = tc.attach(self.prog_fd, self.filter_name, dev, netns, replace,
+                                        self.pin_dir)
+        self._attached.append(attachment)
         self.replaced_filter = current if replace else None
         if self.pin_dir is not None:
-            try:
-                pinning.update_state(self.pin_dir, clsact={"ifindex": ifindex, "made": made})
-            except OSError:
-                pass
-        return ifindex
+            tc.record_clsact(self.pin_dir, attachment)
+        return attachment.ifindex
 
     def detach(self):
         """Remove our filters (not one that replaced ours meanwhile), and
         the clsact qdiscs we added if nothing else is attached to them."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
         while self._attached:
-            netns, ifindex, made = self._attached.pop()
-            try:
-                with _iproute(netns) as ipr:
-                    if self._ours(ipr, ifindex):
-                        try:
-                            ipr.tc("del-filter", "bpf", ifindex, TC_HANDLE,
-                                   parent=TC_INGRESS_PARENT, prio=TC_PRIO,
-                                   protocol=ETH_P_ALL)
-                        except NetlinkError as e:
-                            if e.code not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
-                                raise
-                    if made and not self._other_filters(ipr, ifindex):
-                        try:
-                            ipr.tc("del", "clsact", ifindex)
-                        except NetlinkError as e:
-                            if e.code not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
-                                raise
-            except FileNotFoundError:
-                continue   # the namespace is gone, and our filter with it
+            tc.detach(self._attached.pop(), self.filter_name)
 
     def purge(self):
         """Unpin this instance's maps (after close(), or to start over)."""
@@ -738,58 +352,11 @@ class Datapath:
     def attachments(self) -> List[Tuple[Optional[str], int]]:
         return [(ns, idx) for ns, idx, _ in self._attached]
 
-    @staticmethod
-    def _ifindex(ipr, dev: Union[str, int]) -> int:
-        if isinstance(dev, int):
-            return dev
-        found = ipr.link_lookup(ifname=dev)
-        if not found:
-            raise DatapathError(f"no interface named {dev!r}")
-        return found[0]
-
     @property
     def filter_name(self) -> str:
-        """The TC filter's name: the program's, plus who attached it, so
-        detach() can tell its own filter from a successor's."""
-        return f"{PROGRAM}-{os.getpid()}-{self.prog_fd}"
-
-    def _ours(self, ipr, ifindex: int) -> bool:
-        for msg in ipr.get_filters(index=ifindex, parent=TC_INGRESS_PARENT):
-            opts = msg.get_attr("TCA_OPTIONS")
-            if (msg.get_attr("TCA_KIND") == "bpf" and msg["info"] >> 16 == TC_PRIO
-                    and opts is not None and opts.get_attr("TCA_BPF_NAME") == self.filter_name):
-                return True
-        return False
-
-    @staticmethod
-    def _other_filters(ipr, ifindex: int) -> bool:
-        for parent in (TC_INGRESS_PARENT, TC_EGRESS_PARENT):
-            for msg in ipr.get_filters(index=ifindex, parent=parent):
-                if msg.get_attr("TCA_KIND"):
-                    return True
-        return False
+        return tc.filter_name(self.prog_fd)
 
     # ---- conversions -----------------------------------------------------
-    @staticmethod
-    def _set_endpoint(dst, ep: Optional[Endpoint]):
-        ct.memset(ct.addressof(dst), 0, ct.sizeof(dst))
-        if ep is None:
-            return
-        packed = ep.ip.packed
-        ct.memmove(ct.addressof(dst.addr), packed, len(packed))
-        dst.port = socket.htons(_check_port(ep.port))
-        dst.family = AF_INET if ep.ip.version == 4 else AF_INET6
-
-    @staticmethod
-    def _get_endpoint(src) -> Optional[Endpoint]:
-        if src.family == AF_INET:
-            raw = ct.string_at(ct.addressof(src.addr), 4)
-        elif src.family == AF_INET6:
-            raw = ct.string_at(ct.addressof(src.addr), 16)
-        else:
-            return None
-        return Endpoint(_ip_of(raw), socket.ntohs(src.port))
-
     def _next_hop(self, nh, gen: int) -> NextHop:
         return NextHop(NH_STATES.get(nh.state, str(nh.state)), nh.ifindex,
                        bytes(nh.dmac).hex(":"), bytes(nh.smac).hex(":"),
@@ -797,7 +364,7 @@ class Datapath:
 
     def _session_key(self, port: int, index: int):
         key = self._sessions.Key()
-        key.port = socket.htons(_check_port(port))
+        key.port = socket.htons(check_port(port))
         if not (0 <= index <= wire.U32_MAX):
             raise ValueError(f"index {index} is not a u32")
         key.index = index
@@ -809,14 +376,14 @@ class Datapath:
         ip None: a peer port whose responder endpoint is not known yet
         (initiations to it are dropped and counted).  Re-setting the same
         endpoint keeps the cached next hop."""
-        ep = _endpoint((ip, udp_port)) if ip is not None else None
-        key = ct.c_ushort(socket.htons(_check_port(port)))
+        ep = as_endpoint((ip, udp_port)) if ip is not None else None
+        key = ct.c_ushort(socket.htons(check_port(port)))
         current = self._ports.get(key)
-        if current is not None and self._get_endpoint(current.ep) == ep:
+        if current is not None and read_endpoint(current.ep) == ep:
             self._sync_responder_eps()     # (pinned maps of an older build)
             return
         leaf = self._ports.Leaf()
-        self._set_endpoint(leaf.ep, ep)
+        write_endpoint(leaf.ep, ep)
         self._ports[key] = leaf
         self._sync_responder_eps()
 
@@ -824,8 +391,8 @@ class Datapath:
         """`responder_eps` = the endpoints in `ports` (the datapath copies
         HubPort initiations from these only)."""
         eps = self.bpf[b"responder_eps"]
-        want = {self._get_endpoint(v.ep) for v in self._ports.values()} - {None}
-        have = {self._get_endpoint(k): k for k in eps.keys()}
+        want = {read_endpoint(v.ep) for v in self._ports.values()} - {None}
+        have = {read_endpoint(k): k for k in eps.keys()}
         for ep, k in have.items():
             if ep not in want:
                 try:
@@ -834,13 +401,13 @@ class Datapath:
                     pass
         for ep in want - set(have):
             k = eps.Key()
-            self._set_endpoint(k, ep)
+            write_endpoint(k, ep)
             eps[k] = ct.c_ubyte(1)
 
     def remove_responder(self, port: int, flush_sessions: bool = True) -> bool:
         """Stop reflecting for `port`; by default also delete the sessions
         that arrive on it and their reverse entries."""
-        key = ct.c_ushort(socket.htons(_check_port(port)))
+        key = ct.c_ushort(socket.htons(check_port(port)))
         try:
             del self._ports[key]
             found = True
@@ -858,7 +425,7 @@ class Datapath:
         out = {}
         for k, v in self._ports.items():
             port = socket.ntohs(k.value)
-            out[port] = Responder(port, self._get_endpoint(v.ep), self._next_hop(v.nh, gen))
+            out[port] = Responder(port, read_endpoint(v.ep), self._next_hop(v.nh, gen))
         return out
 
     # ---- sessions ------------------------------------------------------------
@@ -866,8 +433,8 @@ class Datapath:
         reverse = None
         if v.reverse.port:
             reverse = (socket.ntohs(v.reverse.port), v.reverse.index)
-        return Session(port=socket.ntohs(k.port), index=k.index, dst=self._get_endpoint(v.dst),
-                       src_port=socket.ntohs(v.src_port), expect=self._get_endpoint(v.expect),
+        return Session(port=socket.ntohs(k.port), index=k.index, dst=read_endpoint(v.dst),
+                       src_port=socket.ntohs(v.src_port), expect=read_endpoint(v.expect),
                        reverse=reverse, next_hop=self._next_hop(v.nh, gen), created=v.created,
                        last_seen=v.last_seen, packets=v.packets, bytes=v.bytes, flags=v.flags,
                        max_counter=v.max_counter)
@@ -886,7 +453,7 @@ class Datapath:
     def established_pairs(self, links: Optional[List[SessionLink]] = None
                           ) -> Dict[Tuple[int, int, int], Tuple[SessionLink, SessionLink]]:
         """(peer port, initiator index, responder index) -> (i2r, r2i) links
-        of every established pair (see session_pairs() for the roles)."""
+        of every established pair (wgmux.status.session_pairs() says which is which)."""
         by_key = {x.key: x for x in (self.session_links() if links is None else links)}
         out = {}
         for r2i in by_key.values():
@@ -912,12 +479,12 @@ class Datapath:
         resets its counters and next hop."""
         key = self._session_key(port, index)
         leaf = self._sessions.Leaf()
-        self._set_endpoint(leaf.dst, _endpoint(dst))
-        self._set_endpoint(leaf.expect, _endpoint(expect))
+        write_endpoint(leaf.dst, as_endpoint(dst))
+        write_endpoint(leaf.expect, as_endpoint(expect))
         if reverse is not None:
-            leaf.reverse.port = socket.htons(_check_port(reverse[0]))
+            leaf.reverse.port = socket.htons(check_port(reverse[0]))
             leaf.reverse.index = reverse[1]
-        leaf.src_port = socket.htons(_check_port(src_port, "source port"))
+        leaf.src_port = socket.htons(check_port(src_port, "source port"))
         now = monotonic_ns()
         leaf.created = now if created is None else created
         leaf.last_seen = leaf.created if last_seen is None else last_seen
@@ -950,17 +517,17 @@ class Datapath:
         counters).  Returns the entries changed."""
         from bcc.libbcc import lib
 
-        old, new = _endpoint(old), _endpoint(new)
-        port = socket.htons(_check_port(via_port))
+        old, new = as_endpoint(old), as_endpoint(new)
+        port = socket.htons(check_port(via_port))
         changed = 0
         for k, v in self._sessions.items():
             touched = False
-            if v.src_port == port and self._get_endpoint(v.dst) == old:
-                self._set_endpoint(v.dst, new)
+            if v.src_port == port and read_endpoint(v.dst) == old:
+                write_endpoint(v.dst, new)
                 v.nh.state = 0
                 touched = True
-            if k.port == port and self._get_endpoint(v.expect) == old:
-                self._set_endpoint(v.expect, new)
+            if k.port == port and read_endpoint(v.expect) == old:
+                write_endpoint(v.expect, new)
                 touched = True
             if touched and lib.bpf_update_elem(self._sessions.map_fd, ct.byref(k), ct.byref(v),
                                                2) == 0:   # BPF_EXIST
@@ -994,56 +561,6 @@ class Datapath:
                     pass   # the datapath or another collector got there first
         return removed
 
-    def session_pairs(self, wall_clock: bool = True) -> List[dict]:
-        """Sessions grouped into initiator/responder pairs, for `wgmux show`.
-
-        The initiator is the peer that talks to a peer port P; its packets
-        arrive on P under the responder's index, the responder's arrive on
-        HubPort under the initiator's index.  Times are epoch seconds
-        (wall_clock) or monotonic ns.  Keys: port, initiator, responder,
-        state ("half-open" | "established"), initiator_index,
-        responder_index (None while half-open), created, last_seen,
-        i2r_packets, i2r_bytes, r2i_packets, r2i_bytes, confirmed (both
-        directions have carried transport: the full timeout applies).
-        """
-        by_key = {s.key: s for s in self.sessions()}
-        mono, wall = monotonic_ns(), time.time()
-        conv = (lambda t: wall - (mono - t) / 1e9) if wall_clock else (lambda t: t)
-        seen, out = set(), []
-        for key, s in sorted(by_key.items()):
-            if key in seen:
-                continue
-            other = by_key.get(s.reverse) if s.reverse else None
-            seen.add(key)
-            if other is not None:
-                seen.add(other.key)
-            if s.port == self.hub_port:
-                r2i, i2r = s, other
-            elif other is not None and other.port == self.hub_port:
-                r2i, i2r = other, s
-            else:
-                r2i, i2r = None, s
-            initiator = r2i.dst if r2i else (i2r.expect if i2r else None)
-            responder = i2r.dst if i2r else (r2i.expect if r2i else None)
-            port = i2r.port if i2r else r2i.src_port
-            parts = [x for x in (r2i, i2r) if x is not None]
-            out.append({
-                "port": port,
-                "initiator": str(initiator) if initiator else None,
-                "responder": str(responder) if responder else None,
-                "state": "established" if other is not None else "half-open",
-                "confirmed": bool(i2r and r2i and i2r.transport_seen and r2i.transport_seen),
-                "initiator_index": r2i.index if r2i else None,
-                "responder_index": i2r.index if i2r else None,
-                "created": conv(min(x.created for x in parts)),
-                "last_seen": conv(max(x.last_seen for x in parts)),
-                "i2r_packets": i2r.packets if i2r else 0,
-                "i2r_bytes": i2r.bytes if i2r else 0,
-                "r2i_packets": r2i.packets if r2i else 0,
-                "r2i_bytes": r2i.bytes if r2i else 0,
-            })
-        return out
-
     def flush_sessions(self):
         self._sessions.clear()
 
@@ -1052,67 +569,23 @@ class Datapath:
         self.bpf[b"responder_eps"].clear()
 
     # ---- slow path -----------------------------------------------------------
-    def _slow_ring(self):
-        if self._slow_type is None:
-            self._slow_type = self.bpf[b"slow_buf"].sLeaf
-            self._slow_payload_off = self._slow_type.payload.offset
-            self.bpf[b"slow_ring"].open_ring_buffer(self._on_slow_message)
-
-    def _on_slow_message(self, _ctx, data, size) -> int:
-        try:
-            msg = self._parse_slow_message(ct.string_at(data, size))
-        except Exception as e:   # never let an exception into libbpf's loop
-            msg = e
-        handler = self._slow_handler
-        if handler is not None:
-            try:
-                handler(msg)
-            except Exception:
-                import logging
-                logging.getLogger("wgmux").exception("slow path handler failed")
-        return 0
-
-    def _parse_slow_message(self, raw: bytes) -> SlowMessage:
-        t = self._slow_type
-        off = self._slow_payload_off
-        if len(raw) < off:
-            raise ValueError(f"slow-path message of {len(raw)} bytes, header is {off}")
-        h = t.from_buffer_copy(raw[:off].ljust(ct.sizeof(t), b"\0"))
-        if off + h.len > len(raw):
-            raise ValueError(f"slow-path message claims {h.len} payload bytes, has "
-                             f"{len(raw) - off}")
-        src, dst = self._get_endpoint(h.src), self._get_endpoint(h.dst)
-        if src is None or dst is None:
-            raise ValueError("slow-path message without addresses")
-        return SlowMessage(ktime=h.ktime, ifindex=h.ifindex, kind=h.cls, src=src, dst=dst,
-                           ttl=h.ttl, tos=h.tos, ip_id=socket.ntohs(h.ip_id),
-                           df=bool(socket.ntohs(h.frag_off) & 0x4000),
-                           payload=raw[off:off + h.len], load=h.load)
-
     def poll_slow_path(self, handler, timeout_ms: int = 100):
         """Wait up to timeout_ms for slow-path messages and call
         handler(msg) for each, in this thread; msg is a SlowMessage, or
         the exception that kept one from parsing.  One consumer at a time."""
-        self._slow_ring()
-        self._slow_handler = handler
-        self.bpf.ring_buffer_poll(int(timeout_ms))
+        self._slow.poll(handler, timeout_ms)
 
     def drain_slow_path(self) -> List[Union[SlowMessage, Exception]]:
         """Every slow-path message queued now (tests, or dropping a backlog)."""
-        self._slow_ring()
-        out: list = []
-        self._slow_handler = out.append
-        self.bpf.ring_buffer_consume()
-        self._slow_handler = None
-        return out
+        return self._slow.drain()
 
     def responder(self, port: int) -> Optional[Responder]:
         """The responder of one peer port (None: not a peer port)."""
-        key = ct.c_ushort(socket.htons(_check_port(port)))
+        key = ct.c_ushort(socket.htons(check_port(port)))
         v = self._ports.get(key)
         if v is None:
             return None
-        return Responder(int(port), self._get_endpoint(v.ep), self._next_hop(v.nh, self._nh_gen))
+        return Responder(int(port), read_endpoint(v.ep), self._next_hop(v.nh, self._nh_gen))
 
     def insert_session(self, port: int, index: int, dst: EndpointLike, src_port: int,
                        expect: Optional[EndpointLike] = None) -> str:
@@ -1121,9 +594,9 @@ class Datapath:
         there is returned by session()) or "full"."""
         key = self._session_key(port, index)
         leaf = self._sessions.Leaf()
-        self._set_endpoint(leaf.dst, _endpoint(dst))
-        self._set_endpoint(leaf.expect, _endpoint(expect))
-        leaf.src_port = socket.htons(_check_port(src_port, "source port"))
+        write_endpoint(leaf.dst, as_endpoint(dst))
+        write_endpoint(leaf.expect, as_endpoint(expect))
+        leaf.src_port = socket.htons(check_port(src_port, "source port"))
         leaf.created = leaf.last_seen = monotonic_ns()
         from bcc.libbcc import lib
         rc = lib.bpf_update_elem(self._sessions.map_fd, ct.byref(key), ct.byref(leaf),
@@ -1141,7 +614,7 @@ class Datapath:
     def _initiator_key(self, port: int, public_key: bytes):
         t = self.bpf[b"initiators"]
         key = t.Key()
-        key.port = socket.htons(_check_port(port))
+        key.port = socket.htons(check_port(port))
         if len(public_key) != wire.WG_KEY_SIZE:
             raise ValueError(f"public key of {len(public_key)} bytes")
         ct.memmove(ct.addressof(key.public_key), bytes(public_key), wire.WG_KEY_SIZE)
@@ -1151,7 +624,7 @@ class Datapath:
                         index: int, learned: Optional[int] = None):
         t = self.bpf[b"initiators"]
         leaf = t.Leaf()
-        self._set_endpoint(leaf.ep, _endpoint(endpoint))
+        write_endpoint(leaf.ep, as_endpoint(endpoint))
         leaf.index = index
         leaf.learned = monotonic_ns() if learned is None else learned
         t[self._initiator_key(port, public_key)] = leaf
@@ -1167,7 +640,7 @@ class Datapath:
         out = []
         for k, v in self.bpf[b"initiators"].items():
             out.append(LearnedInitiator(socket.ntohs(k.port), bytes(k.public_key),
-                                        self._get_endpoint(v.ep), v.index, v.learned))
+                                        read_endpoint(v.ep), v.index, v.learned))
         return out
 
     def flush_initiators(self):

@@ -77,8 +77,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from . import cookie, junk, mac1
 from . import packet as pk
 from . import wire
-from .datapath import (LOAD_MAC2, LOAD_NONE, Endpoint, LearnedInitiator, SlowMessage,
-                       monotonic_ns)
+from .model import LOAD_MAC2, LOAD_NONE, Endpoint, LearnedInitiator, SlowMessage, monotonic_ns
+from .status import Clock, endpoint_text
 
 log = logging.getLogger("wgmux")
 
@@ -614,15 +614,15 @@ class SlowPath:
     def status(self) -> dict:
         """For `wgmux show`."""
         rate, burst = self.dp.slow_rate()
-        mono, wall = monotonic_ns(), time.time()
+        clock = Clock.now()
         return {
             "rate": rate,
             "burst": burst,
             "initiators": [{
                 "port": li.port,
                 "public_key": _b64(li.public_key),
-                "endpoint": str(li.endpoint) if li.endpoint else None,
-                "learned": wall - (mono - li.learned) / 1e9,
+                "endpoint": endpoint_text(li.endpoint),
+                "learned": clock.wall_time(li.learned),
             } for li in sorted(self.learned(), key=lambda x: (x.port, x.public_key))],
             "warnings": self.warnings(),
         }

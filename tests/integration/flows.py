@@ -32,14 +32,14 @@ class FilterWatch:
     def _run(self):
         from pyroute2 import IPRoute
 
-        from wgmux.datapath import _wgmux_filter
+        from wgmux.tc import wgmux_filter
 
         try:
             with IPRoute(netns=self.node.netns) as ipr:
                 index = ipr.link_lookup(ifname=self.ifname)[0]
                 last = object()
                 while not self._stop.is_set():
-                    name = _wgmux_filter(ipr, index)
+                    name = wgmux_filter(ipr, index)
                     now = time.monotonic()
                     if name != last:
                         self.changes.append((now, name))

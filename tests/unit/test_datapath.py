@@ -17,6 +17,7 @@ from netlab.netns import inside
 from harness import golden as g
 from wgmux import packet as pk
 from wgmux import wire
+from wgmux.status import session_pairs
 from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
 
 bcc = pytest.importorskip("bcc", reason="bcc (python3-bpfcc) is not installed")
@@ -122,7 +123,7 @@ def test_checksum_oracle_rejects_stale_checksum():
 
 
 def test_wire_h_matches_wire_py():
-    from wgmux.datapath import SOURCE
+    from wgmux.program import SOURCE
     defines = dict(wire.defines_of_header((SOURCE.parent / "wire.h").read_text()))
     assert len(defines) > 30
     for name, value in defines.items():
@@ -659,7 +660,7 @@ def _failing_rows(env) -> list:
 
 
 def test_mutants_are_caught(golden_env, tmp_path):
-    from wgmux.datapath import SOURCE
+    from wgmux.program import SOURCE
     original = SOURCE.read_text()
     (tmp_path / "wire.h").write_text((SOURCE.parent / "wire.h").read_text())
     assert _failing_rows(golden_env) == []
@@ -672,7 +673,7 @@ def test_mutants_are_caught(golden_env, tmp_path):
 
 
 def test_attach_errors_are_datapath_errors(golden_env, veth):
-    from wgmux.datapath import DatapathError
+    from wgmux.model import DatapathError
     with pytest.raises(DatapathError, match="no interface"):
         golden_env.dp.attach("nonexistent0", netns=veth.netns)
     with pytest.raises(DatapathError, match="no network namespace"):
@@ -696,7 +697,7 @@ def test_collect_idle_and_pairs(golden_env):
     env.dp.set_session(g.HUB_PORT, 0x77, g.E_I, g.P, expect=g.E_R)       # half-open
     env.run(g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX)))
     env.run(g.inbound(g.E_R, g.hub(g.HUB_PORT), g.transport(g.I_IDX)))
-    pairs = {p["state"]: p for p in env.dp.session_pairs()}
+    pairs = {p["state"]: p for p in session_pairs(env.dp.sessions(), env.dp.hub_port)}
     est, half = pairs["established"], pairs["half-open"]
     assert est["port"] == g.P and est["initiator"] == "198.51.100.10:43210"
     assert est["responder"] == "203.0.113.20:51820"
@@ -707,7 +708,7 @@ def test_collect_idle_and_pairs(golden_env):
     import time
     assert abs(est["last_seen"] - time.time()) < 5
 
-    from wgmux.datapath import monotonic_ns
+    from wgmux.model import monotonic_ns
     now = monotonic_ns()
     assert env.dp.collect_idle(60, now_ns=now) == 0
     # one direction busy keeps the pair; the half-open entry may go earlier

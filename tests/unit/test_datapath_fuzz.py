@@ -138,7 +138,8 @@ def fuzz_env():
 
 
 def test_datapath_fuzz(fuzz_env):
-    from wgmux.datapath import SOURCE as DEFAULT_SOURCE, counter_names
+    from wgmux.datapath import counter_names
+    from wgmux.program import SOURCE as DEFAULT_SOURCE
 
     env, setup_seconds = fuzz_env
     names = counter_names(Path(SOURCE) if SOURCE else DEFAULT_SOURCE)
@@ -168,7 +169,7 @@ def test_datapath_fuzz(fuzz_env):
 # ---- the oracle itself ------------------------------------------------------
 
 def _session(dst, src_port):
-    from wgmux.datapath import Endpoint
+    from wgmux.model import Endpoint
     return SimpleNamespace(dst=Endpoint(ipaddress.ip_address(dst[0]), dst[1]), src_port=src_port)
 
 

@@ -17,8 +17,10 @@ pytest.importorskip("bcc", reason="bcc (python3-bpfcc) is not installed")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (eBPF, bpffs)")
 
 from wgmux import pinning  # noqa: E402
-from wgmux.datapath import (PROGRAM, TC_PRIO, Datapath, DatapathError,  # noqa: E402
-                            attached_filter, remove_leftovers)
+from wgmux.datapath import Datapath  # noqa: E402
+from wgmux.model import DatapathError  # noqa: E402
+from wgmux.program import PROGRAM  # noqa: E402
+from wgmux.tc import TC_PRIO, attached_filter, remove_leftovers  # noqa: E402
 
 HUB = 51820
 P = 40001
@@ -97,7 +99,7 @@ def test_other_max_entries_starts_fresh(pin_dir):
 def test_other_session_layout_starts_fresh(pin_dir, tmp_path):
     """A build whose session struct differs (a field added) must not read
     the old entries with the new struct."""
-    from wgmux.datapath import SOURCE
+    from wgmux.program import SOURCE
 
     src = tmp_path / "bpf"
     shutil.copytree(SOURCE.parent, src, ignore=shutil.ignore_patterns("__pycache__"))

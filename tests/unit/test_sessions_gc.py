@@ -55,7 +55,9 @@ except ImportError:
 root = pytest.mark.skipif(os.geteuid() != 0 or not HAVE_BCC,
                           reason="needs root and bcc (eBPF, namespaces)")
 
-from wgmux.datapath import Datapath, monotonic_ns  # noqa: E402  (bcc only at use)
+from wgmux.datapath import Datapath  # noqa: E402  (bcc only at use)
+from wgmux.model import monotonic_ns  # noqa: E402
+from wgmux.status import session_pairs  # noqa: E402
 
 
 @root
@@ -202,7 +204,8 @@ def test_established_pairs_and_the_session_log(caplog):
                            reverse=(g.P, g.R_IDX))
             pairs = dp.established_pairs()
             assert list(pairs) == [(g.P, g.I_IDX, g.R_IDX)]
-            (full,) = [p for p in dp.session_pairs() if p["state"] == "established"]
+            (full,) = [p for p in session_pairs(dp.sessions(), dp.hub_port)
+                       if p["state"] == "established"]
             assert (full["port"], full["initiator_index"], full["responder_index"]) == \
                 (g.P, g.I_IDX, g.R_IDX)
             d.log_sessions()

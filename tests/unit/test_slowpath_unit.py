@@ -25,8 +25,10 @@ from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
 bcc = pytest.importorskip("bcc", reason="bcc (python3-bpfcc) is not installed")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (eBPF, namespaces)")
 
-from wgmux.datapath import Datapath, Endpoint  # noqa: E402
+from wgmux.datapath import Datapath  # noqa: E402
+from wgmux.model import Endpoint  # noqa: E402
 from wgmux.slowpath import SlowPath  # noqa: E402
+from wgmux.status import session_pairs  # noqa: E402
 
 
 def key() -> str:
@@ -262,7 +264,8 @@ def test_responder_initiated_handshake(env):
     m = g.transport(R2)
     res = env.run(g.inbound(g.E_I, g.hub(g.P), m))
     assert res.data == g.reflected(g.hub(g.HUB_PORT), g.E_R, m)
-    pairs = [p for p in env.dp.session_pairs() if p["responder_index"] == R2]
+    pairs = [p for p in session_pairs(env.dp.sessions(), env.dp.hub_port)
+             if p["responder_index"] == R2]
     assert len(pairs) == 1 and pairs[0]["initiator_index"] == I2
     assert env.dp.counters()["sp_reflect_hub_initiation"] == 1
 
@@ -561,10 +564,10 @@ def test_martian_source_never_opens(env):
     second line (its messages could come from an older program)."""
     import ipaddress
 
-    from wgmux.datapath import SlowMessage
+    from wgmux.model import SlowMessage, monotonic_ns
     hub = Hub(env)
     m = init_for(R_KEY)
-    msg = SlowMessage(ktime=__import__("wgmux.datapath", fromlist=["x"]).monotonic_ns(),
+    msg = SlowMessage(ktime=monotonic_ns(),
                       ifindex=1, kind=0, src=Endpoint(ipaddress.ip_address("127.0.0.1"), 4),
                       dst=ep(g.hub(g.P)), ttl=64, tos=0, ip_id=0, df=False, payload=m)
     assert hub.slow.handle(msg).counter == "sp_drop_martian"

@@ -1,0 +1,150 @@
+"""bpf/wgmux.c as a loaded program: compiled with bcc, its maps pinned.
+
+`Program` compiles the source, creates its maps or takes over the ones a
+previous instance pinned (wgmux.pinning; docs/spec.md §10) when they fit
+this build, and loads the TC ingress function.  Pinned maps that do not
+fit, or that the verifier rejects the program with, are unpinned and the
+build starts over on fresh ones, once; `fresh_reasons` says why.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+from wgmux import pinning
+from wgmux.model import DatapathError
+
+try:
+    from wgmux.bpf import SOURCE_DIR
+except ImportError:  # running from a checkout without the editable install
+    SOURCE_DIR = Path(__file__).resolve().parent.parent / "bpf"
+
+SOURCE = Path(SOURCE_DIR) / "wgmux.c"
+PROGRAM = "wgmux_ingress"
+
+
+class Program:
+    """One compiled and loaded wgmux.c.
+
+    `bpf` is bcc's object (maps by name), `fd` the ingress program's.
+    With a `pin_dir`, `reused` says whether the maps a previous instance
+    pinned were taken over (`reused_maps`, `created_maps` name them);
+    otherwise the directory started fresh and `fresh_reasons` says why
+    (empty when there was nothing to reuse).  close() leaves pinned maps in
+    place; pinning.purge() removes them."""
+
+    def __init__(self, *, max_sessions: int, max_ports: int, sessions_lru: bool = False,
+                 cflags: Sequence[str] = (), bench: bool = False,
+                 source: Optional[Path] = None, pin_dir: Optional[Union[str, Path]] = None):
+        try:
+            from bcc import BPF  # late: the rest of wgmux works without bcc
+        except ImportError:
+            raise DatapathError("bcc is not importable: install python3-bpfcc and use a "
+                                "Python that sees it (make setup)") from None
+
+        self._BPF = BPF
+        self.source = Path(source) if source is not None else SOURCE
+        flags = [f"-I{self.source.parent}",
+                 f"-DWGMUX_MAX_SESSIONS={int(max_sessions)}",
+                 f"-DWGMUX_MAX_PORTS={int(max_ports)}",
+                 # kernel headers vs bcc's compat headers: harmless noise
+                 "-Wno-macro-redefined"]
+        if sessions_lru:
+            flags.append('-DWGMUX_SESSIONS_MAP_TYPE="lru_hash"')
+        if bench:
+            flags.append("-DWGMUX_BENCH")
+        flags.extend(cflags)
+        self.pin_dir = Path(pin_dir) if pin_dir is not None else None
+        self.reused = False
+        self.reused_maps: List[str] = []
+        self.created_maps: List[str] = []
+        self.fresh_reasons: List[str] = []
+        if self.pin_dir is not None:
+            self._prepare_pins(flags)
+        try:
+            self._compile(flags)
+            if self.pin_dir is not None and not self._adopt_pins():
+                self._start_over(flags)
+            try:
+                self._fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
+            except Exception as e:
+                if not self.reused:
+                    raise
+                # the checks passed but the verifier disagrees: do not keep
+                # failing on the same pinned maps
+                self.fresh_reasons.append(f"the program does not load with them: {e}")
+                self._start_over(flags)
+                self._fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
+        except DatapathError:
+            raise
+        except Exception as e:
+            # bcc prints the compiler's / verifier's log to stderr itself
+            raise DatapathError(f"cannot compile or load {self.source}: {e} (kernel headers "
+                                f"for bcc under /lib/modules/{os.uname().release}/build?)"
+                                ) from e
+
+    @property
+    def fd(self) -> int:
+        return self._fn.fd
+
+    def load_func(self, name: str) -> int:
+        """fd of another program in the same object (the benchmark ones)."""
+        return self.bpf.load_func(name.encode(), self._BPF.SCHED_CLS).fd
+
+    def close(self):
+        self.bpf.cleanup()
+
+    def _compile(self, flags: List[str]):
+        self.bpf = self._BPF(src_file=str(self.source).encode(), cflags=flags)
+
+    def _start_over(self, flags: List[str]):
+        """The pinned maps do not fit this build: unpin them and build
+        again on fresh ones."""
+        self.reused = False
+        self.bpf.cleanup()
+        pinning.purge(self.pin_dir)
+        self._prepare_pins(flags, check=False)
+        self._compile(flags)
+        self._adopt_pins()
+
+    def _prepare_pins(self, flags: List[str], check: bool = True):
+        """Before compiling: drop pinned state that cannot be reused, make
+        the directory, point the build at it."""
+        if check:
+            problem = pinning.precheck(self.pin_dir)
+            if problem:
+                self.fresh_reasons.append(problem)
+                pinning.purge(self.pin_dir)
+        try:
+            pinning.ensure_dir(self.pin_dir)
+        except (OSError, pinning.PinError) as e:
+            raise DatapathError(f"cannot pin maps in {self.pin_dir}: {e}") from None
+        self._pins_before = {p.name for p in self.pin_dir.iterdir()
+                             if p.name != pinning.STATE_FILE}
+        literal = str(self.pin_dir).replace("\\", "\\\\").replace('"', '\\"')
+        define = f'-DWGMUX_PIN_DIR="{literal}"'
+        flags[:] = [f for f in flags if not f.startswith("-DWGMUX_PIN_DIR=")] + [define]
+
+    def _adopt_pins(self) -> bool:
+        """After compiling (maps created or reused, no program loaded yet):
+        False if a reused map does not fit this build."""
+        specs = pinning.table_specs(self.bpf, self.pin_dir)
+        record = pinning.read_state(self.pin_dir)
+        reused = sorted(n for n in specs if n in self._pins_before)
+        problems = pinning.spec_problems({n: specs[n] for n in reused}, record)
+        if problems:
+            self.fresh_reasons.extend(problems)
+            return False
+        # pins of maps this build no longer has
+        for stale in sorted(self._pins_before - set(specs)):
+            try:
+                (self.pin_dir / stale).unlink()
+            except OSError:
+                pass
+        self.reused = bool(reused)
+        self.reused_maps = reused
+        self.created_maps = sorted(n for n in specs if n not in self._pins_before)
+        pinning.write_state(self.pin_dir, pinning.build_state(specs, record))
+        return True

@@ -1,0 +1,86 @@
+"""What `wgmux show` reports, shaped from the datapath's state.
+
+docs/spec.md §11 promises the shape: sessions as initiator/responder
+pairs, times as Unix seconds, endpoints as "ip:port" / "[ipv6]:port" or
+null.  The daemon, the slow path and the status they build take these from
+here, so that each is written once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, List, NamedTuple, Optional
+
+from wgmux.model import EndpointLike, Session, as_endpoint, monotonic_ns
+
+
+class Clock(NamedTuple):
+    """The datapath's monotonic clock and the wall clock, read together:
+    every time in one status is converted from the same reading, so that
+    they agree with each other and with its `now`."""
+    mono: int       # model.monotonic_ns()
+    wall: float     # time.time()
+
+    @classmethod
+    def now(cls) -> "Clock":
+        return cls(monotonic_ns(), time.time())
+
+    def wall_time(self, mono_ns: int) -> float:
+        """A monotonic ns reading (`created`, `last_seen`, `learned`) as Unix seconds."""
+        return self.wall - (self.mono - mono_ns) / 1e9
+
+
+def endpoint_text(ep: Optional[EndpointLike]) -> Optional[str]:
+    """An Endpoint or (address, port) as show spells it; None for none."""
+    return str(as_endpoint(ep)) if ep else None
+
+
+def session_pairs(sessions: Iterable[Session], hub_port: int,
+                  wall_clock: bool = True) -> List[dict]:
+    """Sessions (Datapath.sessions()) grouped into initiator/responder pairs.
+
+    The initiator is the peer that talks to a peer port P; its packets
+    arrive on P under the responder's index, the responder's arrive on
+    HubPort under the initiator's index.  Times are epoch seconds
+    (wall_clock) or monotonic ns.  Keys: port, initiator, responder,
+    state ("half-open" | "established"), initiator_index,
+    responder_index (None while half-open), created, last_seen,
+    i2r_packets, i2r_bytes, r2i_packets, r2i_bytes, confirmed (both
+    directions have carried transport: the full timeout applies).
+    """
+    by_key = {s.key: s for s in sessions}
+    conv = Clock.now().wall_time if wall_clock else (lambda t: t)
+    seen, out = set(), []
+    for key, s in sorted(by_key.items()):
+        if key in seen:
+            continue
+        other = by_key.get(s.reverse) if s.reverse else None
+        seen.add(key)
+        if other is not None:
+            seen.add(other.key)
+        if s.port == hub_port:
+            r2i, i2r = s, other
+        elif other is not None and other.port == hub_port:
+            r2i, i2r = other, s
+        else:
+            r2i, i2r = None, s
+        initiator = r2i.dst if r2i else (i2r.expect if i2r else None)
+        responder = i2r.dst if i2r else (r2i.expect if r2i else None)
+        port = i2r.port if i2r else r2i.src_port
+        parts = [x for x in (r2i, i2r) if x is not None]
+        out.append({
+            "port": port,
+            "initiator": endpoint_text(initiator),
+            "responder": endpoint_text(responder),
+            "state": "established" if other is not None else "half-open",
+            "confirmed": bool(i2r and r2i and i2r.transport_seen and r2i.transport_seen),
+            "initiator_index": r2i.index if r2i else None,
+            "responder_index": i2r.index if i2r else None,
+            "created": conv(min(x.created for x in parts)),
+            "last_seen": conv(max(x.last_seen for x in parts)),
+            "i2r_packets": i2r.packets if i2r else 0,
+            "i2r_bytes": i2r.bytes if i2r else 0,
+            "r2i_packets": r2i.packets if r2i else 0,
+            "r2i_bytes": r2i.bytes if r2i else 0,
+        })
+    return out
