@@ -68,7 +68,6 @@ import collections
 import ipaddress
 import logging
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -346,21 +345,25 @@ class SlowPath:
         if not isinstance(msg, SlowMessage):
             log.warning("slow path: unreadable message from the datapath: %s", msg)
             return Decision("sp_drop_malformed")
-        kind, message = self.dp.classifier.message(msg.payload)
+        # one classifier for the whole decision: a reload may swap it meanwhile
+        classifier = self.dp.classifier
+        kind, message = classifier.message(msg.payload)
         if kind is None or kind.value != msg.kind or msg.src.ip.version != msg.dst.ip.version:
             return Decision("sp_drop_malformed")
         hub_port = self.dp.hub_port
         if kind is wire.MessageType.RESPONSE:
             if msg.dst.port != hub_port:
                 return Decision("sp_drop_malformed")
-            return self._learn(msg, message, hub_port)
+            return self._learn(msg, message, wire.receiver_index(msg.payload, classifier),
+                               hub_port)
         if kind is not wire.MessageType.INITIATION:
             return Decision("sp_drop_malformed")
         if monotonic_ns() - msg.ktime > self.max_age_ns:
             return Decision("sp_drop_stale")
+        sender = wire.sender_index(msg.payload, classifier)
         if msg.dst.port == hub_port:
-            return self._hub_initiation(msg, message, hub_port)
-        return self._peer_initiation(msg, message, hub_port)
+            return self._hub_initiation(msg, message, sender, hub_port)
+        return self._peer_initiation(msg, message, sender, hub_port)
 
     def _responder_keys(self) -> Dict[int, str]:
         return {p.port: p.public_key for p in self._config().peers}
@@ -435,7 +438,8 @@ class SlowPath:
     def _reflectable(msg: SlowMessage, dst: Optional[Endpoint]) -> bool:
         return dst is not None and dst.ip.version == msg.src.ip.version and msg.ttl > 1
 
-    def _peer_initiation(self, msg: SlowMessage, message: bytes, hub_port: int) -> Decision:
+    def _peer_initiation(self, msg: SlowMessage, message: bytes, sender: int,
+                         hub_port: int) -> Decision:
         port = msg.dst.port
         key = self._responder_keys().get(port)
         r = self.dp.responder(port)
@@ -464,7 +468,6 @@ class SlowPath:
                     message, msg.src.ip, msg.src.port):
                 return self._cookie_reply(msg, message, key)
             return Decision("sp_drop_port_budget")
-        (sender,) = struct.unpack_from("<I", message, wire.WG_INITIATION_OFF_SENDER)
         why, created = self._open(hub_port, sender, msg.src, port, r.endpoint, msg.src)
         if why:
             return Decision(why)
@@ -483,7 +486,8 @@ class SlowPath:
             return Decision("sp_drop_send")
         return Decision("sp_cookie_sent", sent=(msg.dst, msg.src))
 
-    def _hub_initiation(self, msg: SlowMessage, message: bytes, hub_port: int) -> Decision:
+    def _hub_initiation(self, msg: SlowMessage, message: bytes, sender: int,
+                        hub_port: int) -> Decision:
         device_keys = self._device_keys()
         with self._lock:
             learned = {p: dict(v) for p, v in self._learned.items() if v}
@@ -496,7 +500,7 @@ class SlowPath:
                 if name not in device_keys:
                     continue        # no longer a peer of the hub
                 if mac1.verify_mac1(message, device_keys[name]):
-                    return self._to_initiator(msg, message, hub_port, port, li)
+                    return self._to_initiator(msg, sender, hub_port, port, li)
         return Decision("sp_pass_hub")
 
     def _refresh(self, hub_port: int, port: int, li: LearnedInitiator) -> LearnedInitiator:
@@ -517,7 +521,7 @@ class SlowPath:
         self.dp.learn_initiator(port, li.public_key, li.endpoint, li.index, li.learned)
         return li
 
-    def _to_initiator(self, msg: SlowMessage, message: bytes, hub_port: int, port: int,
+    def _to_initiator(self, msg: SlowMessage, sender: int, hub_port: int, port: int,
                       li: LearnedInitiator) -> Decision:
         li = self._refresh(hub_port, port, li)
         # E_I as the datapath sees it now (it follows roaming), else as learned
@@ -527,7 +531,6 @@ class SlowPath:
             e_i = s.dst
         if not self._reflectable(msg, e_i):
             return Decision("sp_drop_unreflectable")
-        (sender,) = struct.unpack_from("<I", message, wire.WG_INITIATION_OFF_SENDER)
         why, created = self._open(port, sender, msg.src, hub_port, e_i, msg.src)
         if why:
             return Decision(why)
@@ -540,8 +543,8 @@ class SlowPath:
                 self._answered[(port, li.public_key)] = (port, sender)
         return d
 
-    def _learn(self, msg: SlowMessage, message: bytes, hub_port: int) -> Decision:
-        (receiver,) = struct.unpack_from("<I", message, wire.WG_RESPONSE_OFF_RECEIVER)
+    def _learn(self, msg: SlowMessage, message: bytes, receiver: int,
+               hub_port: int) -> Decision:
         s = self.dp.session(hub_port, receiver)
         if s is None or s.src_port == hub_port or s.dst is None:
             return Decision("sp_learn_unknown")
