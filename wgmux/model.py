@@ -13,6 +13,7 @@ numbers.
 from __future__ import annotations
 
 import ctypes as ct
+import functools
 import ipaddress
 import socket
 import time
@@ -74,6 +75,7 @@ def check_port(port: int, what: str = "port") -> int:
     return int(port)
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip_of(raw: bytes) -> IPAddress:
     """Addresses repeat across sessions (a NAT's public address serves all
     its peers); parsing each once keeps a full map's scan cheap."""
