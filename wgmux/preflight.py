@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from . import discovery, pinning
+from .status import endpoint_text
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -292,9 +293,7 @@ def check_responders(config, device) -> List[Result]:
                               f"the responder must reach the hub first: its Endpoint = "
                               f"<hub>:{config.hub_port} with PersistentKeepalive"))
         else:
-            ip, port = info.endpoint
-            at = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-            out.append(Result(OK, f"{what} is at {at}"))
+            out.append(Result(OK, f"{what} is at {endpoint_text(info.endpoint)}"))
     if not config.peers:
         out.append(Result(WARN, "no [[Peer]] in the config: the hub reflects nothing",
                           "add one [[Peer]] (Port, PublicKey) per responder"))

@@ -210,7 +210,7 @@ class Sessions:
         return self.entry(self.data, self._keys, key)
 
     def entry(self, data: Tuple[bytes, bytes], keys: Dict[Tuple[int, int], int], key):
-        """The wgmux.datapath.Session of `key` in an earlier read, or None."""
+        """The wgmux.model.Session of `key` in an earlier read, or None."""
         i = keys.get(key)
         if i is None:
             return None
@@ -245,7 +245,7 @@ def check_frame(frame: bytes, res: Optional[TestRunResult], error: Optional[str]
     (check, explanation) pairs (checks: see the test module's docstring).
 
     delta: counter name -> change over the frame; session_before(key): the
-    session (wgmux.datapath.Session or alike: .dst, .src_port) the maps held
+    session (wgmux.model.Session or alike: .dst, .src_port) the maps held
     under (port, index) before the frame, or None."""
     problems: List[Tuple[str, str]] = []
     if error is not None:

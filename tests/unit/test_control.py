@@ -9,12 +9,10 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from netlab import wait_for
 from wgmux import control
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, other uids)")
