@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * wgmux datapath: a TC ingress program on the hub's public interface that
- * reflects WireGuard/AmneziaWG packets between two peers (docs/spec.md §3).
+ * reflects WireGuard/AmneziaWG packets between two peers (docs/spec.md §3),
+ * and the same walk as an XDP program (wgmux_xdp) that finishes the fast
+ * path in the driver and leaves everything else to TC (docs/spec.md §4a).
  *
  * Per packet it decides one verdict and counts it under exactly one reason
  * (the X-macro below, which wgmux/datapath.py parses for the names):
@@ -446,6 +448,39 @@ static __always_inline void event(__u32 reason)
 	verdict(reason, 0);
 }
 
+/* ---- one walk, two hooks ------------------------------------------------
+ * The walk below runs at TC ingress (wgmux_ingress, ctx a struct __sk_buff)
+ * and in the driver (wgmux_xdp, ctx a struct xdp_md), `xdp` a constant the
+ * compiler folds away in each copy, so that both apply the same rules to
+ * the same bytes.  XDP finishes only what xdp_finishes() says; for
+ * everything else tc_ok()/tc_shot() are not verdicts there but XDP_PASS:
+ * the packet goes on untouched and uncounted, and TC at ingress decides and
+ * counts it as it would without XDP (docs/spec.md §4a: one count per packet,
+ * by whichever program gives the verdict). */
+static __always_inline void *ctx_data(void *ctx, const int xdp)
+{
+	if (xdp)
+		return (void *)(long)((struct xdp_md *)ctx)->data;
+	return (void *)(long)((struct __sk_buff *)ctx)->data;
+}
+
+static __always_inline void *ctx_data_end(void *ctx, const int xdp)
+{
+	if (xdp)
+		return (void *)(long)((struct xdp_md *)ctx)->data_end;
+	return (void *)(long)((struct __sk_buff *)ctx)->data_end;
+}
+
+static __always_inline int tc_ok(__u32 reason, const int xdp)
+{
+	return xdp ? XDP_PASS : verdict(reason, TC_ACT_OK);
+}
+
+static __always_inline int tc_shot(__u32 reason, const int xdp)
+{
+	return xdp ? XDP_PASS : verdict(reason, TC_ACT_SHOT);
+}
+
 /* ---- checksums (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')) ------------- */
 
 static __always_inline __u32 csum_add32(__u32 sum, __u32 word2)
@@ -633,8 +668,11 @@ static __always_inline int ipv4_csum_ok(struct iphdr *ip)
 /* ---- verdict helpers ----------------------------------------------------- */
 
 /* A packet that is not (or not yet) a reflected one: the port decides. */
-static __always_inline int not_reflected(struct wgmux_config *cfg, __be16 dport, __u32 drop_reason)
+static __always_inline int not_reflected(struct wgmux_config *cfg, __be16 dport, __u32 drop_reason,
+					 const int xdp)
 {
+	if (xdp)
+		return XDP_PASS;
 	if (dport == cfg->hub_port)
 		return verdict(CTR_PASS_HUB, TC_ACT_OK);
 	if (ports.lookup(&dport))
@@ -892,15 +930,39 @@ static __always_inline int nh_resolve(struct __sk_buff *skb, struct wgmux_config
 	}
 }
 
-/* Rewrite and send.  The caller has checked reflectable(). */
-static __always_inline int reflect(struct __sk_buff *skb, struct wgmux_config *cfg,
+/* Can the driver finish a packet towards next hop nh (docs/spec.md §4a)?
+ * Only with the answer cached by an earlier packet (TC resolved it), out of
+ * the interface it came in on (XDP_TX), and a UDP checksum field that is
+ * not a pseudo-header sum.  The rest is TC's: a next hop to resolve, or one
+ * the kernel's neighbour code must finish (redirect_neigh has no XDP twin);
+ * another egress interface (XDP_REDIRECT silently drops where the target
+ * has no XDP transmit of its own, veth or virtio_net without a program);
+ * a field that may be a partial checksum, which only the skb tells from a
+ * finished one (§4).  Decided before anything is written, so what XDP
+ * passes TC sees as if XDP were not there. */
+static __always_inline int xdp_finishes(void *ctx, struct wgmux_config *cfg,
+					struct next_hop *nh, void *l3, struct udphdr *udp,
+					const int v6)
+{
+	if (nh->state != NH_DIRECT || nh->gen != cfg->nh_gen)
+		return 0;
+	if (nh->ifindex != ((struct xdp_md *)ctx)->ingress_ifindex)
+		return 0;
+	return !udp->check || udp->check != pseudo_sum(l3, udp, v6);
+}
+
+/* Rewrite and send.  The caller has checked reflectable(), and in XDP
+ * xdp_finishes(). */
+static __always_inline int reflect(void *ctx, struct wgmux_config *cfg,
 				   struct ethhdr *eth, void *l3, struct udphdr *udp,
 				   struct endpoint *dst, __be16 sport, struct next_hop *nh,
-				   __u32 reason, const int v6)
+				   __u32 reason, const int v6, const int xdp)
 {
 	int ifindex = 0;
-	int partial = udp_csum_partial(skb, l3, udp, v6);
+	int partial = 0;
 
+	if (!xdp)
+		partial = udp_csum_partial(ctx, l3, udp, v6);
 	if (partial)
 		event(CTR_EV_CSUM_PARTIAL);
 	if (v6)
@@ -908,9 +970,15 @@ static __always_inline int reflect(struct __sk_buff *skb, struct wgmux_config *c
 	else
 		rewrite4(l3, udp, dst, sport, partial);
 
+	if (xdp) {
+		/* (a next hop re-resolved meanwhile on another CPU costs at most
+		 * this packet, as in nh_resolve()) */
+		__builtin_memcpy(eth->h_dest, nh->dmac, 12);
+		return verdict(reason, XDP_TX);
+	}
 	if (nh->state == NH_NONE || nh->gen != cfg->nh_gen) {
 		nh->state = NH_NONE;
-		ifindex = nh_resolve(skb, cfg, nh, l3, udp, v6);
+		ifindex = nh_resolve(ctx, cfg, nh, l3, udp, v6);
 		if (ifindex < 0)
 			return verdict(CTR_DROP_NO_ROUTE, TC_ACT_SHOT);
 	}
@@ -1272,9 +1340,9 @@ static __always_inline int initiation(struct __sk_buff *skb, struct wgmux_config
 	}
 }
 
-static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cfg, void *data_end,
+static __always_inline int handle(void *ctx, struct wgmux_config *cfg, void *data_end,
 				  struct ethhdr *eth, void *l3, struct udphdr *udp, __u32 plen,
-				  __u32 ip_bytes, const int v6)
+				  __u32 ip_bytes, const int v6, const int xdp)
 {
 	__be16 dport = udp->dest;
 	void *msg = 0;
@@ -1282,11 +1350,15 @@ static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cf
 	int cls = classify(cfg, (void *)(udp + 1), plen, data_end, &msg);
 
 	if (cls < 0 || !msg)
-		return not_reflected(cfg, dport, CTR_DROP_UNCLASSIFIED);
+		return not_reflected(cfg, dport, CTR_DROP_UNCLASSIFIED, xdp);
 	if (msg + WG_PEEK_SIZE > data_end)
-		return not_reflected(cfg, dport, CTR_DROP_UNCLASSIFIED);
-	if (cls == WG_CLASS_INITIATION)
-		return initiation(skb, cfg, data_end, l3, udp, msg, plen, v6);
+		return not_reflected(cfg, dport, CTR_DROP_UNCLASSIFIED, xdp);
+	/* Handshakes are TC's: an initiation goes to the slow path, a response
+	 * creates the reverse entry and is copied there (docs/spec.md §4a). */
+	if (xdp && (cls == WG_CLASS_INITIATION || cls == WG_CLASS_RESPONSE))
+		return XDP_PASS;
+	if (!xdp && cls == WG_CLASS_INITIATION)
+		return initiation(ctx, cfg, data_end, l3, udp, msg, plen, v6);
 
 	/* Response, cookie and transport all carry a receiver index, the key
 	 * of the session on the port they arrive on. */
@@ -1299,25 +1371,27 @@ static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cf
 		key.index = load_le32(msg + WG_TRANSPORT_OFF_RECEIVER);
 	struct session *s = sessions.lookup(&key);
 	if (!s)
-		return not_reflected(cfg, dport, CTR_DROP_UNKNOWN_INDEX);
+		return not_reflected(cfg, dport, CTR_DROP_UNKNOWN_INDEX, xdp);
 	why = reflectable(l3, &s->dst, v6);
 	if (why)
-		return verdict(why, TC_ACT_SHOT);
+		return tc_shot(why, xdp);
+	if (xdp && !xdp_finishes(ctx, cfg, &s->nh, l3, udp, v6))
+		return XDP_PASS;
 	/* A half-open entry (an initiation the slow path sent on) waits for
 	 * the responder's answer and nothing else: no transport, no roaming,
 	 * no refresh (docs/spec.md §6). */
 	int half_open = !s->reverse.port;
 	if (cls == WG_CLASS_TRANSPORT) {
 		if (half_open)
-			return verdict(CTR_DROP_HALF_OPEN, TC_ACT_SHOT);
+			return tc_shot(CTR_DROP_HALF_OPEN, xdp);
 		if (!source_is(&s->expect, l3, udp, v6)) {
 			why = may_roam(cfg, s, msg, data_end, l3, cls, v6);
 			if (why)
-				return verdict(why, TC_ACT_SHOT);
+				return tc_shot(why, xdp);
 			roam(s, l3, udp, v6);
 		} else {
 			if (msg + WG_TRANSPORT_HEADER_SIZE > data_end)
-				return verdict(CTR_DROP_UNCLASSIFIED, TC_ACT_SHOT);
+				return tc_shot(CTR_DROP_UNCLASSIFIED, xdp);
 			__u64 c = load_le64(msg + WG_TRANSPORT_OFF_COUNTER);
 			if (c > s->max_counter)
 				s->max_counter = c;
@@ -1325,53 +1399,53 @@ static __always_inline int handle(struct __sk_buff *skb, struct wgmux_config *cf
 		if (!(s->flags & WGMUX_SF_TRANSPORT))
 			s->flags |= WGMUX_SF_TRANSPORT;
 	} else if (!source_is(&s->expect, l3, udp, v6)) {
-		return verdict(CTR_DROP_NOT_EXPECTED, TC_ACT_SHOT);
+		return tc_shot(CTR_DROP_NOT_EXPECTED, xdp);
 	}
-	if (cls == WG_CLASS_RESPONSE) {
+	if (!xdp && cls == WG_CLASS_RESPONSE) {
 		struct endpoint src;
 		packet_source(&src, l3, udp, v6);
 		why = establish(s, &key, &src, dport, load_le32(msg + WG_RESPONSE_OFF_SENDER));
 		if (why)
 			return verdict(why, TC_ACT_SHOT);
 		if (dport == cfg->hub_port)
-			copy_response(skb, cfg, l3, udp, plen, v6);
+			copy_response(ctx, cfg, l3, udp, plen, v6);
 		half_open = 0;
 	}
 	if (!half_open)
 		account(s, ip_bytes);
-	return reflect(skb, cfg, eth, l3, udp, &s->dst, s->src_port, &s->nh,
-		       CTR_REFLECT_INITIATION + cls, v6);
+	return reflect(ctx, cfg, eth, l3, udp, &s->dst, s->src_port, &s->nh,
+		       CTR_REFLECT_INITIATION + cls, v6, xdp);
 }
 
 /* IPv4 with options or a first fragment: never reflected (the rewrite
  * assumes a 20-byte header, and a fragment's message cannot be classified),
  * dropped on a peer port so the hub reflects nothing it cannot check. */
 static __always_inline int ipv4_irregular(struct wgmux_config *cfg, struct iphdr *ip,
-					  void *data_end)
+					  void *data_end, const int xdp)
 {
 	__u32 ihl = ip->ihl * 4;
 
 	if (ihl < sizeof(*ip) || ihl > 60)
-		return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
+		return tc_ok(CTR_PASS_TRUNCATED, xdp);
 	struct udphdr *udp = (void *)ip + ihl;
 	if ((void *)(udp + 1) > data_end)
-		return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
+		return tc_ok(CTR_PASS_TRUNCATED, xdp);
 	return not_reflected(cfg, udp->dest,
-			     ihl != sizeof(*ip) ? CTR_DROP_IP_OPTIONS : CTR_DROP_FRAGMENT);
+			     ihl != sizeof(*ip) ? CTR_DROP_IP_OPTIONS : CTR_DROP_FRAGMENT, xdp);
 }
 
-static __always_inline int wgmux_process(struct __sk_buff *skb)
+static __always_inline int wgmux_process(void *ctx, const int xdp)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = ctx_data(ctx, xdp);
+	void *data_end = ctx_data_end(ctx, xdp);
 	struct ethhdr *eth = data;
 	__u32 zero = 0;
 
 	if ((void *)(eth + 1) > data_end)
-		return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
+		return tc_ok(CTR_PASS_TRUNCATED, xdp);
 	struct wgmux_config *cfg = config.lookup(&zero);
 	if (!cfg || !cfg->hub_port)
-		return verdict(CTR_PASS_NOT_CONFIGURED, TC_ACT_OK);
+		return tc_ok(CTR_PASS_NOT_CONFIGURED, xdp);
 
 	/* What the stack would not take, or not as its own, is never
 	 * reflected: a wrong IP version or IPv4 header checksum, a destination
@@ -1380,75 +1454,82 @@ static __always_inline int wgmux_process(struct __sk_buff *skb)
 	if (eth->h_proto == WG_HTONS(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 		if ((void *)(ip + 1) > data_end)
-			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
+			return tc_ok(CTR_PASS_TRUNCATED, xdp);
 		if (ip->version != 4)
-			return verdict(CTR_PASS_BAD_IP, TC_ACT_OK);
+			return tc_ok(CTR_PASS_BAD_IP, xdp);
 		if (ip->protocol != IPPROTO_UDP)
-			return verdict(CTR_PASS_NOT_UDP, TC_ACT_OK);
+			return tc_ok(CTR_PASS_NOT_UDP, xdp);
 		if (!hub_addr4(cfg, ip->daddr))
-			return verdict(CTR_PASS_NOT_LOCAL, TC_ACT_OK);
+			return tc_ok(CTR_PASS_NOT_LOCAL, xdp);
 		if (ip->frag_off & WG_HTONS(WGMUX_IP_OFFSET))
-			return verdict(CTR_PASS_FRAGMENT, TC_ACT_OK);
+			return tc_ok(CTR_PASS_FRAGMENT, xdp);
 		if (ip->ihl != 5 || (ip->frag_off & WG_HTONS(WGMUX_IP_MF)))
-			return ipv4_irregular(cfg, ip, data_end);
+			return ipv4_irregular(cfg, ip, data_end, xdp);
 		if (!ipv4_csum_ok(ip))
-			return verdict(CTR_PASS_BAD_IP, TC_ACT_OK);
+			return tc_ok(CTR_PASS_BAD_IP, xdp);
 		struct udphdr *udp = (void *)(ip + 1);
 		if ((void *)(udp + 1) > data_end)
-			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
+			return tc_ok(CTR_PASS_TRUNCATED, xdp);
 		__u32 ulen = be16_len(udp->len);
 		__u32 tot = be16_len(ip->tot_len);
 		if (ulen < sizeof(*udp) || ulen + sizeof(*ip) != tot || (void *)udp + ulen > data_end)
-			return not_reflected(cfg, udp->dest, CTR_DROP_MALFORMED);
-		return handle(skb, cfg, data_end, eth, ip, udp, ulen - sizeof(*udp), tot, 0);
+			return not_reflected(cfg, udp->dest, CTR_DROP_MALFORMED, xdp);
+		return handle(ctx, cfg, data_end, eth, ip, udp, ulen - sizeof(*udp), tot, 0, xdp);
 	}
 	if (eth->h_proto == WG_HTONS(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > data_end)
-			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
+			return tc_ok(CTR_PASS_TRUNCATED, xdp);
 		if (ip6->version != 6)
-			return verdict(CTR_PASS_BAD_IP, TC_ACT_OK);
+			return tc_ok(CTR_PASS_BAD_IP, xdp);
 		/* Extension headers (fragments included) are not walked: such
 		 * packets pass, and WireGuard never sends them. */
 		if (ip6->nexthdr != IPPROTO_UDP)
-			return verdict(CTR_PASS_NOT_UDP, TC_ACT_OK);
+			return tc_ok(CTR_PASS_NOT_UDP, xdp);
 		if (!hub_addr6(cfg, (__be32 *)&ip6->daddr))
-			return verdict(CTR_PASS_NOT_LOCAL, TC_ACT_OK);
+			return tc_ok(CTR_PASS_NOT_LOCAL, xdp);
 		struct udphdr *udp = (void *)(ip6 + 1);
 		if ((void *)(udp + 1) > data_end)
-			return verdict(CTR_PASS_TRUNCATED, TC_ACT_OK);
+			return tc_ok(CTR_PASS_TRUNCATED, xdp);
 		__u32 ulen = be16_len(udp->len);
 		/* A zero UDP checksum is invalid over IPv6: the receiver would
 		 * drop what the hub reflected. */
 		if (ulen < sizeof(*udp) || ulen != be16_len(ip6->payload_len) ||
 		    (void *)udp + ulen > data_end || !udp->check)
-			return not_reflected(cfg, udp->dest, CTR_DROP_MALFORMED);
-		return handle(skb, cfg, data_end, eth, ip6, udp, ulen - sizeof(*udp),
-			      ulen + sizeof(*ip6), 1);
+			return not_reflected(cfg, udp->dest, CTR_DROP_MALFORMED, xdp);
+		return handle(ctx, cfg, data_end, eth, ip6, udp, ulen - sizeof(*udp),
+			      ulen + sizeof(*ip6), 1, xdp);
 	}
-	return verdict(CTR_PASS_NOT_IP, TC_ACT_OK);
+	return tc_ok(CTR_PASS_NOT_IP, xdp);
 }
 
 int wgmux_ingress(struct __sk_buff *skb)
 {
-	return wgmux_process(skb);
+	return wgmux_process(skb, 0);
+}
+
+/* Attached in the driver as well when Datapath is "xdp" or (where native)
+ * "auto", TC staying at ingress for what this one passes (docs/spec.md §4a). */
+int wgmux_xdp(struct xdp_md *ctx)
+{
+	return wgmux_process(ctx, 1);
 }
 
 #ifdef WGMUX_BENCH
-/* BPF_PROG_TEST_RUN runs a TC program `repeat` times on the same skb, so
- * after the first run it would see its own output.  The benchmark program
- * first restores the headers (the payload is never written), and
- * wgmux_bench_base does only that restore, to be subtracted. */
+/* BPF_PROG_TEST_RUN runs a program `repeat` times on the same packet, so
+ * after the first run it would see its own output.  The benchmark programs
+ * first restore the headers (the payload is never written), and the _base
+ * ones do only that restore, to be subtracted. */
 #define WGMUX_BENCH_HDR 64
 struct bench_hdr {
 	__u64 w[WGMUX_BENCH_HDR / 8];
 };
 WGMUX_TABLE("array", __u32, struct bench_hdr, bench_hdr, 1);
 
-static __always_inline int bench_restore(struct __sk_buff *skb)
+static __always_inline int bench_restore(void *ctx, const int xdp)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = ctx_data(ctx, xdp);
+	void *data_end = ctx_data_end(ctx, xdp);
 	__u32 zero = 0;
 	struct bench_hdr *h = bench_hdr.lookup(&zero);
 
@@ -1463,15 +1544,29 @@ static __always_inline int bench_restore(struct __sk_buff *skb)
 
 int wgmux_bench(struct __sk_buff *skb)
 {
-	if (bench_restore(skb))
+	if (bench_restore(skb, 0))
 		return TC_ACT_SHOT;
-	return wgmux_process(skb);
+	return wgmux_process(skb, 0);
 }
 
 int wgmux_bench_base(struct __sk_buff *skb)
 {
-	if (bench_restore(skb))
+	if (bench_restore(skb, 0))
 		return TC_ACT_SHOT;
 	return TC_ACT_OK;
+}
+
+int wgmux_bench_xdp(struct xdp_md *ctx)
+{
+	if (bench_restore(ctx, 1))
+		return XDP_ABORTED;
+	return wgmux_process(ctx, 1);
+}
+
+int wgmux_bench_xdp_base(struct xdp_md *ctx)
+{
+	if (bench_restore(ctx, 1))
+		return XDP_ABORTED;
+	return XDP_PASS;
 }
 #endif

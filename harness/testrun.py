@@ -11,6 +11,12 @@ run time.  For a TC (sched_cls) program:
   as bpf_fib_lookup() therefore see that namespace's routes and neighbours;
 - with repeat > 1 the program runs again on the same, already rewritten,
   skb (see harness.bench for how the benchmark copes).
+
+For an XDP program (xdp=True) likewise: XDP_TX and XDP_REDIRECT are
+returned, not performed; `ifindex` is the ingress device (its first receive
+queue) in the calling thread's namespace, 0 loopback's; there is no skb, so
+nothing says "GRO batch" or "partial checksum"; repeat > 1 reruns on the
+rewritten frame.
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361,
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7
+
+BPF_PROG_TYPE_XDP = 6
+XDP_ABORTED = 0
+XDP_DROP = 1
+XDP_PASS = 2
+XDP_TX = 3
+XDP_REDIRECT = 4
 
 
 class _TestAttr(ctypes.Structure):
@@ -95,6 +108,19 @@ class SkbCtx(ctypes.Structure):
     ]
 
 
+class XdpCtx(ctypes.Structure):
+    """struct xdp_md (uapi/linux/bpf.h).  Test-run wants data 0 (no
+    metadata), data_end the frame's length, egress_ifindex 0."""
+    _fields_ = [
+        ("data", ctypes.c_uint32),
+        ("data_end", ctypes.c_uint32),
+        ("data_meta", ctypes.c_uint32),
+        ("ingress_ifindex", ctypes.c_uint32),
+        ("rx_queue_index", ctypes.c_uint32),
+        ("egress_ifindex", ctypes.c_uint32),
+    ]
+
+
 class TestRunResult(NamedTuple):
     retval: int
     data: bytes
@@ -116,12 +142,14 @@ def _sys_bpf_nr() -> int:
 
 def test_run(prog_fd: int, packet: bytes, repeat: int = 1, ifindex: int = 0,
              gso_size: int = 0, gso_segs: int = 0,
-             out_size: Optional[int] = None) -> TestRunResult:
+             out_size: Optional[int] = None, xdp: bool = False) -> TestRunResult:
     """Run `prog_fd` on `packet` (an Ethernet frame) `repeat` times.
 
     `ifindex` (in the calling thread's netns) becomes both the skb's device
     and its ingress_ifindex, as on real TC ingress; 0 means loopback.
     gso_size/gso_segs make the skb look like a GRO batch to the program.
+    `xdp`: `prog_fd` is an XDP program, `ifindex` its ingress device (no
+    GRO batches there).
     Returns (retval, output frame, average ns per run).
     """
     if repeat < 1:
@@ -138,7 +166,13 @@ def test_run(prog_fd: int, packet: bytes, repeat: int = 1, ifindex: int = 0,
     attr.data_out = ctypes.addressof(data_out)
     attr.repeat = repeat
     ctx = None
-    if ifindex or gso_size or gso_segs:
+    if xdp:
+        if gso_size or gso_segs:
+            raise ValueError("XDP sees no GRO batches")
+        ctx = XdpCtx(data=0, data_end=len(packet), ingress_ifindex=ifindex)
+        attr.ctx_size_in = ctypes.sizeof(ctx)
+        attr.ctx_in = ctypes.addressof(ctx)
+    elif ifindex or gso_size or gso_segs:
         ctx = SkbCtx(ingress_ifindex=ifindex, ifindex=ifindex, gso_size=gso_size,
                      gso_segs=gso_segs)
         attr.ctx_size_in = ctypes.sizeof(ctx)

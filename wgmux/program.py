@@ -2,8 +2,9 @@
 
 `Program` compiles the source, creates its maps or takes over the ones a
 previous instance pinned (wgmux.pinning; docs/spec.md §10) when they fit
-this build, and loads the TC ingress function.  Pinned maps that do not
-fit, or that the verifier rejects the program with, are unpinned and the
+this build, and loads the TC ingress function; the XDP one (the same walk
+in the driver, docs/spec.md §4a) when first asked for.  Pinned maps that do
+not fit, or that the verifier rejects the program with, are unpinned and the
 build starts over on fresh ones, once; `fresh_reasons` says why.
 """
 
@@ -23,6 +24,7 @@ except ImportError:  # running from a checkout without the editable install
 
 SOURCE = Path(SOURCE_DIR) / "wgmux.c"
 PROGRAM = "wgmux_ingress"
+XDP_PROGRAM = "wgmux_xdp"
 
 
 class Program:
@@ -45,6 +47,7 @@ class Program:
                                 "Python that sees it (make setup)") from None
 
         self._BPF = BPF
+        self._xdp_fd: Optional[int] = None
         self.source = Path(source) if source is not None else SOURCE
         flags = [f"-I{self.source.parent}",
                  f"-DWGMUX_MAX_SESSIONS={int(max_sessions)}",
@@ -89,9 +92,23 @@ class Program:
     def fd(self) -> int:
         return self._fn.fd
 
-    def load_func(self, name: str) -> int:
-        """fd of another program in the same object (the benchmark ones)."""
-        return self.bpf.load_func(name.encode(), self._BPF.SCHED_CLS).fd
+    @property
+    def xdp_fd(self) -> int:
+        """The XDP program's fd, loaded on first use: a TC-only hub never
+        asks the verifier for it."""
+        if self._xdp_fd is None:
+            try:
+                self._xdp_fd = self.load_func(XDP_PROGRAM, xdp=True)
+            except Exception as e:
+                raise DatapathError(f"the kernel does not load {XDP_PROGRAM} from "
+                                    f"{self.source}: {e}") from e
+        return self._xdp_fd
+
+    def load_func(self, name: str, xdp: bool = False) -> int:
+        """fd of another program in the same object (XDP ones with `xdp`;
+        the benchmark ones)."""
+        kind = self._BPF.XDP if xdp else self._BPF.SCHED_CLS
+        return self.bpf.load_func(name.encode(), kind).fd
 
     def close(self):
         self.bpf.cleanup()

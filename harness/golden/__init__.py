@@ -2,8 +2,10 @@
 output frame, verdict counter, events, slow-path message, map state),
 run through BPF_PROG_TEST_RUN.
 
-tests/unit/test_datapath.py asserts every row; `python -m harness.bench`
-times the rows marked `bench`; the fuzz, slow-path and GC tests build on
+tests/unit/test_datapath.py asserts every row, against the TC program and
+against the XDP one in front of it (run_case_xdp: what XDP does not finish
+it passes untouched and uncounted, and the row then holds for TC);
+`python -m harness.bench` times the rows marked `bench`; the fuzz, slow-path and GC tests build on
 the same fixtures.  Importers say `from harness import golden as g`.
 
     fixtures.py  the world: addresses, ports, endpoints, indices,
@@ -32,7 +34,8 @@ from harness.golden.fixtures import (
     AWG1, AWG2, AWG3, AWG_JUNK_RANGES, DNS_PORT, E_BLACKHOLE, E_BLACKHOLE6, E_I, E_I6,
     E_I_MOVED, E_NO_NEIGH, E_R, E_R6, GW4, GW6, GW_MAC, HUB4, HUB6, HUB_ADDRESSES, HUB_MAC,
     HUB_PORT, I_IDX, MARTIANS4, MARTIANS6, NOFWD4, NOFWD_MAC, OTHER_PORT, P, P_NOEP, R_IDX,
-    SAME, STRANGER_IDX, Case, Env, GoldenNet, Outcome, run_case, slow_problem)
+    SAME, STRANGER_IDX, Case, Env, GoldenNet, Outcome, XdpOutcome, run_case, run_case_xdp,
+    slow_problem, state, xdp_finishes)
 from harness.golden.sections import (
     amneziawg, checksums, handshakes, hostile, ipv6, malformed, next_hops, not_ours, rate_limit,
     transport as transport_rows)
@@ -42,7 +45,8 @@ __all__ = [
     "E_I6", "E_I_MOVED", "E_NO_NEIGH", "E_R", "E_R6", "GW4", "GW6", "GW_MAC", "HUB4", "HUB6",
     "HUB_ADDRESSES", "HUB_MAC", "HUB_PORT", "I_IDX", "MARTIANS4", "MARTIANS6", "NOFWD4",
     "NOFWD_MAC", "OTHER_PORT", "P", "P_NOEP", "R_IDX", "SAME", "STRANGER_IDX",
-    "Case", "Env", "GoldenNet", "Outcome", "run_case", "slow_problem",
+    "Case", "Env", "GoldenNet", "Outcome", "XdpOutcome", "run_case", "run_case_xdp",
+    "slow_problem", "state", "xdp_finishes",
     "Table", "cookie", "expect_no_sessions", "expect_session", "expect_sessions",
     "force_udp_csum", "hub", "inbound", "initiation", "junk", "partial_csum", "primed", "rand",
     "reflected", "reseed", "response", "transport", "with_established", "with_established6",

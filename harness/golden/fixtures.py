@@ -7,8 +7,10 @@ network namespace of the thread that runs the test, on the device whose
 ifindex we pass as the skb's.  `GoldenNet` builds a private namespace where
 every answer is fixed: `pub0` (the hub's public interface, forwarding on)
 with a default route via a gateway that has a permanent neighbour entry,
-an on-link address with no neighbour (NO_NEIGH), a blackhole route, and
-`nofwd0`, a device with forwarding off (FWD_DISABLED).  Each run enters
+an on-link address with no neighbour (NO_NEIGH), a blackhole route,
+`nofwd0`, a device with forwarding off (FWD_DISABLED), and `in0`, another
+forwarding device whose packets leave through pub0 (XDP leaves those to
+TC, docs/spec.md §4a).  Each run enters
 the namespace only for the syscall, so the test process stays where it was.
 """
 
@@ -21,12 +23,13 @@ from typing import Callable, Dict, Optional, Union
 from wgmux import packet as pk
 from wgmux import wire
 from netlab.netns import inside
-from harness.testrun import TestRunResult, test_run
+from harness.testrun import TC_ACT_REDIRECT, XDP_PASS, TestRunResult, test_run
 
 # ---- the namespace's fixed answers -----------------------------------------
 HUB_MAC = "02:00:00:00:00:01"      # pub0
 GW_MAC = "02:00:00:00:00:fe"       # the default gateway, permanent neighbour
 NOFWD_MAC = "02:00:00:00:00:03"    # nofwd0
+IN_MAC = "02:00:00:00:00:04"       # in0
 HUB4 = "192.0.2.1"
 GW4 = "192.0.2.254"
 HUB6 = "2001:db8::1"
@@ -76,7 +79,7 @@ class GoldenNet:
             node = self.lab.add_node("dp")
             self.name = node.netns
             ipr = node.ipr
-            for dev, mac in (("pub0", HUB_MAC), ("nofwd0", NOFWD_MAC)):
+            for dev, mac in (("pub0", HUB_MAC), ("nofwd0", NOFWD_MAC), ("in0", IN_MAC)):
                 ipr.link("add", ifname=dev, kind="veth", address=mac, peer=f"{dev}p")
                 node.up(dev)
                 node.up(f"{dev}p")
@@ -95,6 +98,7 @@ class GoldenNet:
             # forwards; nofwd0 keeps the default (off) to test that branch.
             node.sysctl("net.ipv4.conf.pub0.forwarding", 1)
             node.sysctl("net.ipv6.conf.pub0.forwarding", 1)
+            node.sysctl("net.ipv4.conf.in0.forwarding", 1)
         except BaseException:
             self.close()
             raise
@@ -112,8 +116,13 @@ class GoldenNet:
         return inside(self.name)
 
     def run(self, prog_fd: int, frame: bytes, dev: str = "pub0", repeat: int = 1,
-            gso_size: int = 0) -> TestRunResult:
+            gso_size: int = 0, xdp: bool = False) -> TestRunResult:
+        """`xdp`: prog_fd is an XDP program (which sees no GRO batch:
+        gso_size is for TC only)."""
         with self.inside():
+            if xdp:
+                return test_run(prog_fd, frame, repeat=repeat, ifindex=self.ifindex[dev],
+                                xdp=True)
             return test_run(prog_fd, frame, repeat=repeat, ifindex=self.ifindex[dev],
                             gso_size=gso_size, gso_segs=2 if gso_size else 0)
 
@@ -138,7 +147,12 @@ class Env:
 
     def run(self, frame: bytes, dev: str = "pub0", repeat: int = 1,
             gso_size: int = 0) -> TestRunResult:
+        """The TC program (which also primes what XDP then finishes)."""
         return self.net.run(self.dp.prog_fd, frame, dev=dev, repeat=repeat, gso_size=gso_size)
+
+    def run_xdp(self, frame: bytes, dev: str = "pub0", repeat: int = 1) -> TestRunResult:
+        """The XDP program alone (what it passes, TC would see next)."""
+        return self.net.run(self.dp.program.xdp_fd, frame, dev=dev, repeat=repeat, xdp=True)
 
 
 Setup = Callable[[Env], None]
@@ -176,13 +190,11 @@ class Outcome:
     slow: list = field(default_factory=list)   # slow-path messages it caused
 
 
-def run_case(env: Env, case: Case) -> Outcome:
-    env.reset(case.classifier, case.roaming)
-    if case.setup:
-        case.setup(env)
-    env.dp.drain_slow_path()             # what the setup's own packets queued
+def _packet(env: Env, run: Callable[[], TestRunResult]) -> Outcome:
+    """One packet through `run`, with the counters it moved and what it
+    queued for the slow path."""
     before = env.dp.counters()
-    result = env.run(case.packet, dev=case.dev, gso_size=case.gso_size)
+    result = run()
     after = env.dp.counters()
     slow = env.dp.drain_slow_path()
     delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
@@ -190,6 +202,60 @@ def run_case(env: Env, case: Case) -> Outcome:
                    {k: v for k, v in delta.items() if not k.startswith("ev_")},
                    {k: v for k, v in delta.items() if k.startswith("ev_")},
                    slow)
+
+
+def _prepare(env: Env, case: Case):
+    env.reset(case.classifier, case.roaming)
+    if case.setup:
+        case.setup(env)
+    env.dp.drain_slow_path()             # what the setup's own packets queued
+
+
+def run_case(env: Env, case: Case) -> Outcome:
+    _prepare(env, case)
+    return _packet(env, lambda: env.run(case.packet, dev=case.dev, gso_size=case.gso_size))
+
+
+def state(env: Env) -> tuple:
+    """What a packet may change besides counters: sessions, responders and
+    the rate limiter's sources (as the maps hold them)."""
+    def dump(name):
+        return sorted((bytes(k), bytes(v)) for k, v in env.dp.bpf[name].items())
+    return tuple(dump(n) for n in (b"sessions", b"ports", b"slow_rate", b"load_gates"))
+
+
+@dataclass
+class XdpOutcome:
+    xdp: Outcome                         # the XDP program's run
+    passed_state: Optional[tuple] = None   # XDP_PASS: the maps before it, and after
+    after_state: Optional[tuple] = None
+    tc: Optional[Outcome] = None         # XDP_PASS: then the TC program's, on the same state
+
+
+def run_case_xdp(env: Env, case: Case) -> XdpOutcome:
+    """The row with XDP in front of TC, as a hub with Datapath = "xdp" runs
+    it (docs/spec.md §4a): the XDP program first; if it passes, the TC
+    program on the same frame and maps."""
+    _prepare(env, case)
+    before = state(env)
+    xdp = _packet(env, lambda: env.run_xdp(case.packet, dev=case.dev))
+    if xdp.result.retval != XDP_PASS:
+        return XdpOutcome(xdp)
+    after = state(env)
+    tc = _packet(env, lambda: env.run(case.packet, dev=case.dev, gso_size=case.gso_size))
+    return XdpOutcome(xdp, before, after, tc)
+
+
+def xdp_finishes(case: Case) -> bool:
+    """Whether the XDP program must finish the row itself (XDP_TX) rather
+    than pass it to TC: a cookie reply or transport message reflected on a
+    next hop TC cached before (no ev_nh_*), out of pub0 where it came in,
+    with a finished checksum (no ev_csum_*, no GRO batch); a roam is the
+    same walk (docs/spec.md §4a)."""
+    return (case.verdict == TC_ACT_REDIRECT
+            and case.reason in ("reflect_cookie", "reflect_transport")
+            and set(case.events) <= {"ev_roam"} and case.dev == "pub0"
+            and not case.gso_size)
 
 
 def slow_problem(env: Env, case: Case, msgs: list) -> Optional[str]:

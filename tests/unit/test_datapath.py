@@ -1,5 +1,6 @@
 """The datapath (bpf/wgmux.c) under BPF_PROG_TEST_RUN: the golden table of
-harness.golden, plus walks and map/attach behaviour the table cannot express.
+harness.golden against the TC program and against the XDP one in front of
+it, plus walks and map/attach behaviour the table cannot express.
 
 Needs root and bcc.  The program is compiled once per test session (per
 xdist worker); fib lookups run in a private namespace (harness.golden).
@@ -18,7 +19,7 @@ from harness import golden as g
 from wgmux import packet as pk
 from wgmux import wire
 from wgmux.status import session_pairs
-from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
+from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_PASS, XDP_TX
 
 bcc = pytest.importorskip("bcc", reason="bcc (python3-bpfcc) is not installed")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (eBPF, namespaces)")
@@ -45,15 +46,15 @@ def _describe(frame: bytes) -> str:
             f"ipsum={f.ip_checksum:#06x} udpsum={f.udp_checksum:#06x} len={len(frame)}")
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_golden(golden_env, case: g.Case):
-    out = g.run_case(golden_env, case)
+def _assert_row(env, case: g.Case, out: g.Outcome, verdict=None):
+    """`out` is what the row says (`verdict`: the program's code for it,
+    XDP_TX where XDP finished a reflect row)."""
     got = out.result
-
-    assert got.retval == case.verdict, f"verdict {got.retval}, want {case.verdict}"
+    verdict = case.verdict if verdict is None else verdict
+    assert got.retval == verdict, f"verdict {got.retval}, want {verdict}"
     assert out.verdicts == {case.reason: 1}, out.verdicts
     assert out.events == case.events, out.events
-    problem = g.slow_problem(golden_env, case, out.slow)
+    problem = g.slow_problem(env, case, out.slow)
     assert problem is None, problem
     if case.output is g.SAME:
         assert got.data == case.packet, "frame must be left untouched"
@@ -68,7 +69,31 @@ def test_golden(golden_env, case: g.Case):
         else:
             assert f.udp_checksum_ok() or f.udp_checksum == 0, "UDP checksum"
     if case.check:
-        case.check(golden_env, got)
+        case.check(env, got)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_golden(golden_env, case: g.Case):
+    _assert_row(golden_env, case, g.run_case(golden_env, case))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_golden_xdp(golden_env, case: g.Case):
+    """XDP in front of TC (docs/spec.md §4a): it finishes exactly the rows
+    g.xdp_finishes() names, with the TC row's output, counters, events and
+    maps; every other row it passes untouched, counting nothing and writing
+    nothing, and the row then holds for TC."""
+    out = g.run_case_xdp(golden_env, case)
+    x = out.xdp
+    if g.xdp_finishes(case):
+        assert x.result.retval == XDP_TX, f"XDP gave {x.result.retval}, must finish it (XDP_TX)"
+        _assert_row(golden_env, case, x, verdict=XDP_TX)
+        return
+    assert x.result.retval == XDP_PASS, f"XDP gave {x.result.retval}, must pass it to TC"
+    assert x.result.data == case.packet, "XDP must pass the frame untouched"
+    assert (x.verdicts, x.events, x.slow) == ({}, {}, []), "XDP must count nothing it passes"
+    assert out.after_state == out.passed_state, "XDP must write nothing for what it passes"
+    _assert_row(golden_env, case, out.tc)
 
 
 def test_table_rows_can_fail():
@@ -98,6 +123,13 @@ def test_table_rows_can_fail():
                     "pass_hub_rate_limited", "ev_slow_response",
                     "ev_slow_response_rate_limited"):
         assert counter in names, f"no row counts {counter}"
+    # XDP finishes rows of every kind it can (test_golden_xdp)
+    fast = [c for c in CASES if g.xdp_finishes(c)]
+    assert {c.reason for c in fast} == {"reflect_transport", "reflect_cookie"}
+    assert any(c.events.get("ev_roam") for c in fast)
+    assert any(pk.parse(c.packet).version == 6 for c in fast)
+    assert any(c.classifier != wire.WIREGUARD for c in fast)
+    assert any(c.bench for c in fast)
     reflected = [c for c in CASES if c.verdict == TC_ACT_REDIRECT]
     for c in reflected:
         f = pk.parse(c.output)
@@ -586,7 +618,7 @@ MUTANTS = {
         "if (load_le32(m) - lo > cfg->cls[i].hi - lo)",
         "if (load_le32(m) - lo >= cfg->cls[i].hi - lo)"),
     "partial checksums treated as finished ones": (
-        "\tint partial = udp_csum_partial(skb, l3, udp, v6);", "\tint partial = 0;"),
+        "\t\tpartial = udp_csum_partial(ctx, l3, udp, v6);", "\t\tpartial = 0;"),
     "looks-partial checksums never verified": (
         "\tevent(CTR_EV_CSUM_VERIFIED);\n\treturn !segment_sums_to_zero(",
         "\tevent(CTR_EV_CSUM_VERIFIED);\n\treturn 1 || !segment_sums_to_zero("),
@@ -600,7 +632,7 @@ MUTANTS = {
         "\t\treturn hub_initiation(skb, cfg, l3, udp, plen, v6);",
         "\t\treturn verdict(CTR_PASS_HUB, TC_ACT_OK);"),
     "responses not copied": (
-        "\t\tif (dport == cfg->hub_port)\n\t\t\tcopy_response(skb, cfg, l3, udp, plen, v6);\n",
+        "\t\tif (dport == cfg->hub_port)\n\t\t\tcopy_response(ctx, cfg, l3, udp, plen, v6);\n",
         "\n"),
     "payload copied from the UDP header on": (
         "__u32 off = (void *)(udp + 1) - (void *)(long)skb->data;",
@@ -628,7 +660,7 @@ MUTANTS = {
         "\t\tif (!hub_addr4(cfg, ip->daddr))\n", "\t\tif (0)\n"),
     "bad IPv4 header checksums reflected": ("\t\tif (!ipv4_csum_ok(ip))\n", "\t\tif (0)\n"),
     "transport through half-open entries": (
-        "\t\tif (half_open)\n\t\t\treturn verdict(CTR_DROP_HALF_OPEN, TC_ACT_SHOT);\n", ""),
+        "\t\tif (half_open)\n\t\t\treturn tc_shot(CTR_DROP_HALF_OPEN, xdp);\n", ""),
     "responses and cookies from anywhere": (
         "\t} else if (!source_is(&s->expect, l3, udp, v6)) {", "\t} else if (0) {"),
     "half-open entries refreshed": ("\tif (!half_open)\n\t\taccount(s, ip_bytes);",
@@ -638,24 +670,50 @@ MUTANTS = {
     "HubPort initiations copied from anyone": (
         "\tif (!responder_eps.lookup(&src))\n\t\treturn verdict(CTR_PASS_HUB, TC_ACT_OK);\n", ""),
     "load gates always open": ("\tif (*at && now - *at < WGMUX_GATE_NS)\n\t\treturn -1;\n", ""),
+    # XDP in front of TC (docs/spec.md §4a): caught by test_golden_xdp's rule
+    "XDP finishes next hops TC has not cached": (
+        "\tif (nh->state != NH_DIRECT || nh->gen != cfg->nh_gen)\n\t\treturn 0;\n", ""),
+    "XDP sends out of another interface": (
+        "\tif (nh->ifindex != ((struct xdp_md *)ctx)->ingress_ifindex)\n\t\treturn 0;\n", ""),
+    "XDP finishes what may be a partial checksum": (
+        "\treturn !udp->check || udp->check != pseudo_sum(l3, udp, v6);", "\treturn 1;"),
+    "XDP counts what it passes to TC": (
+        "\treturn xdp ? XDP_PASS : verdict(reason, TC_ACT_OK);",
+        "\treturn verdict(reason, xdp ? XDP_PASS : TC_ACT_OK);"),
 }
 
 
+def _row_holds(env, c: g.Case, out: g.Outcome, verdict: int) -> bool:
+    want = c.packet if c.output is g.SAME else c.output
+    ok = (out.result.retval == verdict and out.verdicts == {c.reason: 1}
+          and out.events == c.events and (want is None or out.result.data == want)
+          and g.slow_problem(env, c, out.slow) is None)
+    if ok and c.check:
+        try:
+            c.check(env, out.result)
+        except AssertionError:
+            ok = False
+    return ok
+
+
 def _failing_rows(env) -> list:
+    """The rows that fail against TC, or XDP in front of it."""
     failing = []
     for c in CASES:
-        out = g.run_case(env, c)
-        want = c.packet if c.output is g.SAME else c.output
-        ok = (out.result.retval == c.verdict and out.verdicts == {c.reason: 1}
-              and out.events == c.events and (want is None or out.result.data == want)
-              and g.slow_problem(env, c, out.slow) is None)
-        if ok and c.check:
-            try:
-                c.check(env, out.result)
-            except AssertionError:
-                ok = False
-        if not ok:
+        if not _row_holds(env, c, g.run_case(env, c), c.verdict):
             failing.append(c.name)
+            continue
+        out = g.run_case_xdp(env, c)
+        if g.xdp_finishes(c):
+            ok = _row_holds(env, c, out.xdp, XDP_TX)
+        else:
+            x = out.xdp
+            ok = (x.result.retval == XDP_PASS and x.result.data == c.packet
+                  and (x.verdicts, x.events, x.slow) == ({}, {}, [])
+                  and out.after_state == out.passed_state
+                  and _row_holds(env, c, out.tc, c.verdict))
+        if not ok:
+            failing.append(f"{c.name} (XDP)")
     return failing
 
 

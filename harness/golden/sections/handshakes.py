@@ -123,4 +123,10 @@ def rows() -> List[Case]:
                    counter="reflect_cookie", given=with_established, events="ev_nh_resolved")
     table.drops("cookie_peer_port_unknown_dropped", cookie(STRANGER_IDX), src=E_R, at=P,
                 counter="drop_unknown_index", given=with_established)
+    # a second one (the initiator retried) finds the next hop the first
+    # cached: XDP finishes it (docs/spec.md §4a), and still refreshes nothing
+    table.reflects("cookie_r_to_i_again_warm", cookie(I_IDX), src=E_R, at=HUB_PORT, to=E_I,
+                   counter="reflect_cookie", given=with_half_open, warm=True,
+                   then=expect_session(HUB_PORT, I_IDX, E_I, P, reverse=None, packets=0,
+                                       nh_state="direct"))
     return table.rows

@@ -8,10 +8,11 @@ from typing import List
 
 from wgmux import packet as pk
 from harness.golden.builders import (
-    Table, expect_session, hub, transport, with_established, with_established_to)
+    Table, expect_session, hub, inbound, primed, reflected, transport, with_established,
+    with_established_to)
 from harness.golden.fixtures import (
-    E_BLACKHOLE, E_I, E_NO_NEIGH, E_R, GW_MAC, HUB_MAC, HUB_PORT, NOFWD4, NOFWD_MAC, P, R_IDX,
-    Case)
+    E_BLACKHOLE, E_I, E_NO_NEIGH, E_R, GW_MAC, HUB_MAC, HUB_PORT, IN_MAC, NOFWD4, NOFWD_MAC, P,
+    R_IDX, Case)
 
 AS_SENT = dict(ident=0x4242, flags=pk.IP_DF)     # inbound()'s IPv4 identification and flags
 
@@ -37,4 +38,27 @@ def rows() -> List[Case]:
                    counter="reflect_transport", given=with_established, dev="nofwd0",
                    events="ev_nh_fwd_disabled",
                    then=expect_session(P, R_IDX, E_R, HUB_PORT, nh_state="neigh"))
+    # in on one interface, out of another (cached): TC redirects it; XDP
+    # would need the other device's XDP transmit, and passes (§4a)
+    msg = transport(R_IDX)
+    table.reflects("next_hop_other_interface_warm",
+                   frame=pk.udp_frame(E_I, hub(P), msg, src_mac=GW_MAC, dst_mac=IN_MAC,
+                                      **AS_SENT),
+                   out=pk.udp_frame(hub(HUB_PORT), E_R, msg, src_mac=HUB_MAC, dst_mac=GW_MAC,
+                                    ttl=63, **AS_SENT),
+                   counter="reflect_transport", given=with_established, dev="in0", warm=True,
+                   then=expect_session(P, R_IDX, E_R, HUB_PORT, nh_state="direct"))
+    # routes changed: the daemon bumps the generation, and the next packet
+    # resolves again (TC's, also with XDP in front: §4, §4a)
+    frame = inbound(E_I, hub(P), transport(R_IDX))
+    table.reflects("next_hop_invalidated_resolved_again", frame=frame,
+                   out=reflected(hub(HUB_PORT), E_R, pk.parse(frame).payload),
+                   counter="reflect_transport",
+                   given=(primed(with_established, frame), _invalidate),
+                   events="ev_nh_resolved",
+                   then=expect_session(P, R_IDX, E_R, HUB_PORT, nh_state="direct"))
     return table.rows
+
+
+def _invalidate(env):
+    env.dp.invalidate_next_hops()

@@ -55,4 +55,12 @@ def rows() -> List[Case]:
     table.drops("transport_i_roamed_roaming_off_dropped", roamed, src=E_I_MOVED, at=P,
                 counter="drop_not_expected", given=with_established, roaming=False,
                 then=expect_session(HUB_PORT, I_IDX, E_I, P, reverse=(P, R_IDX)))
+    # the initiator's NAT rebinds mid-stream: its direction's next hop is
+    # cached, so XDP finishes the roam (docs/spec.md §4a, §5)
+    table.reflects("transport_i_roamed_warm", transport(R_IDX, counter=8), src=E_I_MOVED, at=P,
+                   to=E_R, counter="reflect_transport",
+                   given=primed(with_established, inbound(E_I, hub(P), transport(R_IDX))),
+                   events="ev_roam",
+                   then=(expect_session(P, R_IDX, E_R, HUB_PORT, expect=E_I_MOVED),
+                         expect_session(HUB_PORT, I_IDX, E_I_MOVED, P, nh_state="none")))
     return table.rows
