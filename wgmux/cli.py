@@ -72,13 +72,15 @@ def _refuse_while_serving(config, what: str):
 
 
 def _remove_leftovers(config, keep_pins: bool, verb: str) -> int:
-    from . import pinning
+    from . import pinning, xdp
     from .model import DatapathError
     from .tc import remove_leftovers
 
     pin_dir = pinning.pin_dir_for(config.interface)
     try:
-        removed = remove_leftovers(config.interface, pin_dir, keep_pins=keep_pins)
+        # XDP first: TC takes what it passed until then
+        removed = xdp.remove_leftovers(config.interface)
+        removed += remove_leftovers(config.interface, pin_dir, keep_pins=keep_pins)
     except (DatapathError, OSError) as e:
         raise Fail(1, f"cannot {verb} {config.interface}: {e}") from None
     for what in removed:
@@ -163,6 +165,11 @@ def format_status(st: dict) -> str:
     now = st["now"]
     out = [f"hub: {st['interface']} (device {st['device']}, hub port {st['hub_port']})",
            f"  daemon: pid {st['pid']}, up {_ago(now, st['started'])[:-4]}"]
+    if st.get("datapath"):
+        from .status import MODE_TEXT
+
+        out.append(f"  datapath: {MODE_TEXT.get(st['datapath'], st['datapath'])} "
+                   f"(Datapath = \"{st.get('datapath_setting')}\")")
     if st.get("pin_dir"):
         out.append(f"  state: pinned in {st['pin_dir']}"
                    + (" (carried over from the previous run)" if st.get("reused_pinned_state")

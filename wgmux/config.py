@@ -7,6 +7,7 @@ The file is the seed's TOML, keys spelled exactly as there::
     HubPort = 51820       # its listen port
     Interface = "eth0"    # where the eBPF program attaches
     WgUtil = "wg"         # optional: "wg" or "awg"
+    Datapath = "auto"     # optional: "auto", "xdp" or "tc" (docs/spec.md §4a)
     # optional AmneziaWG: Jc Jmin Jmax S1 S2 S3 S4 H1 H2 H3 H4 I1..I5
 
     [[Peer]]
@@ -113,7 +114,7 @@ AMNEZIA3_KEYS = (
 
 IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL
 
-_INTERFACE_KEYS = ("Device", "HubPort", "Interface", "WgUtil", "MetricsListen",
+_INTERFACE_KEYS = ("Device", "HubPort", "Interface", "WgUtil", "Datapath", "MetricsListen",
                    "HandshakeRate", "HandshakeBurst", "InitiationRate", "InitiationBurst")
 _JUNK_KEYS = ("Jc", "Jmin", "Jmax")
 _PREFIX_KEYS = ("S1", "S2", "S3", "S4")
@@ -123,6 +124,9 @@ _AMNEZIA_KEYS = _JUNK_KEYS + _PREFIX_KEYS + _HEADER_KEYS + _SPECIAL_KEYS
 _ALL_INTERFACE_KEYS = _INTERFACE_KEYS + _AMNEZIA_KEYS
 _PEER_KEYS = ("Port", "PublicKey")
 _WG_UTILS = ("wg", "awg")
+# Where the datapath runs (docs/spec.md §4a, §10): "auto" XDP in front of
+# TC where the driver has it (not veth), "xdp" insists on it, "tc" TC only.
+DATAPATHS = ("auto", "xdp", "tc")
 # Keys a WireGuard user is likely to carry over, mapped to wgmux's spelling.
 _ALIASES = {"listenport": "HubPort"}
 
@@ -156,6 +160,7 @@ class Config:
     hub_port: int
     interface: str
     wg_util: str = "wg"
+    datapath: str = "auto"       # DATAPATHS
     metrics_listen: Optional[Tuple[str, int]] = None   # (host, port) or off
     handshake_rate: float = HANDSHAKE_RATE   # per source and second; 0: no limit
     handshake_burst: int = HANDSHAKE_BURST
@@ -747,6 +752,12 @@ class _Checker:
             self.report(table, label, "WgUtil", f'expected "wg" or "awg", got {_show(wg_util)}')
             wg_util = None
 
+        datapath = section.get("Datapath", "auto")
+        if not isinstance(datapath, str) or datapath not in DATAPATHS:
+            self.report(table, label, "Datapath",
+                        f'expected "auto", "xdp" or "tc", got {_show(datapath)}')
+            datapath = None
+
         rate = self.rate(section, table, label, "HandshakeRate", HANDSHAKE_RATE)
         burst = self.integer(section, table, label, "HandshakeBurst", 1, HANDSHAKE_BURST_MAX)
         init_rate = self.rate(section, table, label, "InitiationRate", INITIATION_RATE)
@@ -754,6 +765,7 @@ class _Checker:
                                   HANDSHAKE_BURST_MAX)
 
         return dict(device=device, hub_port=hub_port, interface=ifname, wg_util=wg_util,
+                    datapath=datapath,
                     metrics_listen=self.listen_address(section, table, label, "MetricsListen"),
                     handshake_rate=rate,
                     handshake_burst=HANDSHAKE_BURST if burst is None else burst,

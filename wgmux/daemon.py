@@ -22,11 +22,17 @@ wgmux for good removes it with `wgmux detach` (the unit's ExecStopPost does,
 unless systemd is restarting the unit).  `wgmux purge` (or `serve --fresh`)
 removes the pinned state too.
 
+Datapath (docs/spec.md §4a): TC ingress always; "xdp", or "auto" where the
+driver has native XDP (not on veth), puts the XDP program in front of it.
+A predecessor's XDP program is replaced atomically, or removed when this
+start keeps to TC.
+
 Reload (SIGHUP): the file is read and validated again; an invalid file, or
-one that changes Interface or HubPort, is rejected with one log line and
-the running config stays.  Interface names the TC attachment, the pin
-directory and the control socket; HubPort keys every session: changing
-either means a restart.  A new Device/WgUtil is taken if it passes the
+one that changes Interface, HubPort or Datapath, is rejected with one log
+line and the running config stays.  Interface names the TC attachment, the
+pin directory and the control socket; HubPort keys every session; Datapath
+says what is attached: changing any of them means a restart (which keeps
+the sessions, except for HubPort).  A new Device/WgUtil is taken if it passes the
 start checks (it exists, its listen port is HubPort).  AmneziaWG parameters
 are applied to the datapath.  Peers: a new port starts working, a removed
 port stops (its sessions are deleted), a port whose PublicKey changed is
@@ -46,7 +52,7 @@ from . import control, discovery, memory, pinning, preflight
 from .config import Config, ConfigError, load_bounded
 from .datapath import MAX_HUB_ADDRS
 from .slowpath import can_be_peer
-from .status import Clock, endpoint_text, session_pairs
+from .status import MODE_TEXT, Clock, endpoint_text, session_pairs
 
 log = logging.getLogger("wgmux")
 
@@ -211,6 +217,7 @@ class Daemon:
         # a stop after serving leaves the program attached (see the module doc)
         self.keep_attached = keep_attached
         self.pin_dir = None
+        self.mode: Optional[str] = None    # what runs: "xdp" (in front of TC) or "tc"
         self.reloads = 0
         self._logged_sessions: dict = {}
         self._drops_logged: dict = {}
@@ -255,8 +262,10 @@ class Daemon:
                 self.datapath.attach(self.config.interface, replace=True)
             except DatapathError as e:
                 raise ServeError(str(e)) from None
-            log.info("attached to %s (TC ingress), hub port %d, %d responder port(s): %s",
-                     self.config.interface, self.config.hub_port, len(self.config.peers),
+            self.mode = self._attach_xdp()
+            log.info("attached to %s (%s), hub port %d, %d responder port(s): %s",
+                     self.config.interface, MODE_TEXT[self.mode], self.config.hub_port,
+                     len(self.config.peers),
                      " ".join(str(p.port) for p in self.config.peers) or "-")
             forwarding = preflight.check_forwarding(self.config)
             if forwarding.status == preflight.WARN:
@@ -273,6 +282,41 @@ class Daemon:
             self.stop()
             raise
         self.control.start()
+
+    def _attach_xdp(self) -> str:
+        """XDP in front of TC as Datapath says (TC is attached already, so
+        whatever XDP passes has somewhere to go).  Returns what runs: "xdp"
+        or "tc"."""
+        from . import xdp
+        from .model import DatapathError
+
+        want, iface = self.config.datapath, self.config.interface
+        why_not = None
+        if want == "auto":
+            try:
+                why_not = xdp.auto_refusal(iface)
+            except DatapathError as e:
+                why_not = str(e)
+        if want != "tc" and why_not is None:
+            try:
+                self.datapath.attach_xdp(iface, replace=True)
+            except DatapathError as e:
+                if want == "xdp":
+                    raise ServeError(f'Datapath = "xdp" (from {self.config.path}): {e}; '
+                                     f'"auto" falls back to TC ingress') from None
+                why_not = str(e)
+            else:
+                old = self.datapath.replaced_xdp
+                if old is not None:
+                    log.info("took over from the XDP program a previous wgmux left attached "
+                             "(id %d)", old.prog_id)
+                return "xdp"
+        # TC only: a predecessor's XDP program (another Datapath then) goes
+        for what in xdp.remove_leftovers(iface):
+            log.info("removed the %s a previous wgmux left (Datapath = %r now)", what, want)
+        if why_not:
+            log.info('Datapath "auto": TC ingress only on %s: %s', iface, why_not)
+        return "tc"
 
     def _start_metrics(self):
         if not self.config.metrics_listen:
@@ -517,6 +561,10 @@ class Daemon:
         if new.interface != old.interface:
             problems.append(f"Interface changed from {old.interface!r} to {new.interface!r} "
                             f"(from {path}): it cannot change on reload; restart wgmux serve")
+        if new.datapath != old.datapath:
+            problems.append(f"Datapath changed from {old.datapath!r} to {new.datapath!r} (from "
+                            f"{path}): it cannot change on reload; restart wgmux serve "
+                            f"(sessions are kept)")
         if new.hub_port != old.hub_port:
             problems.append(f"HubPort changed from {old.hub_port} to {new.hub_port} (from "
                             f"{path}): every session is keyed by it; restart wgmux serve "
@@ -689,6 +737,8 @@ class Daemon:
                 "interface": self.config.interface,
                 "device": self.config.device,
                 "hub_port": self.config.hub_port,
+                "datapath": self.mode,
+                "datapath_setting": self.config.datapath,
                 "config": str(self.config.path),
                 "pid": os.getpid(),
                 "started": self.started,

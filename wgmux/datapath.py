@@ -1,7 +1,8 @@
 """The datapath's maps, driven from Python (bpf/wgmux.c).
 
 `Datapath` loads the program (wgmux.program), fills its config map,
-attaches it at TC ingress (wgmux.tc) and gives Python views of its maps:
+attaches it at TC ingress (wgmux.tc) and, in front of it, in the driver
+(wgmux.xdp, docs/spec.md §4a), and gives Python views of its maps:
 peer ports -> responder endpoint, sessions, counters, the initiators the
 slow path learned; and it reads the slow-path ring buffer (wgmux.ringbuf:
 poll_slow_path / drain_slow_path).  The values it hands out are
@@ -24,7 +25,7 @@ import socket
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from wgmux import pinning, tc, wire
+from wgmux import pinning, tc, wire, xdp
 from wgmux.config import HANDSHAKE_BURST, HANDSHAKE_RATE, INITIATION_BURST, INITIATION_RATE
 from wgmux.model import (SF_TRANSPORT, EndpointLike, IPAddress, LearnedInitiator, NextHop,
                          Responder, Session, SessionLink, SlowMessage, as_endpoint,
@@ -156,7 +157,9 @@ class Datapath:
         self._counters = self.bpf[b"counters"]
         self._slow = SlowRing(self.bpf)
         self._attached: List[tc.Attachment] = []
+        self._attached_xdp: List[xdp.XdpAttachment] = []
         self.replaced_filter: Optional[str] = None
+        self.replaced_xdp: Optional[xdp.Attached] = None
         self._closed = False
         if self.reused:
             self.previous_hub_port = socket.ntohs(self._config[self._config.Key(0)].hub_port)
@@ -180,6 +183,7 @@ class Datapath:
         try:
             if keep_attached:
                 self._attached.clear()
+                self._attached_xdp.clear()
             else:
                 self.detach()
         finally:
@@ -337,9 +341,29 @@ class Datapath:
             tc.record_clsact(self.pin_dir, attachment)
         return attachment.ifindex
 
+    def attach_xdp(self, dev: Union[str, int], netns: Optional[str] = None,
+                   replace: bool = False) -> int:
+        """Attach the XDP program in `dev`'s driver (native mode), in front
+        of the TC one, which must be attached too (docs/spec.md §4a).
+        replace=True swaps out another wgmux's atomically (`replaced_xdp`
+        then says what it was); never a program that is not wgmux's.
+        DatapathError where the driver has no native XDP.  Returns the
+        ifindex."""
+        attachment, current = xdp.attach(self.program.xdp_fd, dev, netns, replace)
+        self._attached_xdp.append(attachment)
+        self.replaced_xdp = current if replace else None
+        return attachment.ifindex
+
+    @property
+    def xdp_attachments(self) -> List[Tuple[Optional[str], int]]:
+        return [(a.netns, a.ifindex) for a in self._attached_xdp]
+
     def detach(self):
-        """Remove our filters (not one that replaced ours meanwhile), and
-        the clsact qdiscs we added if nothing else is attached to them."""
+        """Remove our XDP programs and filters (not ones that replaced ours
+        meanwhile), and the clsact qdiscs we added if nothing else is
+        attached to them.  XDP first: TC takes what it passed until then."""
+        while self._attached_xdp:
+            xdp.detach(self._attached_xdp.pop())
         while self._attached:
             tc.detach(self._attached.pop(), self.filter_name)
 

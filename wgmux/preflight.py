@@ -195,17 +195,25 @@ def check_headers() -> Result:
 
 def check_datapath(config) -> Result:
     """Compile wgmux's datapath with this config and have the kernel verify
-    and load it; it is not attached and is freed again."""
+    and load it (its XDP program too unless Datapath is "tc"); it is not
+    attached and is freed again."""
     from .datapath import Datapath
 
+    xdp = config.datapath != "tc"
     with _captured_stderr() as err:
         try:
-            Datapath(hub_port=config.hub_port, amnezia=config.amnezia).close()
+            dp = Datapath(hub_port=config.hub_port, amnezia=config.amnezia)
+            try:
+                if xdp:
+                    dp.program.xdp_fd
+            finally:
+                dp.close()
             error = None
         except Exception as e:  # DatapathError, or whatever bcc raises
             error = e
     if error is None:
-        return Result(OK, "datapath compiles and the kernel loads it (not attached)")
+        return Result(OK, "datapath compiles and the kernel loads it" + (
+            " (TC and XDP programs, not attached)" if xdp else " (not attached)"))
     log = err["text"].strip().splitlines()
     detail = str(error) + (f" [{log[-1].strip()}]" if log else "")
     return Result(FAIL, f"datapath does not load: {detail}",
@@ -248,6 +256,50 @@ def check_forwarding(config) -> Result:
                   f"sysctl -w net.ipv4.conf.{config.interface}.forwarding=1 (and "
                   f"net.ipv6.conf.all.forwarding=1 for IPv6 peers); persist it in "
                   f"/etc/sysctl.d/")
+
+
+def check_xdp(config) -> Result:
+    """Where the datapath will run (Datapath, docs/spec.md §4a).  Whether a
+    driver has native XDP shows only when a program is attached, and on
+    some drivers attaching resets the interface: this check attaches
+    nothing, it says what `serve` will try and what stands in its way (a
+    program that is not wgmux's, a veth)."""
+    from . import xdp
+    from .model import DatapathError
+    from .program import XDP_PROGRAM
+
+    want, iface = config.datapath, config.interface
+    setting = f'Datapath "{want}"'
+    if want == "tc":
+        return Result(OK, f"{setting}: TC ingress only")
+    try:
+        current = xdp.attached(iface)
+        refusal = xdp.auto_refusal(iface)
+    except (DatapathError, OSError) as e:
+        return Result(WARN, f"{setting}: cannot read {iface!r}'s XDP program: {e}")
+    if current is not None and current.name != XDP_PROGRAM:
+        what = (f"{iface!r} holds an XDP program that is not wgmux's ({current.mode}, id "
+                f"{current.prog_id}, {current.name or 'name unknown'})")
+        hint = f"remove it (ip link set dev {iface} xdp off) or set Datapath = \"tc\""
+        if want == "xdp":
+            return Result(FAIL, f"{setting}: {what}: serve cannot attach its own", hint)
+        return Result(WARN, f"{setting}: {what}: serve keeps to TC ingress", hint)
+    if current is not None:
+        return Result(OK, f"{setting}: wgmux's XDP program is attached to {iface!r} now "
+                      f"({current.mode}, id {current.prog_id}), in front of TC ingress")
+    if refusal and want == "auto":
+        return Result(OK, f"{setting}: TC ingress only on {iface!r} ({refusal}); "
+                      f'Datapath = "xdp" insists')
+    if refusal:
+        return Result(WARN, f"{setting}: XDP on {iface!r}: {refusal}; what XDP sends back "
+                      f"out is lost unless the peer takes it",
+                      "an XDP program on the veth's peer (one that passes everything will "
+                      "do); or Datapath = \"auto\" (TC ingress on veth)")
+    if want == "auto":
+        return Result(OK, f"{setting}: serve attaches XDP in {iface!r}'s driver, in front of "
+                      f"TC ingress, or TC ingress alone where the driver has no native XDP")
+    return Result(OK, f"{setting}: serve attaches XDP in {iface!r}'s driver, in front of TC "
+                  f"ingress, and fails where the driver has no native XDP")
 
 
 def check_device(config):

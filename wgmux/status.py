@@ -13,6 +13,10 @@ from typing import Iterable, List, NamedTuple, Optional
 
 from wgmux.model import EndpointLike, Session, as_endpoint, monotonic_ns
 
+# What runs (status "datapath", docs/spec.md §4a), as the start line and
+# `show` say it.
+MODE_TEXT = {"xdp": "XDP in the driver, in front of TC ingress", "tc": "TC ingress"}
+
 
 class Clock(NamedTuple):
     """The datapath's monotonic clock and the wall clock, read together:
