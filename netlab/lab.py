@@ -138,6 +138,24 @@ class Node:
         """Turn transmit checksum offload on/off so receivers verify in software."""
         self.run(["ethtool", "-K", ifname, "tx", "on" if enabled else "off"])
 
+    def take_xdp_frames(self, ifname: str):
+        """Make veth `ifname` take what its peer's XDP program sends
+        (netlab.xdp says why it needs a program of its own for that)."""
+        from .xdp import take_xdp_frames
+
+        take_xdp_frames(self.netns, ifname)
+
+    def xdp_stats(self, ifname: str) -> dict:
+        """A veth's XDP counters summed over its queues (ethtool -S names
+        without the queue: xdp_packets, xdp_tx, xdp_tx_errors, ...)."""
+        out: dict = {}
+        for line in self.run(["ethtool", "-S", ifname]).stdout.splitlines():
+            name, _, value = line.strip().partition(": ")
+            if name.startswith("rx_queue_") and "_xdp_" in name:
+                key = name.split("_", 3)[3]
+                out[key] = out.get(key, 0) + int(value)
+        return out
+
     # -- processes ----------------------------------------------------------
     def _argv(self, args: Sequence[str]) -> list:
         return ["nsenter", f"--net={NETNS_DIR / self.netns}", "--", *map(str, args)]

@@ -2,12 +2,17 @@
 
 For port-restricted NAT on both sides and symmetric NAT on both sides, with
 transmit checksum offload off everywhere (so every receiver verifies the
-checksums the reflector rewrote):
+checksums the reflector rewrote), and with the datapath at TC ingress alone
+(`Datapath = "tc"`) and with XDP in front of it (`"xdp"`, docs/spec.md §4a;
+the hub's veth peer has an XDP program, so that it takes what XDP sends
+back, netlab.xdp):
 - without wgmux the handshake through hub:port does not complete;
 - with wgmux it does; ping both ways; 10 MB each way over TCP, checksums match;
 - the hub's own WireGuard does not carry that volume; a plaintext marker
   reaches the responder's tunnel and appears in no capture on the hub;
-- `wgmux show` lists the session with counters that match the traffic.
+- `wgmux show` lists the session with counters that match the traffic, and
+  the mode; with XDP, the driver sent the stream back out itself (XDP_TX
+  at least once per transport packet reflected, none lost).
 """
 
 import secrets
@@ -29,14 +34,23 @@ IP_UDP_HEADERS = 28
 COUNT_SLACK = 2048   # a few handshake/keepalive messages
 
 
+@pytest.fixture(params=["tc", "xdp"])
+def mode(request):
+    return request.param
+
+
 @pytest.fixture(params=[NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC],
                 ids=["port-restricted", "symmetric"])
-def paired(request, lab):
+def paired(request, lab, mode):
     topo = standard(lab, [request.param, request.param], wireguard=True, tx_checksum=False)
     initiator, responder = topo.host(1), topo.host(2)
     for host in (initiator, responder):
         topo.hub_wg.wait_handshake(host.wg.public_key)
-    hub = WgmuxHub(topo)
+    if mode == "xdp":
+        # the hub's eth0 is a veth: its other end (bridge port "hub") takes
+        # XDP_TX frames only with an XDP program of its own (netlab.xdp)
+        topo.inet.take_xdp_frames("hub")
+    hub = WgmuxHub(topo, extra_config=f'Datapath = "{mode}"')
     hub.pair(initiator, responder, PORT)
     return topo, hub, initiator, responder
 
@@ -54,9 +68,13 @@ def test_without_wgmux_the_handshake_fails(paired):
     assert responder.wg.peer(initiator.wg.public_key).latest_handshake == 0
 
 
-def test_reflects_end_to_end_without_decrypting(paired):
+def test_reflects_end_to_end_without_decrypting(paired, mode):
     topo, hub, initiator, responder = paired
     hub.start()
+    assert hub.show()["datapath"] == mode
+    said = {"tc": "attached to eth0 (TC ingress)",
+            "xdp": "attached to eth0 (XDP in the driver, in front of TC ingress)"}[mode]
+    assert said in hub.log(), hub.log()
 
     wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=20,
              what="first ping through the hub")
@@ -66,25 +84,30 @@ def test_reflects_end_to_end_without_decrypting(paired):
     assert ping(initiator.node, responder.overlay_ip, count=3)
 
     hub_before = topo.hub_wg.peers()
+    xdp_before = topo.hub.xdp_stats("eth0")
     forward = tcp_transfer(initiator.node, responder.node, responder.overlay_ip, 10 * MB, port=5001)
     assert forward.ok, forward
     back = tcp_transfer(responder.node, initiator.node, initiator.overlay_ip, 10 * MB, port=5002)
     assert back.ok, back
     hub_after = topo.hub_wg.peers()
+    xdp_after = topo.hub.xdp_stats("eth0")
     for host in (initiator, responder):
         key = host.wg.public_key
         grown = hub_after[key].rx_bytes - hub_before[key].rx_bytes
         assert grown < 1 * MB, f"the hub's own WireGuard decrypted {grown} bytes from {host.name}"
 
     marker = "PLAINTEXT-" + secrets.token_hex(8)
-    with Capture(topo.hub, "eth0", "udp") as hub_wire, \
+    # The hub's wire is watched from its other end: what XDP sends back
+    # never reaches the hub's own taps (it leaves before the stack sees it).
+    with Capture(topo.inet, "hub", "udp") as hub_wire, \
+            Capture(topo.hub, "eth0", "udp") as hub_eth0, \
             Capture(topo.hub, topo.hub_wg.name, "") as hub_tunnel, \
             Capture(responder.node, responder.wg.name, "udp port 9999") as responder_tunnel:
         send_udp(initiator.node, responder.overlay_ip, 9999, marker)
         responder_tunnel.wait_for(lambda p: marker.encode() in p.payload, what="the marker")
         # The reflected ciphertext crossed the hub's wire meanwhile.
         hub_wire.wait_for(lambda p: p.sport == PORT or p.dport == PORT, what="reflected packets")
-    for cap in (hub_wire, hub_tunnel):
+    for cap in (hub_wire, hub_eth0, hub_tunnel):
         assert not [p for p in cap.packets if marker.encode() in p.l3], \
             f"plaintext marker visible on the hub ({cap.ifname})"
 
@@ -109,6 +132,16 @@ def test_reflects_end_to_end_without_decrypting(paired):
     assert abs(r2i - r_view.tx_bytes) < COUNT_SLACK, (r2i, r_view.tx_bytes, s)
     text = hub.show_text()
     assert f"port {PORT}:" in text and s["initiator"] in text
+    assert f'Datapath = "{mode}"' in text
+    # Who reflected the stream: XDP_TX in the driver, or no XDP at all.
+    sent_back = xdp_after.get("xdp_tx", 0) - xdp_before.get("xdp_tx", 0)
+    if mode == "xdp":
+        assert sent_back > 10 * MB // 1500, (xdp_before, xdp_after)
+        assert xdp_after.get("xdp_tx_errors", 0) == 0, xdp_after
+        c = status["counters"]
+        assert sent_back <= c["reflect_transport"] + c["reflect_cookie"], (sent_back, c)
+    else:
+        assert xdp_after.get("xdp_packets", 0) == 0, xdp_after
 
 
 @pytest.mark.parametrize("forwarding", [True, False], ids=["forwarding", "no-forwarding"])
@@ -123,3 +156,52 @@ def test_forwarding_chooses_the_path_and_off_is_said(lab, forwarding):
     neigh_path = hub.show()["counters"]["ev_nh_fwd_disabled"]
     assert said == (not forwarding), hub.log()
     assert (neigh_path > 0) == (not forwarding), neigh_path
+
+
+def test_restart_changes_the_datapath_and_keeps_the_session(lab):
+    """Datapath changes on a restart, not a reload (docs/spec.md §4a, §10):
+    with --keep-attached each start takes over what the last one left (XDP
+    replaced, or removed when it keeps to TC) on the same pinned maps, and
+    the pair goes on without a new handshake."""
+    # (tx checksum offload off: XDP leaves partial checksums to TC, §4a)
+    topo = standard(lab, [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED], wireguard=True,
+                    tx_checksum=False)
+    initiator, responder = topo.host(1), topo.host(2)
+    for host in (initiator, responder):
+        topo.hub_wg.wait_handshake(host.wg.public_key)
+    topo.inet.take_xdp_frames("hub")
+    hub = WgmuxHub(topo, extra_config='Datapath = "tc"', serve_args=["--keep-attached"])
+    hub.pair(initiator, responder, PORT)
+    hub.start()
+    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+             what="the first ping through the hub")
+    handshake = initiator.wg.peer(responder.wg.public_key).latest_handshake
+    assert handshake
+
+    mark = hub.log_size()
+    hub.extra_config = 'Datapath = "xdp"'
+    hub.write_config()
+    assert "reload rejected" in hub.reload() and hub.show()["datapath"] == "tc"
+    for mode in ("xdp", "xdp", "tc", "xdp"):
+        hub.extra_config = f'Datapath = "{mode}"'
+        hub.stop()
+        hub.start()
+        st = hub.show()
+        assert st["datapath"] == mode and st["reused_pinned_state"], st
+        attached = topo.hub.run(["ip", "link", "show", "eth0"]).stdout
+        assert ("prog/xdp" in attached and "wgmux_xdp" in attached) == (mode == "xdp"), attached
+        before = topo.hub.xdp_stats("eth0").get("xdp_tx", 0)
+        assert ping(initiator.node, responder.overlay_ip, count=3)
+        assert ping(responder.node, initiator.overlay_ip, count=3)
+        sent_back = topo.hub.xdp_stats("eth0").get("xdp_tx", 0) - before
+        assert (sent_back >= 6) == (mode == "xdp"), sent_back
+    log = hub.log(mark)
+    assert "took over from the XDP program a previous wgmux left attached" in log, log
+    assert "removed the XDP program wgmux_xdp" in log, log
+    assert initiator.wg.peer(responder.wg.public_key).latest_handshake == handshake
+    # stopped for good: `wgmux detach` removes both programs
+    hub.stop()
+    assert "wgmux_xdp" in topo.hub.run(["ip", "link", "show", "eth0"]).stdout
+    out = topo.hub.run(hub.cli("detach", "-c", str(hub.config_path))).stdout
+    assert "removed XDP program wgmux_xdp" in out and "removed TC filter" in out, out
+    assert "xdp" not in topo.hub.run(["ip", "link", "show", "eth0"]).stdout
