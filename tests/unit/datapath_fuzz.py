@@ -24,7 +24,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from harness import golden as g
 from wgmux import packet as pk
 from wgmux import wire
-from harness.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TestRunResult, test_run
+from harness.testrun import (TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_PASS, XDP_TX,
+                             TestRunResult, test_run)
 
 KINDS = tuple(wire.MessageType)
 I, R, C, T = KINDS
@@ -759,6 +760,7 @@ class Result:
     refused: int = 0
     verdicts: Counter = field(default_factory=Counter)
     events: Counter = field(default_factory=Counter)
+    xdp_tx: int = 0          # frames the XDP program finished itself (xdp=True)
     violations: Counter = field(default_factory=Counter)     # check -> frames
     # check -> the violation with the fewest other checks violated with it,
     # then the fewest earlier frames (in 64s), then the shortest; its
@@ -769,7 +771,8 @@ class Result:
         rate = self.frames / self.seconds if self.seconds else 0.0
         lines = [f"datapath fuzz: seed {self.seed:#x}, {self.frames} frames in "
                  f"{self.seconds:.1f} s ({rate:.0f} frames/s), {self.resets} state resets, "
-                 f"{self.refused} refused by test-run (IP header cut short)",
+                 f"{self.refused} refused by test-run (IP header cut short)"
+                 + (f", {self.xdp_tx} finished by XDP (XDP_TX)" if self.xdp_tx else ""),
                  "  verdicts: " + ", ".join(f"{k} {v}" for k, v in self.verdicts.most_common()),
                  "  events: " + ", ".join(f"{k} {v}" for k, v in self.events.most_common())]
         for check, n in sorted(self.violations.items()):
@@ -791,9 +794,17 @@ class Fuzzer:
     MAX_HISTORY = 4 * EPOCH          # longer histories: the state is set up afresh
     MINIMIZE_RUNS = 150
 
-    def __init__(self, env: g.Env, seed: int, counter_names: Sequence[str]):
+    def __init__(self, env: g.Env, seed: int, counter_names: Sequence[str], xdp: bool = False):
+        """`xdp`: every frame goes through the XDP program first, as on a
+        hub with Datapath = "xdp" (docs/spec.md §4a): what it passes must
+        leave it untouched, uncounted and with the sessions unwritten
+        ([xdp_pass]), and then goes through TC; what it finishes (XDP_TX)
+        is judged as TC's redirect would be; it returns nothing else
+        ([xdp_verdict])."""
         self.env = env
         self.dp = env.dp
+        self.xdp_fd = env.dp.program.xdp_fd if xdp else None
+        self.xdp_tx = 0
         self.seed = seed
         self.rng = random.Random(seed)
         g.reseed(seed)             # golden's builders draw their random fields from it
@@ -818,9 +829,20 @@ class Fuzzer:
     def step(self, frame: bytes, dev: str) -> Tuple[List[Tuple[str, str]], Dict[str, int]]:
         """Run one frame; (problems, counter deltas)."""
         before_data, before_keys = self.sessions.data, self.sessions.keys()
-        res, error = None, None
+        res, error, problems = None, None, []
         try:
-            res = test_run(self.dp.prog_fd, frame, ifindex=self.ifindex[dev])
+            if self.xdp_fd is not None:
+                res = test_run(self.xdp_fd, frame, ifindex=self.ifindex[dev], xdp=True)
+                if res.retval == XDP_TX:
+                    self.xdp_tx += 1
+                    res = res._replace(retval=TC_ACT_REDIRECT)
+                elif res.retval != XDP_PASS:
+                    problems.append(("xdp_verdict", f"XDP returned {res.retval}"))
+                else:
+                    problems += self._xdp_passed(frame, res, before_data)
+                    res = None
+            if res is None:
+                res = test_run(self.dp.prog_fd, frame, ifindex=self.ifindex[dev])
         except OSError as e:
             if e.errno == errno.EINVAL and kernel_refuses(frame):
                 self.refused += 1
@@ -829,12 +851,24 @@ class Fuzzer:
         after = self.counters.read()
         delta = self.counters.deltas(self._now, after)
         self._now = after
-        problems = check_frame(
+        problems += check_frame(
             frame, res, error, delta, self.state.classifier,
             lambda key: self.sessions.entry(before_data, before_keys, key))
         self.sessions.refresh()
         self.history.append((frame, dev))
         return problems, delta
+
+    def _xdp_passed(self, frame: bytes, res: TestRunResult, before_data) -> list:
+        problems = []
+        if res.data != frame:
+            problems.append(("xdp_pass", "XDP changed a frame it passed: "
+                             + _first_diff(frame, res.data)))
+        moved = self.counters.deltas(self._now, self.counters.read())
+        if moved:
+            problems.append(("xdp_pass", f"XDP counted a frame it passed: {moved}"))
+        if self.sessions.raw.read() != before_data:
+            problems.append(("xdp_pass", "XDP wrote sessions for a frame it passed"))
+        return problems
 
     def run(self, frames: int) -> Result:
         result = Result(self.seed)
@@ -865,7 +899,7 @@ class Fuzzer:
                             result.first[check] = Violation(
                                 check, text, n, self.state.name, frame, dev, how,
                                 self.history[:-1], sorted(set(checks) - {check}))
-            result.frames, result.refused = n, self.refused
+            result.frames, result.refused, result.xdp_tx = n, self.refused, self.xdp_tx
             result.seconds = time.monotonic() - start
             for v in result.first.values():
                 v.reproducer = self.minimize(v)

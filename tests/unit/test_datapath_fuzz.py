@@ -53,6 +53,14 @@ The invariants, checked for every frame (the check's name in brackets):
    and it agrees with the verdict (reflect_ <-> REDIRECT, pass_ -> OK,
    drop_ -> SHOT); no counter goes down, no sp_ counter moves.
 
+With the XDP program in front of TC (test_datapath_fuzz[xdp], as a hub with
+Datapath = "xdp" runs, docs/spec.md §4a) every frame goes through XDP first:
+[xdp_verdict] it returns XDP_PASS or XDP_TX and nothing else; [xdp_pass] a
+frame it passes leaves it byte for byte, with no counter moved and the
+sessions map as it was, and then goes through TC, checked as above; a frame
+it finishes (XDP_TX) is checked as TC's redirect (1-5, the counters
+included).
+
 A violated check fails the test with the seed, the frame's number, the
 state, how the frame was made and a minimized reproducer (the state, the
 fewest earlier frames needed, the frame, as hex).  Violations of the
@@ -137,13 +145,14 @@ def fuzz_env():
         yield g.Env(dp, net), time.monotonic() - started
 
 
-def test_datapath_fuzz(fuzz_env):
+@pytest.mark.parametrize("hook", ["tc", "xdp"])
+def test_datapath_fuzz(fuzz_env, hook):
     from wgmux.datapath import counter_names
     from wgmux.program import SOURCE as DEFAULT_SOURCE
 
     env, setup_seconds = fuzz_env
     names = counter_names(Path(SOURCE) if SOURCE else DEFAULT_SOURCE)
-    result = fz.Fuzzer(env, SEED, names).run(FRAMES)
+    result = fz.Fuzzer(env, SEED, names, xdp=hook == "xdp").run(FRAMES)
     summary = (result.summary() + f"\n  (compile and namespace: {setup_seconds:.1f} s;"
                f" replay: WGMUX_FUZZ_SEED={SEED:#x} WGMUX_FUZZ_FRAMES={FRAMES})")
     print(summary)
@@ -164,6 +173,8 @@ def test_datapath_fuzz(fuzz_env):
     for reason in ("pass_hub", "pass_other_port", "drop_unclassified", "drop_unknown_index",
                    "drop_malformed", "drop_sessions_full", "slow_initiation"):
         assert result.verdicts[reason], f"{reason} never reached\n{summary}"
+    if hook == "xdp":
+        assert result.xdp_tx >= FRAMES // 1000, f"XDP finished too few\n{summary}"
 
 
 # ---- the oracle itself ------------------------------------------------------
