@@ -30,7 +30,8 @@ help:
 	@echo "make kernel-matrix     datapath table, discovery, slow path and end-to-end tests in virtme-ng"
 	@echo "                       guests booting Debian kernels 6.1 and 6.12 (kernel WireGuard; ~30 min)"
 	@echo "make verifier-test     the datapath table on Debian 12's 6.1 kernel in a guest (CI runs it)"
-	@echo "make bench             datapath micro-benchmark (BPF_PROG_TEST_RUN), then end to end on netlab"
+	@echo "make bench             datapath micro-benchmark (BPF_PROG_TEST_RUN); TC vs XDP vs plain forwarding"
+	@echo "                       on a single-interface hub (pps, hub CPU per packet; ~1 min); end to end"
 	@echo "make hostile           attacks on a real wgmux serve (tests/hostile/bench.py): outage, amplification,"
 	@echo "                       a 30 s 1,000-source flood's toll on a pair and a new handshake (~3 min)"
 	@echo "make reap              remove what crashed netlab runs left behind"
@@ -71,6 +72,7 @@ demo: setup
 
 bench: setup-check
 	$(PY) -m harness.bench
+	$(PY) -m harness.bench --modes
 	$(PY) -m harness.bench --e2e
 
 .PHONY: hostile

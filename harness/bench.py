@@ -51,6 +51,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="instead: end to end on netlab, wgmux (forwarding on/off) against "
                          "a classic decrypting hub (harness.bench_e2e)")
     ap.add_argument("--size-mb", type=int, default=10, help="--e2e: TCP transfer size")
+    ap.add_argument("--modes", action="store_true",
+                    help="instead: TC, XDP (when this checkout has it) and plain IP forwarding "
+                         "side by side on a single-interface hub: delivered pps open loop, "
+                         "hub CPU per packet at a fixed rate (harness.bench_modes)")
+    ap.add_argument("--seconds", type=float, default=3.0,
+                    help="--modes: open-loop seconds per packet size")
+    ap.add_argument("--cpu-seconds", type=float, default=5.0,
+                    help="--modes: fixed-rate seconds per packet size")
+    ap.add_argument("--rate", type=float, default=100_000,
+                    help="--modes: the fixed rate, packets/s")
+    ap.add_argument("--coalesce-us", type=int, default=200,
+                    help="--modes: NAPI's poll timer on the hub's link while packets flow "
+                         "(0: woken per packet)")
+    ap.add_argument("--sizes", default="128,1400",
+                    help="--modes: IP packet sizes, comma separated")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("harness.bench: needs root (eBPF, network namespaces)", file=sys.stderr)
@@ -58,6 +73,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.e2e:
         from harness import bench_e2e
         return bench_e2e.main(size_mb=args.size_mb, rounds=args.rounds, only=args.only)
+    if args.modes:
+        from harness import bench_modes
+        return bench_modes.main(seconds=args.seconds, cpu_seconds=args.cpu_seconds,
+                                rate=args.rate, only=args.only, coalesce_us=args.coalesce_us,
+                                sizes=[int(x) for x in args.sizes.split(",") if x])
 
     from wgmux.datapath import Datapath
 

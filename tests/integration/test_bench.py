@@ -1,5 +1,6 @@
-"""`make bench` keeps working: both benchmarks run a small size and print
-their rows (the numbers themselves belong in docs/spec.md §8, not here)."""
+"""`make bench` keeps working: every benchmark runs a small size and prints
+its rows (the numbers themselves belong in docs/spec.md §8 and
+docs/performance.md, not here)."""
 
 import re
 import subprocess
@@ -29,3 +30,27 @@ def test_end_to_end_benchmark_measures_a_reflected_transfer():
     seconds, mbit, rtt, p90 = map(float, row.split()[1:])
     assert seconds > 0 and mbit > 0 and rtt > 0, row
     assert re.search(r"1 MB TCP", out.stdout)
+
+
+def test_modes_benchmark_puts_tc_and_forwarding_side_by_side():
+    out = bench("--modes", "--seconds", "1", "--cpu-seconds", "1", "--rate", "5000")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    # ratios first: XDP/TC and TC/forward of each figure, one cell per size
+    ratios = [l for l in lines if l.strip().startswith(("XDP/TC", "TC/forward"))]
+    assert len(ratios) == 6 and lines.index(ratios[0]) < lines.index(
+        next(l for l in lines if l.startswith("open "))), out.stdout
+    for line in ratios:
+        assert all(c == "n/a" or float(c) > 0 for c in line.split()[-2:]), line
+    for kind in ("open", "fixed"):
+        for mode in ("tc", "xdp", "forward"):
+            for size in ("128", "1400"):
+                (row,) = [l for l in lines if l.split()[:3] == [kind, mode, size]]
+                if mode == "xdp" and "not available" in row:
+                    continue
+                cells = row.split()[3:]
+                delivered_kpps = float(cells[1] if kind == "open" else cells[0])
+                assert delivered_kpps > 0, row
+                if kind == "fixed":
+                    assert float(cells[2]) > 0, row       # hub CPU ns per packet
+    assert "WRONG" not in out.stdout, out.stdout
