@@ -126,7 +126,9 @@ class _MapInfo(ct.Structure):
 _libbpf = None
 
 
-def _lib():
+def libbpf():
+    """The system's libbpf, with the prototypes wgmux calls (one loader for
+    pinning and wgmux.xdp)."""
     global _libbpf
     if _libbpf is None:
         name = ctypes.util.find_library("bpf") or "libbpf.so.1"
@@ -144,6 +146,8 @@ def _lib():
         lib.bpf_map_update_elem.restype = ct.c_int
         lib.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
         lib.bpf_map_lookup_elem.restype = ct.c_int
+        lib.bpf_prog_get_fd_by_id.argtypes = [ct.c_uint32]      # wgmux.xdp
+        lib.bpf_prog_get_fd_by_id.restype = ct.c_int
         _libbpf = lib
     return _libbpf
 
@@ -151,7 +155,7 @@ def _lib():
 def map_info_fd(fd: int) -> dict:
     info = _MapInfo()
     size = ct.c_uint32(ct.sizeof(info))
-    rc = _lib().bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size))
+    rc = libbpf().bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size))
     if rc != 0:
         err = ct.get_errno() or -rc
         raise PinError(f"cannot read map info of fd {fd}: {os.strerror(err)}")
@@ -160,7 +164,7 @@ def map_info_fd(fd: int) -> dict:
 
 
 def map_info_path(path: Path) -> dict:
-    fd = _lib().bpf_obj_get(str(path).encode())
+    fd = libbpf().bpf_obj_get(str(path).encode())
     if fd < 0:
         err = ct.get_errno() or -fd
         raise PinError(f"cannot open pinned map {path}: {os.strerror(err)}")
@@ -172,7 +176,7 @@ def map_info_path(path: Path) -> dict:
 
 # ---- what a build declares (bcc) -----------------------------------------------
 
-def _bcc_lib():
+def _bcclibbpf():
     from bcc.libbcc import lib
 
     lib.bpf_num_tables.argtypes = [ct.c_void_p]
@@ -196,7 +200,7 @@ def table_specs(bpf, pin_dir: Path) -> Dict[str, dict]:
     """For each map of the compiled module `bpf` that is pinned in `pin_dir`:
     what the build declares ("declared": type/key/value/max/flags/layout)
     and what the kernel map bcc actually uses reports ("kernel")."""
-    lib = _bcc_lib()
+    lib = _bcclibbpf()
     mod = bpf.module
     out = {}
     for i in range(lib.bpf_num_tables(mod)):
@@ -264,7 +268,7 @@ def read_state(pin_dir: Path) -> Optional[dict]:
     path = Path(pin_dir) / STATE_FILE
     if not path.exists():
         return None
-    lib = _lib()
+    lib = libbpf()
     fd = lib.bpf_obj_get(str(path).encode())
     if fd < 0:
         return None
@@ -286,7 +290,7 @@ def write_state(pin_dir: Path, state: dict):
     if len(raw) >= STATE_VALUE_SIZE:
         raise PinError(f"state record too large ({len(raw)} bytes)")
     path = Path(pin_dir) / STATE_FILE
-    lib = _lib()
+    lib = libbpf()
     fd = lib.bpf_obj_get(str(path).encode())
     if fd < 0:
         fd = _check(lib.bpf_map_create(BPF_MAP_TYPE_ARRAY, b"wgmux_state", 4, STATE_VALUE_SIZE,

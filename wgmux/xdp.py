@@ -16,12 +16,12 @@ touches a program that is not its own.
 from __future__ import annotations
 
 import ctypes as ct
-import ctypes.util
 import errno
 import os
 from typing import List, NamedTuple, Optional, Tuple, Union
 
 from wgmux.model import DatapathError
+from wgmux.pinning import libbpf
 from wgmux.program import XDP_PROGRAM
 from wgmux.tc import _iproute, ifindex_of
 
@@ -57,25 +57,10 @@ class _ProgInfo(ct.Structure):
                 ("name", ct.c_char * 16)]
 
 
-_libbpf = None
-
-
-def _lib():
-    global _libbpf
-    if _libbpf is None:
-        lib = ct.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
-        lib.bpf_obj_get_info_by_fd.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)]
-        lib.bpf_obj_get_info_by_fd.restype = ct.c_int
-        lib.bpf_prog_get_fd_by_id.argtypes = [ct.c_uint32]
-        lib.bpf_prog_get_fd_by_id.restype = ct.c_int
-        _libbpf = lib
-    return _libbpf
-
-
 def _info(fd: int) -> _ProgInfo:
     info = _ProgInfo()
     size = ct.c_uint32(ct.sizeof(info))
-    if _lib().bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size)) != 0:
+    if libbpf().bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size)) != 0:
         raise OSError(ct.get_errno(), f"cannot read program info: {os.strerror(ct.get_errno())}")
     return info
 
@@ -86,7 +71,7 @@ def prog_id(fd: int) -> int:
 
 def prog_name(pid: int) -> Optional[str]:
     """The name of loaded program `pid`, None if it cannot be read (gone)."""
-    fd = _lib().bpf_prog_get_fd_by_id(pid)
+    fd = libbpf().bpf_prog_get_fd_by_id(pid)
     if fd < 0:
         return None
     try:
