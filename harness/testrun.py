@@ -22,15 +22,11 @@ rewritten frame.
 from __future__ import annotations
 
 import ctypes
-import errno
-import os
-import platform
 from typing import NamedTuple, Optional
 
-BPF_PROG_TEST_RUN = 10
+from netlab.bpfsys import bpf
 
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361,
-            "s390x": 351, "riscv64": 280}
+BPF_PROG_TEST_RUN = 10
 
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
@@ -129,17 +125,6 @@ class TestRunResult(NamedTuple):
 
 TestRunResult.__test__ = False  # not a pytest test class
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _sys_bpf_nr() -> int:
-    try:
-        return _SYS_BPF[platform.machine()]
-    except KeyError:
-        raise OSError(errno.ENOSYS, f"bpf(2) syscall number unknown for {platform.machine()}")
-
-
 def test_run(prog_fd: int, packet: bytes, repeat: int = 1, ifindex: int = 0,
              gso_size: int = 0, gso_segs: int = 0,
              out_size: Optional[int] = None, xdp: bool = False) -> TestRunResult:
@@ -178,11 +163,7 @@ def test_run(prog_fd: int, packet: bytes, repeat: int = 1, ifindex: int = 0,
         attr.ctx_size_in = ctypes.sizeof(ctx)
         attr.ctx_in = ctypes.addressof(ctx)
 
-    rc = _libc.syscall(_sys_bpf_nr(), BPF_PROG_TEST_RUN, ctypes.byref(attr),
-                       ctypes.sizeof(attr))
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+    bpf(BPF_PROG_TEST_RUN, attr, "BPF_PROG_TEST_RUN")
     return TestRunResult(attr.retval, data_out.raw[:attr.data_size_out], attr.duration)
 
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
+from .bpfsys import bpf
 from .netns import inside
 
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361,
-            "s390x": 351, "riscv64": 280}
 BPF_PROG_LOAD = 5
 BPF_PROG_TYPE_XDP = 6
 XDP_PASS = 2
@@ -41,19 +39,12 @@ class _LoadAttr(ctypes.Structure):
 
 def load_pass_program() -> int:
     """fd of a loaded XDP program that returns XDP_PASS."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
     insns = ctypes.create_string_buffer(PASS_INSNS, len(PASS_INSNS))
     license = ctypes.create_string_buffer(b"GPL")
     attr = _LoadAttr(prog_type=BPF_PROG_TYPE_XDP, insn_cnt=len(PASS_INSNS) // 8,
                      insns=ctypes.addressof(insns), license=ctypes.addressof(license),
                      prog_name=b"netlab_xdp_pass")
-    fd = libc.syscall(_SYS_BPF[platform.machine()], BPF_PROG_LOAD, ctypes.byref(attr),
-                      ctypes.sizeof(attr))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"cannot load the XDP pass program: {os.strerror(err)}")
-    return fd
+    return bpf(BPF_PROG_LOAD, attr, "cannot load the XDP pass program")
 
 
 def take_xdp_frames(netns: str, ifname: str):
