@@ -23,7 +23,7 @@ from typing import List, Optional
 
 from netlab import CommandError, stop_process, wait_for
 from netlab.lab import NETNS_DIR
-from netlab.nat import NatKind
+from netlab.nat import NatKind, Router6Kind
 from netlab.topology import Host, Topology, standard
 from netlab.traffic import ping
 
@@ -50,8 +50,12 @@ class WgmuxHub:
     forwarding: bool = True
 
     def __post_init__(self):
-        self.topo.hub.sysctl(f"net.ipv4.conf.{self.interface}.forwarding",
-                             int(self.forwarding))
+        settings = {f"net.ipv4.conf.{self.interface}.forwarding": int(self.forwarding)}
+        if self.topo.hub_ip6 is not None:
+            # README: IPv6 peers want net.ipv6.conf.all.forwarding=1
+            settings.update({"net.ipv6.conf.all.forwarding": int(self.forwarding),
+                             f"net.ipv6.conf.{self.interface}.forwarding": int(self.forwarding)})
+        self.topo.hub.sysctls(settings)
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.topo.lab.prefix}-wgmux-"))
         self.config_path = self.dir / "config.toml"
         self.log_path = self.dir / "serve.log"
@@ -68,10 +72,12 @@ class WgmuxHub:
         """Make `responder` reachable at hub:`port` and point `initiator` at it.
 
         The peers' configs change exactly as a user's would: the initiator
-        gets the responder with Endpoint = hub:port, the responder gets the
-        initiator with no endpoint.
+        gets the responder with Endpoint = hub:port (the hub's address of
+        the family the initiator reaches it over: [v6]:port), the responder
+        gets the initiator with no endpoint.
         """
-        initiator.wg.set_peer(responder.wg.public_key, endpoint=f"{self.topo.hub_ip}:{port}",
+        initiator.wg.set_peer(responder.wg.public_key,
+                              endpoint=self.topo.hub_endpoint(initiator, port),
                               allowed_ips=[f"{responder.overlay_ip}/32"])
         responder.wg.set_peer(initiator.wg.public_key, allowed_ips=[f"{initiator.overlay_ip}/32"])
         p = Pair(initiator, responder, port)
@@ -191,13 +197,16 @@ class WgmuxHub:
 
 
 def serving_pair(lab, kinds=(NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED), port: int = 51821,
-                 serve_args=(), forwarding: bool = True):
+                 serve_args=(), forwarding: bool = True, families="v4",
+                 kinds6=Router6Kind.FIREWALL):
     """The usual start of an end-to-end test: the standard topology with two
-    sites of NAT `kinds`, both hosts in session with the hub's WireGuard,
-    host 1 the initiator of host 2 through hub:`port`, the daemon serving
-    and one ping through the hub done.
+    sites of NAT `kinds` (and `families`, `kinds6`: netlab.topology.standard's,
+    e.g. families="v6" for a pair that reaches the hub over IPv6 only),
+    both hosts in session with the hub's WireGuard, host 1 the initiator
+    of host 2 through hub:`port`, the daemon serving and one ping through
+    the hub done.
     Returns (topology, hub, initiator, responder)."""
-    topo = standard(lab, list(kinds), wireguard=True)
+    topo = standard(lab, list(kinds), wireguard=True, families=families, kinds6=kinds6)
     initiator, responder = topo.host(1), topo.host(2)
     for host in (initiator, responder):
         topo.hub_wg.wait_handshake(host.wg.public_key)

@@ -107,7 +107,14 @@ class Node:
                       **({"flags": 0x80} if iface.version == 6 else {}))
 
     def add_route(self, dst: str, gateway: Optional[str] = None, ifname: Optional[str] = None):
-        kwargs = {"dst": dst}
+        """A route to `dst` (a prefix or "default"); IPv6 when `dst` or
+        `gateway` is an IPv6 address ("default" with an IPv6 gateway is ::/0)."""
+        import socket
+
+        v6 = ":" in dst or ":" in (gateway or "")
+        if dst == "default" and v6:
+            dst = "::/0"
+        kwargs = {"dst": dst, "family": socket.AF_INET6 if v6 else socket.AF_INET}
         if gateway:
             kwargs["gateway"] = gateway
         if ifname:
@@ -133,6 +140,10 @@ class Node:
         # /proc/sys/net is per network namespace of the writer, so the write
         # has to come from a process inside the node.
         self.run(["sysctl", "-q", "-w", f"{key}={value}"])
+
+    def sysctls(self, settings: dict):
+        """Several sysctls in one command (`sysctl`'s rules as above)."""
+        self.run(["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in settings.items())])
 
     def set_tx_checksum(self, ifname: str, enabled: bool):
         """Turn transmit checksum offload on/off so receivers verify in software."""
@@ -277,9 +288,13 @@ class Lab:
         netns.create(node.netns)
         self.nodes[name] = node
         node.up("lo")
+        # No IPv6 duplicate address detection on interfaces made from here
+        # on (link-local ones included): an address is usable at once, not
+        # after a second of "tentative".  (Lab addresses are unique.)
+        settings = {"net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0}
         if forwarding:
-            node.sysctl("net.ipv4.ip_forward", 1)
-            node.sysctl("net.ipv6.conf.all.forwarding", 1)
+            settings.update({"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1})
+        node.sysctls(settings)
         return node
 
     def link(self, a: Node, a_if: str, b: Node, b_if: str,
@@ -294,7 +309,10 @@ class Lab:
                 node.add_address(ifname, cidr)
 
     def bridge(self, node: Node, ifname: str = "br0", addr: Optional[str] = None):
-        node.ipr.link("add", ifname=ifname, kind="bridge")
+        # Multicast snooping off: the bridge floods IPv6 neighbour discovery
+        # (solicited-node multicast) to every port, as a plain switch would,
+        # instead of waiting for MLD reports nobody queries for.
+        node.ipr.link("add", ifname=ifname, kind="bridge", br_mcast_snooping=0)
         node.up(ifname)
         if addr:
             node.add_address(ifname, addr)

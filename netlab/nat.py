@@ -1,6 +1,8 @@
 """NAT routers with named behaviours, built from nftables inside a node.
 
-IPv4 only.  A NAT router is a node with a WAN interface holding one public
+IPv4 NAT kinds (`NatKind`, below) and IPv6 router kinds (`Router6Kind`,
+further down: a stateful firewall without NAT, NAT66); a site's router may
+run one of each (dual-stack), or only one family.  A NAT router is a node with a WAN interface holding one public
 address and a LAN interface facing the hosts behind it.  Its behaviour is
 one of the RFC 4787 combinations that matter for UDP hole punching
 (`NatKind`); the names in brackets are Tailscale natlab's:
@@ -71,7 +73,9 @@ from typing import List, Optional
 from .lab import Lab, Node
 
 TABLE = "netlab_nat"
+TABLE6 = "netlab_nat6"
 WAN_NET = "198.18.0.0/24"
+WAN6_NET = "2001:db8::/64"     # RFC 3849 documentation space: the IPv6 internet
 
 
 class NatKind(str, enum.Enum):
@@ -295,70 +299,275 @@ class NatRouter:
         return table
 
 
-def flush(router: "NatRouter | Site", mappings: bool = False):
-    """`NatRouter.flush` for a router or a site (conntrack -F in the router)."""
-    (router.nat if isinstance(router, Site) else router).flush(mappings=mappings)
+class Router6Kind(str, enum.Enum):
+    """What a site's router does to IPv6 (there is no RFC 4787 zoo here:
+    both kinds filter like conntrack, address-and-port-dependent).
+
+    ================  ==============================  ============================
+    kind              source seen outside             unsolicited inbound
+    ================  ==============================  ============================
+    FIREWALL          the host's own (global)         dropped; only replies pass
+                      address and port, untouched     (ct established,related)
+    NAT66             the router's WAN address, the   dropped; only replies pass
+                      host's port kept when free
+                      (endpoint-independent, like
+                      PORT_RESTRICTED)
+    NAT66_SYMMETRIC   the router's WAN address, a     dropped; only replies pass
+                      new random port per remote
+                      ip:port (like SYMMETRIC)
+    ================  ==============================  ============================
+
+    FIREWALL is the common home router (RFC 6092's recommendation, what
+    CPE ship): hosts have global addresses from a routed prefix, the router
+    lets in only what answers something sent out.  NAT66 is `snat ip6 to`
+    the WAN address (hosts hold ULA addresses the outside cannot route to).
+    """
+
+    FIREWALL = "firewall"
+    NAT66 = "nat66"
+    NAT66_SYMMETRIC = "nat66-symmetric"
+
+    @property
+    def translates(self) -> bool:
+        return self is not Router6Kind.FIREWALL
+
+    @property
+    def endpoint_independent_mapping(self) -> bool:
+        return self is not Router6Kind.NAT66_SYMMETRIC
+
+    @property
+    def filtering(self) -> str:
+        return "address+port"
+
+    @classmethod
+    def parse(cls, name: "str | Router6Kind") -> "Router6Kind":
+        if isinstance(name, cls):
+            return name
+        key = str(name).strip().lower().replace("_", "-")
+        for kind in cls:
+            if key in (kind.value, kind.name.lower().replace("_", "-")):
+                return kind
+        raise ValueError(f"unknown IPv6 router kind {name!r}; known: "
+                         f"{', '.join(k.value for k in cls)}")
+
+
+def lan6_of(index: int, kind6) -> ipaddress.IPv6Network:
+    """Site `index`'s IPv6 LAN: a ULA fd00:<index>::/64 behind NAT66 (nobody
+    outside can route to it), a global 2001:db8:<index>::/64 behind a
+    FIREWALL (the internet routes it to the router's WAN address)."""
+    kind6 = Router6Kind.parse(kind6)
+    return ipaddress.IPv6Network(f"{'fd00' if kind6.translates else '2001:db8'}:{index:x}::/64")
+
+
+def ruleset6(kind6, wan_if: str, lan_if: str, public_ip6: str) -> str:
+    """The nftables script (table ip6 netlab_nat6) for an IPv6 router of
+    `kind6`; like ruleset(), it replaces a previous one atomically."""
+    kind6 = Router6Kind.parse(kind6)
+    ipaddress.IPv6Address(public_ip6)
+    wan, lan = json.dumps(wan_if), json.dumps(lan_if)
+    nat = ""
+    if kind6.translates:
+        snat = f"iifname {lan} oifname {wan} snat ip6 to {public_ip6}"
+        if kind6 is Router6Kind.NAT66_SYMMETRIC:
+            snat += " random"
+        nat = f"""
+    chain nat_out {{
+        type nat hook postrouting priority srcnat; policy accept;
+        {snat}
+    }}"""
+    return f"""\
+table ip6 {TABLE6}
+delete table ip6 {TABLE6}
+table ip6 {TABLE6} {{{nat}
+    # The router itself: replies, neighbour discovery (without it nothing
+    # on the WAN could find the router) and ping; the rest silently dropped.
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        iifname {wan} ct state established,related accept
+        iifname {wan} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert, echo-request }} accept
+        iifname {wan} drop
+    }}
+    # Inwards only what answers something sent out (and its ICMPv6
+    # errors, "related": packet too big); new inbound flows are dropped.
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        iifname {wan} ct state established,related accept
+        iifname {wan} drop
+    }}
+}}
+"""
+
+
+class Router6:
+    """An IPv6 router of one `Router6Kind` on `node` (WAN `wan_if` holding
+    `public_ip6`, LAN `lan_if`); constructing it applies the ruleset.  The
+    node must forward IPv6."""
+
+    def __init__(self, node: Node, kind6, wan_if: str, lan_if: str, public_ip6: str):
+        self.node = node
+        self.kind = Router6Kind.parse(kind6)
+        self.wan_if, self.lan_if = wan_if, lan_if
+        self.public_ip6 = str(ipaddress.IPv6Address(public_ip6))
+        self.apply()
+
+    def __repr__(self):
+        return f"<Router6 {self.node.name} {self.kind.value} {self.public_ip6}>"
+
+    def ruleset(self) -> str:
+        return ruleset6(self.kind, self.wan_if, self.lan_if, self.public_ip6)
+
+    def apply(self, kind6=None):
+        if kind6 is not None:
+            self.kind = Router6Kind.parse(kind6)
+        self.node.run(["nft", "-f", "-"], input=self.ruleset())
+
+    def flush(self, mappings: bool = False):
+        """Forget every IPv6 conntrack entry (`mappings`: nothing more to forget)."""
+        self.node.run(["conntrack", "-F", "-f", "ipv6"], check=False)
+
+    def mappings(self, proto: str = "udp") -> List[Mapping]:
+        """Flows opened from inside, from the IPv6 conntrack table: inside
+        -> public (the same address and port behind a FIREWALL) -> remote."""
+        out = self.node.run(["conntrack", "-L", "-f", "ipv6", "-p", proto], check=False).stdout
+        found = []
+        for line in out.splitlines():
+            kv = re.findall(r"\b(src|dst|sport|dport)=(\S+)", line)
+            if len(kv) < 8:
+                continue
+            o, r = dict(kv[:4]), dict(kv[4:8])
+            if o["src"] == self.public_ip6:
+                continue                      # the router's own
+            found.append(Mapping(proto, (o["src"], int(o["sport"])),
+                                 (r["dst"], int(r["dport"])), (o["dst"], int(o["dport"]))))
+        return found
+
+
+def flush(router: "NatRouter | Router6 | Site", mappings: bool = False):
+    """`flush` of a router, or of every router of a site (conntrack -F in
+    the router, IPv4 and IPv6)."""
+    routers = [r for r in (router.nat, router.nat6) if r] if isinstance(router, Site) else [router]
+    for r in routers:
+        r.flush(mappings=mappings)
 
 
 @dataclass
 class Site:
-    """A NATed site: a router with a public address and hosts behind it."""
+    """A site: a router with public addresses and hosts behind it.
+
+    IPv4 (`nat`, `public_ip`, `lan`, `host_ips`) and IPv6 (`nat6`,
+    `public_ip6`, `lan6`, `host_ips6`) are each None / empty when the site
+    does not have that family."""
 
     index: int
     router: Node
-    nat: NatRouter
-    public_ip: str
-    lan: ipaddress.IPv4Network
+    nat: Optional[NatRouter]
+    public_ip: Optional[str]
+    lan: Optional[ipaddress.IPv4Network]
     hosts: List[Node] = field(default_factory=list)
     host_ips: List[str] = field(default_factory=list)
+    nat6: Optional[Router6] = None
+    public_ip6: Optional[str] = None     # the router's WAN address
+    lan6: Optional[ipaddress.IPv6Network] = None
+    host_ips6: List[str] = field(default_factory=list)
 
     @property
-    def kind(self) -> NatKind:
-        return self.nat.kind  # follows NatRouter.apply(kind=...)
+    def kind(self) -> "NatKind | Router6Kind":
+        """The IPv4 NAT kind; the IPv6 router kind of an IPv6-only site."""
+        return self.nat.kind if self.nat else self.nat6.kind
+
+    @property
+    def kind6(self) -> Optional[Router6Kind]:
+        return self.nat6.kind if self.nat6 else None
+
+    @property
+    def families(self) -> tuple:
+        """("v4",), ("v6",) or ("v4", "v6")."""
+        return tuple(f for f, r in (("v4", self.nat), ("v6", self.nat6)) if r)
+
+    def public_address(self, family: str, host: int = 0) -> str:
+        """The source address the outside sees from host `host` over
+        `family` ("v4"/"v6"): the router's, or the host's own behind an
+        IPv6 FIREWALL."""
+        if family == "v4":
+            return self.public_ip
+        return self.public_ip6 if self.nat6.kind.translates else self.host_ips6[host]
 
 
 def attach(lab: Lab, node: Node, ifname: str, inet: Node, bridge: str, port: str,
-           cidr: Optional[str] = None):
-    """Plug `node` into the `inet` bridge with a veth (`port` is the bridge end)."""
+           cidr: "Optional[str | list]" = None):
+    """Plug `node` into the `inet` bridge with a veth (`port` is the bridge
+    end); `cidr`: an address or a list of them."""
     lab.link(node, ifname, inet, port, a_addr=cidr)
     lab.enslave(inet, port, bridge)
 
 
 def add_site(lab: Lab, inet: Node, bridge: str, index: int, kind, hosts: int = 1,
              wan_net: str = WAN_NET, gateway: Optional[str] = None,
-             mapping_timeout: int = 180) -> Site:
-    """Build site `index`: router r<index>, hosts r<index>h0.., NAT of `kind`.
+             mapping_timeout: int = 180, kind6=None, wan6_net: str = WAN6_NET) -> Site:
+    """Build site `index`: router r<index>, hosts r<index>h0.., IPv4 NAT of
+    `kind` (None: no IPv4) and IPv6 router of `kind6` (None: no IPv6).
 
-    The router's WAN `wan` is the `index`-th address of `wan_net`
+    IPv4: the router's WAN `wan` is the `index`-th address of `wan_net`
     (198.18.0.<index>), plugged into `bridge` on `inet` through the bridge
     port `s<index>` (keep other bridge ports off that pattern).  Its LAN is
     a bridge `lan` holding 10.<index>.0.1/24; host j is 10.<index>.0.<j+2>/24
     on `eth0` with a default route via the router.  Everything on `wan_net` is on-link for the router; give `gateway` for a
     default route beyond it.
+
+    IPv6: the WAN also holds the `index`-th address of `wan6_net`
+    (2001:db8::<index>/64, hex), the LAN `lan6_of(index, kind6)` (::1 the
+    router, ::<j+2> host j, default route via ::1).  A FIREWALL site's LAN
+    is global: whoever must reach its hosts needs a route to `lan6` via
+    `public_ip6` (netlab.topology adds them).
     """
-    kind = NatKind.parse(kind)
-    net = ipaddress.IPv4Network(wan_net)
-    if not 1 <= index <= min(254, net.num_addresses - 2):
-        raise ValueError(f"site index {index} out of range for {wan_net} and 10.<index>.0.0/24")
+    if kind is None and kind6 is None:
+        raise ValueError(f"site {index} has neither IPv4 (kind) nor IPv6 (kind6)")
     if not 1 <= hosts <= 253:
         raise ValueError(f"a site holds 1..253 hosts, not {hosts}")
-    public_ip = str(net[index])
-    lan = ipaddress.IPv4Network(f"10.{index}.0.0/24")
+    wan_addrs, lan_addrs = [], []
+    public_ip = lan = public_ip6 = lan6 = None
+    if kind is not None:
+        kind = NatKind.parse(kind)
+        net = ipaddress.IPv4Network(wan_net)
+        if not 1 <= index <= min(254, net.num_addresses - 2):
+            raise ValueError(f"site index {index} out of range for {wan_net} and 10.<index>.0.0/24")
+        public_ip = str(net[index])
+        lan = ipaddress.IPv4Network(f"10.{index}.0.0/24")
+        wan_addrs.append(f"{public_ip}/{net.prefixlen}")
+        lan_addrs.append(f"{lan[1]}/{lan.prefixlen}")
+    if kind6 is not None:
+        kind6 = Router6Kind.parse(kind6)
+        net6 = ipaddress.IPv6Network(wan6_net)
+        if not 1 <= index <= 0xfffe:
+            raise ValueError(f"site index {index} out of range for IPv6 LAN prefixes")
+        public_ip6 = str(net6[index])
+        lan6 = lan6_of(index, kind6)
+        wan_addrs.append(f"{public_ip6}/{net6.prefixlen}")
+        lan_addrs.append(f"{lan6[1]}/{lan6.prefixlen}")
 
     router = lab.add_node(f"r{index}", forwarding=True)
-    attach(lab, router, "wan", inet, bridge, f"s{index}", f"{public_ip}/{net.prefixlen}")
+    attach(lab, router, "wan", inet, bridge, f"s{index}", wan_addrs)
     if gateway:
         router.add_route("default", gateway=gateway)
-    lab.bridge(router, "lan", f"{lan[1]}/{lan.prefixlen}")
-    nat = NatRouter(router, kind, "wan", "lan", public_ip, mapping_timeout)
+    lab.bridge(router, "lan")
+    for cidr in lan_addrs:
+        router.add_address("lan", cidr)
+    nat = NatRouter(router, kind, "wan", "lan", public_ip, mapping_timeout) if kind else None
+    nat6 = Router6(router, kind6, "wan", "lan", public_ip6) if kind6 else None
 
-    site = Site(index, router, nat, public_ip, lan)
+    site = Site(index, router, nat, public_ip, lan, nat6=nat6, public_ip6=public_ip6, lan6=lan6)
     for j in range(hosts):
         host = lab.add_node(f"r{index}h{j}")
         port = f"lan{j}"
-        lab.link(router, port, host, "eth0", b_addr=f"{lan[j + 2]}/{lan.prefixlen}")
+        addrs = ([f"{lan[j + 2]}/{lan.prefixlen}"] if lan else []) \
+            + ([f"{lan6[j + 2]}/{lan6.prefixlen}"] if lan6 else [])
+        lab.link(router, port, host, "eth0", b_addr=addrs)
         lab.enslave(router, port, "lan")
-        host.add_route("default", gateway=str(lan[1]))
         site.hosts.append(host)
-        site.host_ips.append(str(lan[j + 2]))
+        if lan:
+            host.add_route("default", gateway=str(lan[1]))
+            site.host_ips.append(str(lan[j + 2]))
+        if lan6:
+            host.add_route("default", gateway=str(lan6[1]))
+            site.host_ips6.append(str(lan6[j + 2]))
     return site

@@ -5,6 +5,26 @@
      ├── r1    wan 198.18.0.1  NAT ── r1h0 10.1.0.2   WireGuard 10.99.1.1
      └── r2    wan 198.18.0.2  NAT ── r2h0 10.2.0.2   WireGuard 10.99.2.1
 
+IPv6 (`standard(families=...)`), per site: the same bridge carries the
+IPv6 internet 2001:db8::/64 (WAN6_NET); the hub then holds 2001:db8::fe
+beside 198.18.0.254 on eth0 (dual-stack), a site's router
+2001:db8::<index> beside (or instead of) its IPv4 address, with an IPv6
+router kind (netlab.nat.Router6Kind): FIREWALL (hosts on a global
+2001:db8:<index>::/64, routed to the router by the hub, the other routers
+and internet hosts), NAT66 or NAT66_SYMMETRIC (hosts on ULA
+fd00:<index>::/64, translated to the router's address).  E.g. site 1
+IPv4-only, site 2 IPv6-only behind a firewall:
+
+    inet (bridge br0, 198.18.0.0/24 and 2001:db8::/64)
+     ├── hub   eth0 198.18.0.254, 2001:db8::fe
+     ├── r1    wan 198.18.0.1  NAT ─────────── r1h0 10.1.0.2
+     └── r2    wan 2001:db8::2 firewall ────── r2h0 2001:db8:2::2
+
+The tunnels (overlay 10.99.0.0/16) stay IPv4 whatever carries them; only
+the WireGuard endpoints change family: a host's Endpoint for the hub is
+`Topology.hub_endpoint(host)`, "[2001:db8::fe]:51820" for a host that
+reaches the hub over IPv6.
+
 With `wireguard=True` every host gets one WireGuard interface with the hub as
 a peer (endpoint hub:HUB_PORT, persistent keepalive), the way every wgmux
 peer keeps its NAT mapping towards the hub open.  `classic=True` makes it the
@@ -31,11 +51,21 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 from .lab import Lab, Node
-from .nat import NatKind, Site, add_site, attach
+from .nat import NatKind, Router6Kind, Site, add_site, attach
 from .wireguard import WireGuard
 
 WAN_NET = ipaddress.IPv4Network("198.18.0.0/24")   # RFC 2544 benchmarking space
 HUB_IP = str(WAN_NET[254])
+WAN6_NET = ipaddress.IPv6Network("2001:db8::/64")  # RFC 3849 documentation space
+HUB_IP6 = str(WAN6_NET[0xfe])                      # 2001:db8::fe
+# A site's families: which it has, and which its hosts reach the hub over
+# (a dual-stack host prefers IPv6, as RFC 6724 has it, unless "dual-v4").
+FAMILIES = {
+    "v4": (("v4",), "v4"),
+    "v6": (("v6",), "v6"),
+    "dual": (("v4", "v6"), "v6"),
+    "dual-v4": (("v4", "v6"), "v4"),
+}
 HUB_PORT = 51820
 OVERLAY = ipaddress.IPv4Network("10.99.0.0/16")
 HUB_OVERLAY_IP = "10.99.0.1"
@@ -46,18 +76,35 @@ GATEWAY_HUB_IP = str(HUB_LINK_NET[1])
 SINGLE_HUB_IP = str(HUB_LINK_NET[254])
 
 
+def endpoint(ip: str, port: int) -> str:
+    """ip:port as WireGuard (and wgmux show) spell it: [v6]:port."""
+    return f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}"
+
+
+def family_of(ip: str) -> str:
+    return "v6" if ":" in str(ip) else "v4"
+
+
 @dataclass
 class Host:
     site: Site
     index: int
     node: Node
-    lan_ip: str
+    lan_ip: Optional[str]                # IPv4 (None on an IPv6-only site)
     overlay_ip: Optional[str] = None
     wg: Optional[WireGuard] = None
+    lan_ip6: Optional[str] = None        # IPv6 (None on an IPv4-only site)
+    family: str = "v4"                   # the family it reaches the hub over
 
     @property
     def name(self) -> str:
         return self.node.name
+
+    @property
+    def public_ip(self) -> str:
+        """The address the hub sees this host's packets come from (over
+        `family`): its router's, or its own behind an IPv6 FIREWALL."""
+        return self.site.public_address(self.family, self.index)
 
 
 @dataclass
@@ -73,6 +120,23 @@ class Topology:
     # single_interface(): the router in front of the hub (None: the hub
     # sits on the internet segment itself, as in standard())
     gateway: Optional[Node] = None
+    hub_ip6: Optional[str] = None        # the hub's IPv6 address (None: IPv4 only)
+    # IPv6 routes every node on the internet needs: (FIREWALL site LAN, via)
+    routes6: List[tuple] = field(default_factory=list)
+
+    def hub_address(self, family: "str | Host") -> str:
+        """The hub's address of `family` ("v4"/"v6", or a Host's family)."""
+        family = family.family if isinstance(family, Host) else family
+        if family == "v6":
+            if self.hub_ip6 is None:
+                raise LookupError("the hub has no IPv6 address in this topology")
+            return self.hub_ip6
+        return self.hub_ip
+
+    def hub_endpoint(self, family: "str | Host", port: Optional[int] = None) -> str:
+        """hub:port (default the hub's WireGuard port) as a WireGuard
+        Endpoint for `family` (or for a Host: the family it uses)."""
+        return endpoint(self.hub_address(family), self.hub_port if port is None else port)
 
     def host(self, site: int, index: int = 0) -> Host:
         """Host `index` behind site `site` (sites count from 1)."""
@@ -82,22 +146,34 @@ class Topology:
         raise LookupError(f"no host {index} at site {site}")
 
     def add_internet_host(self, name: str, address_index: int) -> Node:
-        """A host with a public address on the internet segment (no NAT)."""
+        """A host with a public address on the internet segment (no NAT):
+        WAN_NET[address_index], and WAN6_NET[address_index] (hex) when the
+        topology has IPv6."""
         node = self.lab.add_node(name)
-        attach(self.lab, node, "eth0", self.inet, "br0", f"x{address_index}",
-               f"{WAN_NET[address_index]}/{WAN_NET.prefixlen}")
+        addrs = [f"{WAN_NET[address_index]}/{WAN_NET.prefixlen}"]
+        if self.hub_ip6 is not None:
+            addrs.append(f"{WAN6_NET[address_index]}/{WAN6_NET.prefixlen}")
+        attach(self.lab, node, "eth0", self.inet, "br0", f"x{address_index}", addrs)
         if self.gateway is not None:     # the hub's link is behind the gateway
             node.add_route(str(HUB_LINK_NET), gateway=GATEWAY_WAN_IP)
+        for prefix, via in self.routes6:
+            node.add_route(prefix, gateway=via)
         return node
 
     def describe(self) -> str:
         lines = [f"lab {self.lab.prefix}: hub {self.hub.netns} at {self.hub_ip}"
+                 + (f" and {self.hub_ip6}" if self.hub_ip6 else "")
                  + (f", WireGuard {self.hub_wg.name} port {self.hub_port} "
                     f"({self.hub_wg.implementation}) key {self.hub_wg.public_key}"
                     if self.hub_wg else "")]
         for h in self.hosts:
-            lines.append(f"  {h.node.netns}: {h.lan_ip} behind {h.site.kind.value} NAT "
-                         f"{h.site.public_ip}"
+            s = h.site
+            where = []
+            if s.nat:
+                where.append(f"{h.lan_ip} behind {s.nat.kind.value} NAT {s.public_ip}")
+            if s.nat6:
+                where.append(f"{h.lan_ip6} behind IPv6 {s.nat6.kind.value} {s.public_ip6}")
+            lines.append(f"  {h.node.netns}: {', '.join(where)} (hub over {h.family})"
                          + (f", WireGuard {h.wg.name} {h.overlay_ip} port {h.wg.listen_port} "
                             f"key {h.wg.public_key}" if h.wg else ""))
         return "\n".join(lines)
@@ -107,8 +183,24 @@ def standard(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PORT_
              hosts_per_site: int = 1, wireguard: bool = False, classic: bool = False,
              hub_port: int = HUB_PORT, keepalive: int = 1,
              peer_listen_port: "int | Sequence[int] | Callable[[Host], int]" = 51820,
-             tx_checksum: bool = True, amnezia=None) -> Topology:
-    """Build the standard topology; see the module doc.
+             tx_checksum: bool = True, amnezia=None, families: "str | Sequence[str]" = "v4",
+             kinds6: "Router6Kind | str | Sequence" = Router6Kind.FIREWALL) -> Topology:
+    """Build the standard topology; see the module doc.  One site per entry
+    of `kinds` (its IPv4 NAT kind).
+
+    `families`: the address families of the sites, one value for every
+    site or a sequence with one per site (site 1 first):
+      "v4"       IPv4 only (the default: the topology of before IPv6);
+      "v6"       IPv6 only (the site's entry in `kinds` is not used);
+      "dual"     both; its hosts reach the hub over IPv6;
+      "dual-v4"  both; its hosts reach the hub over IPv4.
+    E.g. families=("v4", "v6"): site 1 IPv4-only, site 2 IPv6-only;
+    families="v6": every site IPv6-only.  The hub is dual-stack (HUB_IP and
+    HUB_IP6 on eth0) as soon as one site has IPv6, else IPv4 only.
+    `kinds6`: the IPv6 router kind (netlab.nat.Router6Kind or its value)
+    of every site with IPv6, one for all or one per site like `kinds`.
+    Host.family says which family a host reaches the hub over, Host.public_ip
+    what the hub sees, Topology.hub_endpoint(host) its Endpoint for the hub.
 
     `peer_listen_port`: the hosts' WireGuard listen port, one for all, a
     sequence (one per host, topology order) or a function of the Host such
@@ -118,11 +210,15 @@ def standard(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PORT_
     receivers verify UDP/IP checksums in software (on veth a stale checksum
     is otherwise delivered as if it were fine).
     """
+    specs = _site_families(families, len(kinds))
+    v6 = any("v6" in have for have, _ in specs)
     inet = lab.add_node("inet")
     lab.bridge(inet, "br0")
     hub = lab.add_node("hub")
-    attach(lab, hub, "eth0", inet, "br0", "hub", f"{HUB_IP}/{WAN_NET.prefixlen}")
-    topo = _with_sites(lab, inet, hub, HUB_IP, kinds, hosts_per_site, hub_port)
+    attach(lab, hub, "eth0", inet, "br0", "hub",
+           [f"{HUB_IP}/{WAN_NET.prefixlen}"] + ([f"{HUB_IP6}/{WAN6_NET.prefixlen}"] if v6 else []))
+    topo = _with_sites(lab, inet, hub, HUB_IP, kinds, hosts_per_site, hub_port,
+                       specs=specs, kinds6=kinds6)
     if not tx_checksum:
         _tx_checksum_off(topo)
     if wireguard:
@@ -131,17 +227,58 @@ def standard(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PORT_
     return topo
 
 
+def _site_families(families, n: int) -> list:
+    """(families the site has, family its hosts reach the hub over), per site."""
+    values = [families] * n if isinstance(families, str) else list(families)
+    if len(values) != n:
+        raise ValueError(f"{len(values)} families for {n} sites: {families!r}")
+    try:
+        return [FAMILIES[v] for v in values]
+    except KeyError as e:
+        raise ValueError(f"unknown family {e.args[0]!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def _per_site(value, n: int, what: str) -> list:
+    if isinstance(value, (str, Router6Kind)):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise ValueError(f"{len(values)} {what} for {n} sites")
+    return values
+
+
 def _with_sites(lab: Lab, inet: Node, hub: Node, hub_ip: str, kinds: Sequence,
-                hosts_per_site: int, hub_port: int, gateway: Optional[Node] = None) -> Topology:
+                hosts_per_site: int, hub_port: int, gateway: Optional[Node] = None,
+                specs: Optional[list] = None,
+                kinds6: "Router6Kind | Sequence" = Router6Kind.FIREWALL) -> Topology:
     """The NATed sites on the internet segment (default route via
-    `gateway`'s WAN address when given) and the Topology holding them."""
-    sites = [add_site(lab, inet, "br0", i + 1, kind, hosts=hosts_per_site,
-                      gateway=GATEWAY_WAN_IP if gateway is not None else None)
-             for i, kind in enumerate(kinds)]
-    topo = Topology(lab, inet, hub, hub_ip, sites, hub_port=hub_port, gateway=gateway)
-    for site in sites:
-        for j, (node, ip) in enumerate(zip(site.hosts, site.host_ips)):
-            topo.hosts.append(Host(site, j, node, ip))
+    `gateway`'s WAN address when given) and the Topology holding them;
+    `specs`: each site's families (_site_families), default IPv4 only."""
+    n = len(kinds)
+    specs = specs or _site_families("v4", n)
+    kinds6 = _per_site(kinds6, n, "IPv6 kinds")
+    sites = [add_site(lab, inet, "br0", i + 1, kind if "v4" in have else None,
+                      hosts=hosts_per_site,
+                      gateway=GATEWAY_WAN_IP if gateway is not None else None,
+                      kind6=kinds6[i] if "v6" in have else None)
+             for i, (kind, (have, _)) in enumerate(zip(kinds, specs))]
+    v6 = any(s.nat6 for s in sites)
+    topo = Topology(lab, inet, hub, hub_ip, sites, hub_port=hub_port, gateway=gateway,
+                    hub_ip6=HUB_IP6 if v6 else None)
+    if v6 and gateway is not None:
+        raise ValueError("IPv6 sites behind the gateway topology are not built")
+    # A FIREWALL site's LAN is global: the hub, the other routers (and
+    # internet hosts added later) route it to the site's router.
+    topo.routes6 = [(str(s.lan6), s.public_ip6) for s in sites
+                    if s.nat6 and not s.nat6.kind.translates]
+    for prefix, via in topo.routes6:
+        for node in [hub] + [s.router for s in sites if s.nat6 and s.public_ip6 != via]:
+            node.add_route(prefix, gateway=via)
+    for site, (_, family) in zip(sites, specs):
+        for j, node in enumerate(site.hosts):
+            topo.hosts.append(Host(site, j, node, site.host_ips[j] if site.nat else None,
+                                   lan_ip6=site.host_ips6[j] if site.nat6 else None,
+                                   family=family))
     return topo
 
 
@@ -232,7 +369,7 @@ def add_wireguard(topo: Topology, classic: bool = False, keepalive: int = 1,
                                    host_listen_port(listen_port, n, host),
                                    f"{host.overlay_ip}/16", amnezia=amnezia)
         topo.hub_wg.set_peer(host.wg.public_key, allowed_ips=[f"{host.overlay_ip}/32"])
-        host.wg.set_peer(topo.hub_wg.public_key, endpoint=f"{topo.hub_ip}:{topo.hub_port}",
+        host.wg.set_peer(topo.hub_wg.public_key, endpoint=topo.hub_endpoint(host),
                          allowed_ips=[str(OVERLAY) if classic else f"{HUB_OVERLAY_IP}/32"],
                          keepalive=keepalive)
     return topo

@@ -15,7 +15,14 @@ packets stopped and started again:
 - `TcpFlow`: a TCP stream, paced or as fast as it goes, with SHA-256 at
   both ends; the receiver prints its byte count as it grows.  Proves a
   transfer survives and completes intact.  `tcp_transfer` is one run to
-  completion.
+  completion (e.g. 10 MB through a tunnel, `Transfer.ok` when the byte
+  counts and both checksums match).
+- `UdpAgent`: one UDP socket (IPv4 or IPv6) that sends on command and
+  records every datagram with the source it came from: what NAT and
+  firewall tests ask ("who did A see?", "did C's datagram get in?").
+
+Every tool takes IPv4 or IPv6 addresses alike (the family follows the
+address).
 
 Pacing inside a generator is the generator's business; callers wait on
 arrivals with deadlines (`wait_for`), never with sleeps.
@@ -23,6 +30,8 @@ arrivals with deadlines (`wait_for`), never with sleeps.
 
 from __future__ import annotations
 
+import json
+import queue
 import subprocess
 import sys
 import threading
@@ -470,3 +479,99 @@ def send_udp(src: Node, dst_ip: str, port: int, payload: str):
 def ping(node: Node, ip: str, count: int = 1, timeout: float = 1, interval: float = 0.2) -> bool:
     return node.run(["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(timeout), ip],
                     check=False, timeout=count * (timeout + interval) + 5).returncode == 0
+
+
+# A UDP socket driven over stdin ("<ip> <port> <payload>" sends) that reports
+# on stdout, one JSON object a line: its bound address, each send, and every
+# datagram it receives with the source address it saw.
+_UDP_AGENT = r"""
+import json, os, select, socket, sys
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+if ':' in sys.argv[1]:      # IPv6 only: "::" beside a "0.0.0.0" agent on the same port
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print(json.dumps({"ready": s.getsockname()[:2]}), flush=True)
+buf = b""
+while True:
+    ready, _, _ = select.select([s, 0], [], [])
+    if s in ready:
+        data, src = s.recvfrom(2048)
+        print(json.dumps({"from": src[:2], "data": data.decode()}), flush=True)
+    if 0 in ready:
+        chunk = os.read(0, 4096)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            ip, port, payload = line.decode().split()
+            try:
+                s.sendto(payload.encode(), (ip, int(port)))
+                print(json.dumps({"sent": payload}), flush=True)
+            except OSError as e:
+                print(json.dumps({"sent": payload, "error": str(e)}), flush=True)
+"""
+
+
+class UdpAgent:
+    """A UDP socket in `node` bound to `ip`:`port` ("::" or "0.0.0.0" for
+    any; the family follows `ip`) that sends on command and records every
+    datagram it receives with its source (ip, port) as the socket saw it.
+    Stopped with the lab (or `stop()`)."""
+
+    ARRIVES = 5.0   # generous: a delivered datagram takes milliseconds on veth
+
+    def __init__(self, node: Node, ip: str, port: int):
+        self.address = (ip, port)
+        self.where = f"{node.name} {ip}:{port}"
+        self.proc = node.popen([sys.executable, "-c", _UDP_AGENT, ip, str(port)],
+                               stdin=subprocess.PIPE, text=True, bufsize=1)
+        self.events: queue.Queue = queue.Queue()
+        self.received: list = []   # every datagram seen so far: (data, (ip, port))
+        threading.Thread(target=self._read, daemon=True).start()
+        self._next(lambda e: "ready" in e, self.ARRIVES, "to bind")
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+        self.events.put(None)  # the agent exited
+
+    def _next(self, match, timeout: float, what: str, required: bool = True):
+        """The next event satisfying `match`, within `timeout`; datagrams are kept."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                event = self.events.get(timeout=max(remaining, 0))
+            except queue.Empty:
+                if required:
+                    raise TimeoutError(f"{self.where}: nothing {what} in {timeout}s") from None
+                return None
+            if event is None:
+                raise RuntimeError(f"{self.where}: agent exited: {self.proc.stderr.read()}")
+            if "from" in event:
+                self.received.append((event["data"], tuple(event["from"])))
+            if match(event):
+                return event
+
+    def send(self, ip: str, port: int, payload: str) -> bool:
+        """Send `payload` (no spaces) to ip:port; False if the socket refused
+        (e.g. no route: another family than the node has)."""
+        self.proc.stdin.write(f"{ip} {port} {payload}\n")
+        self.proc.stdin.flush()
+        event = self._next(lambda e: e.get("sent") == payload, self.ARRIVES, f"sent ({payload})")
+        return "error" not in event
+
+    def source_of(self, payload: str, timeout: Optional[float] = None):
+        """The (ip, port) that `payload` came from, or None if it did not
+        come within `timeout` (default ARRIVES)."""
+        for data, src in self.received:
+            if data == payload:
+                return src
+        event = self._next(lambda e: e.get("data") == payload,
+                           self.ARRIVES if timeout is None else timeout,
+                           f"received ({payload})", required=False)
+        return tuple(event["from"]) if event else None
+
+    def stop(self):
+        stop_process(self.proc)
