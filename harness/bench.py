@@ -3,12 +3,17 @@
 Runs the golden table's rows marked `bench` (harness.golden) through
 BPF_PROG_TEST_RUN with a large repeat count and prints the cost per packet.
 
-Test-run repeats a TC program on the same skb, which after the first run
+Test-run repeats a program on the same packet, which after the first run
 holds the program's own output.  The benchmark build therefore adds
 `wgmux_bench`, which first restores the frame's first 64 bytes (every byte
 the datapath writes) and then runs the datapath, and `wgmux_bench_base`,
-which only restores; the datapath's cost is the difference.  The state of
-each row is set up, primed and checked exactly as the unit test does.
+which only restores; the datapath's cost (its walk) is the difference.
+The same pair is built for XDP (`wgmux_bench_xdp`, `wgmux_bench_xdp_base`,
+docs/spec.md §4a), and every row runs under both, side by side: TC's
+verdict and cost, then what XDP does with the same packet on the same
+state (XDP_TX: it finishes it; pass: TC decides it next, on top) and its
+cost.  The state of each row is set up, primed and checked exactly as the
+unit tests do (test_golden, test_golden_xdp), before each program's runs.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ import sys
 from typing import List, Optional
 
 from harness import golden as g
+from harness.testrun import XDP_PASS, XDP_TX
+
+TC_VERDICTS = {0: "pass", 2: "drop", 7: "redirect"}
+XDP_VERDICTS = {XDP_PASS: "pass", XDP_TX: "XDP_TX"}
 
 
 def _set_bench_header(dp, frame: bytes):
@@ -38,6 +47,32 @@ def _check(case: g.Case, got_retval: int, got: bytes) -> Optional[str]:
     if want is not None and got != want:
         return "output frame differs from the golden one"
     return None
+
+
+def _check_xdp(case: g.Case, got_retval: int, got: bytes) -> Optional[str]:
+    """What XDP must do with the row (test_golden_xdp): finish it with TC's
+    output (XDP_TX), or pass it untouched."""
+    if g.xdp_finishes(case):
+        if got_retval != XDP_TX:
+            return f"XDP verdict {got_retval}, must finish it (XDP_TX)"
+        return _check(case, case.verdict, got)
+    if got_retval != XDP_PASS:
+        return f"XDP verdict {got_retval}, must pass it"
+    return None if got == case.packet else "XDP changed a frame it passes"
+
+
+def _measure(net, fds, case, rounds, repeat, xdp, check):
+    """Median ns/packet of (run, base) over `rounds`, and the first problem."""
+    run_fd, base_fd = fds
+    kw = {} if xdp else {"gso_size": case.gso_size}
+    runs, bases, problem = [], [], None
+    for _ in range(rounds):
+        r = net.run(run_fd, case.packet, dev=case.dev, repeat=repeat, xdp=xdp, **kw)
+        problem = problem or check(case, r.retval, r.data)
+        runs.append(r.duration_ns)
+        bases.append(net.run(base_fd, case.packet, dev=case.dev, repeat=repeat, xdp=xdp,
+                             **kw).duration_ns)
+    return statistics.median(runs), statistics.median(bases), problem
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -85,29 +120,38 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not rows:
         print("no rows selected", file=sys.stderr)
         return 2
-    print(f"BPF_PROG_TEST_RUN, repeat={args.repeat}, median of {args.rounds}; "
-          f"ns/packet: run = restore+datapath, base = restore only, datapath = run - base")
-    print(f"{'row':44} {'verdict':>8} {'run':>6} {'base':>6} {'datapath':>9}")
+    print(f"BPF_PROG_TEST_RUN, repeat={args.repeat}, median of {args.rounds}; ns/packet: "
+          f"run = restore+datapath, base = restore only, walk = run - base.\n"
+          f"TC: wgmux_ingress alone (Datapath = \"tc\"). XDP: wgmux_xdp on the same packet and "
+          f"state; XDP_TX finishes it there, pass hands it to TC, whose run it pays on top: "
+          f"total = XDP's run (+ TC's, passed), /TC = total over TC's run.")
+    print(f"{'':44} {'-' * 12} TC {'-' * 13}  {'-' * 22} XDP {'-' * 22}")
+    print(f"{'row':44} {'verdict':>8} {'run':>5} {'base':>5} {'walk':>5}  "
+          f"{'does':>8} {'run':>5} {'base':>5} {'walk':>5} {'total':>6} {'/TC':>5}")
     failed = 0
     with g.GoldenNet() as net, Datapath(g.HUB_PORT, bench=True) as dp:
         env = g.Env(dp, net)
-        run_fd = dp.load_program("wgmux_bench")
-        base_fd = dp.load_program("wgmux_bench_base")
+        tc_fds = (dp.load_program("wgmux_bench"), dp.load_program("wgmux_bench_base"))
+        xdp_fds = (dp.program.load_func("wgmux_bench_xdp", xdp=True),
+                   dp.program.load_func("wgmux_bench_xdp_base", xdp=True))
         for case in rows:
             out = g.run_case(env, case)    # state + one checked packet
             problem = _check(case, out.result.retval, out.result.data)
             _set_bench_header(dp, case.packet)
-            runs, bases = [], []
-            for _ in range(args.rounds):
-                r = net.run(run_fd, case.packet, dev=case.dev, repeat=args.repeat,
-                            gso_size=case.gso_size)
-                problem = problem or _check(case, r.retval, r.data)
-                runs.append(r.duration_ns)
-                bases.append(net.run(base_fd, case.packet, dev=case.dev, repeat=args.repeat,
-                                     gso_size=case.gso_size).duration_ns)
-            run, base = statistics.median(runs), statistics.median(bases)
-            verdict = {0: "pass", 2: "drop", 7: "redirect"}.get(case.verdict, str(case.verdict))
-            print(f"{case.name:44} {verdict:>8} {run:6.0f} {base:6.0f} {run - base:9.0f}"
+            run, base, p = _measure(net, tc_fds, case, args.rounds, args.repeat, False, _check)
+            problem = problem or p
+            # the same state again, XDP's one checked packet, then its runs
+            x = g.run_case_xdp(env, case).xdp
+            problem = problem or _check_xdp(case, x.result.retval, x.result.data)
+            xrun, xbase, p = _measure(net, xdp_fds, case, args.rounds, args.repeat, True,
+                                      _check_xdp)
+            problem = problem or p
+            verdict = TC_VERDICTS.get(case.verdict, str(case.verdict))
+            finished = g.xdp_finishes(case)
+            total = xrun if finished else xrun + run
+            print(f"{case.name:44} {verdict:>8} {run:5.0f} {base:5.0f} {run - base:5.0f}  "
+                  f"{'XDP_TX' if finished else 'pass':>8} {xrun:5.0f} {xbase:5.0f} "
+                  f"{xrun - xbase:5.0f} {total:6.0f} {total / run:5.2f}"
                   + (f"   WRONG: {problem}" if problem else ""))
             failed += problem is not None
     return 1 if failed else 0

@@ -20,7 +20,18 @@ def test_micro_benchmark_checks_its_rows():
     out = bench("--repeat", "1000", "--rounds", "1", "-k", "transport")
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [l for l in out.stdout.splitlines() if "redirect" in l]
-    assert rows and not any("WRONG" in l for l in rows), out.stdout
+    assert rows and "WRONG" not in out.stdout, out.stdout
+    # XDP next to TC on every row: what it does with the packet, its ns
+    # (run, base, walk), the total with XDP in front and its ratio to TC's
+    table = [l.split() for l in out.stdout.splitlines()
+             if len(l.split()) == 11 and l.split()[1] in ("redirect", "pass", "drop")]
+    assert len(table) > len(rows), out.stdout      # the redirects and a pass or two
+    for cells in table:
+        line = " ".join(cells)
+        assert cells[5] in ("XDP_TX", "pass"), line
+        assert all(float(c) > 0 for c in cells[6:7] + cells[9:]), line
+    # (which rows XDP must finish, bench.py checks with g.xdp_finishes: WRONG)
+    assert {"XDP_TX", "pass"} <= {cells[5] for cells in table}, out.stdout
 
 
 def test_end_to_end_benchmark_measures_a_reflected_transfer():
