@@ -12,6 +12,7 @@ daemon serves it on `MetricsListen` (off by default) at `/metrics`.
     wgmux_port_bytes_total{port, direction="i2r"|"r2i"}          per responder port
     wgmux_port_packets_total{port, direction}
     wgmux_start_time_seconds, wgmux_reloads_total
+    wgmux_datapath_info{mode="xdp"|"tc",setting="auto"|"xdp"|"tc"} 1   what runs (spec §4a)
 """
 
 from __future__ import annotations
@@ -113,8 +114,14 @@ def render(status: dict) -> str:
                     "When the daemon started, in seconds since the epoch.").add(status.get("started", 0))
     reloads = _Family("wgmux_reloads_total", "counter",
                       "Configuration reloads (SIGHUP) applied.").add(status.get("reloads", 0))
-    families = (packets, events, live, stale, responders, port_bytes, port_packets, learned,
-                start, reloads)
+    families = [packets, events, live, stale, responders, port_bytes, port_packets, learned,
+                start, reloads]
+    if status.get("datapath"):
+        families.append(_Family(
+            "wgmux_datapath_info", "gauge",
+            "Where the datapath runs: mode xdp (XDP in the driver, in front of TC ingress) "
+            "or tc (TC ingress alone); setting: the config's Datapath.").add(
+                1, mode=status["datapath"], setting=status.get("datapath_setting", "")))
     return "\n".join(f.render() for f in families) + "\n"
 
 

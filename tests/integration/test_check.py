@@ -50,9 +50,12 @@ def hub(lab, tmp_path):
     return node, wg, tmp_path
 
 
-def config(wg, tmp_path, interface="eth0", hub_port=51820, device=None, peers=((51821, RESPONDER),)):
+def config(wg, tmp_path, interface="eth0", hub_port=51820, device=None, peers=((51821, RESPONDER),),
+           datapath=None):
     text = (f'[Interface]\nDevice = "{device or wg.name}"\nHubPort = {hub_port}\n'
             f'Interface = "{interface}"\n')
+    if datapath:
+        text += f'Datapath = "{datapath}"\n'
     for port, key in peers:
         text += f'\n[[Peer]]\nPort = {port}\nPublicKey = "{key}"\n'
     path = tmp_path / "config.toml"
@@ -71,6 +74,8 @@ def test_all_ok_on_a_hub_that_can_serve(hub):
                      "bcc importable", "kernel headers usable by bcc",
                      "datapath compiles and the kernel loads it",
                      "Interface 'eth0' exists", "forwarding on 'eth0'",
+                     # the default on a veth (docs/spec.md §4a)
+                     "Datapath \"auto\": TC ingress only on 'eth0' (a veth's XDP_TX",
                      f"Device '{wg.name}' readable",
                      f"HubPort 51820 is {wg.name}'s listen port",
                      f"responder on port 51821 ({RESPONDER[:10]}…) is at 198.18.0.2:51820"]:
@@ -78,6 +83,32 @@ def test_all_ok_on_a_hub_that_can_serve(hub):
     assert out.stdout.rstrip().endswith("wgmux check: wgmux serve would work")
     # Nothing attached, nothing left.
     assert node.run(["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout.strip() == ""
+
+
+@pytest.mark.parametrize("datapath", ["tc", "auto", "xdp"])
+def test_datapath_line(hub, datapath):
+    """One line says where serve will run the datapath (docs/spec.md §4a):
+    on this veth, TC alone for "tc" and "auto"; for "xdp" a warning (what
+    XDP sends back is lost unless the veth's peer takes it), not a failure."""
+    node, wg, tmp = hub
+    out = check(node, config(wg, tmp, datapath=datapath))
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [(s, t, h) for s, t, h in parse(out.stdout) if t.startswith("Datapath ")]
+    assert len(lines) == 1, out.stdout
+    status, text, hint = lines[0]
+    expected = {
+        "tc": ("ok", 'Datapath "tc": TC ingress only'),
+        "auto": ("ok", "Datapath \"auto\": TC ingress only on 'eth0' (a veth's XDP_TX reaches "
+                 "its peer only when the peer has an XDP program of its own"),
+        "xdp": ("warn", "Datapath \"xdp\": XDP on 'eth0': a veth's XDP_TX reaches its peer only "
+                "when the peer has an XDP program of its own"),
+    }[datapath]
+    assert status == expected[0] and text.startswith(expected[1]), out.stdout
+    if datapath == "xdp":
+        assert "lost unless the peer takes it" in text and "XDP program on the veth's peer" in hint
+        assert out.stdout.rstrip().endswith("wgmux serve would work (1 warning)")
+    # nothing attached by check, in either slot
+    assert "xdp" not in node.run(["ip", "link", "show", "eth0"]).stdout
 
 
 def test_forwarding_off_is_a_warning(hub):

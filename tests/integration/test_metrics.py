@@ -61,6 +61,8 @@ def test_metrics_follow_traffic(lab):
     assert before.startswith("text/plain; version=0.0.4")
     assert value(before, 'wgmux_sessions{state="established"}') == 0
     assert value(before, 'wgmux_responders{state="known"}') == 1
+    # the default on a veth: TC ingress alone (docs/spec.md §4a)
+    assert value(before, 'wgmux_datapath_info{mode="tc",setting="auto"}') == 1
 
     wait_for(lambda: ping(i.node, r.overlay_ip), timeout=20, what="ping through the hub")
     assert ping(i.node, r.overlay_ip, count=5)

@@ -24,6 +24,8 @@ STATUS = {
     ],
     "peers": [{"endpoint": "198.18.0.2:51820"}, {"endpoint": None}],
     "slow_path": {"initiators": [{"port": 51821}]},
+    "datapath": "xdp",
+    "datapath_setting": "auto",
 }
 
 SAMPLE = re.compile(r'^[a-z_]+(\{([a-z_]+="[^"]*",?)+\})? -?[0-9.e+-]+$')
@@ -54,6 +56,8 @@ def test_values():
         'wgmux_learned_initiators 1',
         'wgmux_start_time_seconds 1700000000.0',
         'wgmux_reloads_total 2',
+        'wgmux_datapath_info{mode="xdp",setting="auto"} 1',
+        "# TYPE wgmux_datapath_info gauge",
         "# TYPE wgmux_packets_total counter",
         "# TYPE wgmux_sessions gauge",
     ]:
@@ -63,6 +67,14 @@ def test_values():
 def test_empty_status_renders():
     text = render({})
     assert 'wgmux_sessions{state="established"} 0' in text
+    assert "wgmux_datapath_info" not in text      # a status that does not say
+
+
+@pytest.mark.parametrize("mode, setting", [("tc", "tc"), ("tc", "auto"), ("xdp", "xdp")])
+def test_datapath_mode(mode, setting):
+    lines = render({**STATUS, "datapath": mode, "datapath_setting": setting}).splitlines()
+    info = [x for x in lines if x.startswith("wgmux_datapath_info")]
+    assert info == [f'wgmux_datapath_info{{mode="{mode}",setting="{setting}"}} 1'], info
 
 
 # -- every sample equals the JSON value it is rendered from ------------------
@@ -100,6 +112,7 @@ def realistic_status() -> dict:
         "peers": [{"port": 51821, "endpoint": "198.18.0.2:51820"},
                   {"port": 51822, "endpoint": "[2001:db8::2]:51820"},
                   {"port": 65535, "endpoint": None}],
+        "datapath": "xdp", "datapath_setting": "auto",
         "slow_path": {"rate": 1000.0, "burst": 2000, "initiators": [
             {"port": 51821, "public_key": "k1", "endpoint": None, "learned": STARTED + 1.5},
             {"port": 51822, "public_key": "k2", "endpoint": None, "learned": STARTED + 2.5}]},
@@ -139,6 +152,8 @@ def expected_samples(st: dict) -> dict:
     put("wgmux_learned_initiators", len((st["slow_path"] or {}).get("initiators", [])))
     put("wgmux_start_time_seconds", st["started"])
     put("wgmux_reloads_total", st["reloads"])
+    if st.get("datapath"):
+        put("wgmux_datapath_info", 1, mode=st["datapath"], setting=st["datapath_setting"])
     return out
 
 
