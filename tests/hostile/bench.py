@@ -23,6 +23,13 @@ tests' (conftest.py).  Each attack gets a fresh lab.  Rows:
   bytes the hub sent to the spoofed sources per byte of flood, and the
   daemon's RSS: idle, its peak through the flood and the `wgmux show` of
   the table after it (at most 1.25x idle), and after.
+
+Each attack runs once per datapath (--datapath, default both: "tc", TC
+ingress alone, and "xdp", XDP in the hub's driver in front of it,
+docs/spec.md §4a), each on a fresh lab; the table puts the two results of
+each row together.  Every run ends with scenarios.datapath_problems (in
+"xdp": wgmux_xdp attached, sending the pair's packets back itself) and
+says what XDP_TX sent in a row of its own.
 """
 
 from __future__ import annotations
@@ -52,28 +59,31 @@ def say(msg: str):
 
 def forged(rows, extra, args):
     with Lab() as lab:
-        a = scenarios.arena(lab, extra)
+        a = scenarios.arena(lab, extra, datapath=args.datapath)
         for port in (scenarios.PORT, a.hub_port):
             for f in scenarios.forged_transports(a, port, window=args.window):
                 say(f.describe())
                 rows.append((f"forged transport, {f.where}, {f.kind}",
                              f"outage {f.outage:.1f} s; victim got {f.victim.bytes} B "
                              f"for {f.sent_bytes} B sent ({f.victim.bytes / f.sent_bytes:.0f}x)"))
+        datapath_row(rows, a, "forged transports")
 
 
 def martians(rows, extra, args):
     with Lab() as lab:
-        a = scenarios.arena(lab, extra)
+        a = scenarios.arena(lab, extra, datapath=args.datapath)
         shots, v = scenarios.martian_volley(a)
         rows.append(volley_row("martian sources (5 x initiation + 2 transports)", shots, v))
+        datapath_row(rows, a, "martian sources")
 
 
 def not_addressed(rows, extra, args):
     with Lab() as lab:
-        a = scenarios.arena(lab, extra)
+        a = scenarios.arena(lab, extra, datapath=args.datapath)
         shots, v, behind = scenarios.not_addressed_volley(a)
         label, text = volley_row("not addressed to the hub (initiation + 2 transports)", shots, v)
         rows.append((label, f"{text}; routed on to the node behind: {behind.packets}"))
+        datapath_row(rows, a, "not addressed to the hub")
 
 
 def volley_row(label, shots, v):
@@ -87,7 +97,7 @@ def volley_row(label, shots, v):
 
 def half_open(rows, extra, args):
     with Lab() as lab:
-        a = scenarios.arena(lab, extra)
+        a = scenarios.arena(lab, extra, datapath=args.datapath)
         r = scenarios.half_open_abuse(a)
         for line in r.leaks():
             say(line)
@@ -98,11 +108,12 @@ def half_open(rows, extra, args):
         after = r.after or {}
         rows.append(("spoofed half-open entry, afterwards",
                      f"{after.get('state', 'gone')}, last_seen {r.extended:.2f} s past creation"))
+        datapath_row(rows, a, "spoofed half-open entry")
 
 
 def half_open_full(rows, extra, args):
     with Lab() as lab:
-        a = scenarios.arena(lab, extra, fresh=True)
+        a = scenarios.arena(lab, extra, fresh=True, datapath=args.datapath)
         run = scenarios.flood(a, rate=FLOOD_RATE, seconds=HANDSHAKE_WAIT,
                               sources=FLOOD_SOURCES, handshake_timeout=HANDSHAKE_WAIT,
                               fill=FILL_SECONDS)
@@ -116,11 +127,12 @@ def half_open_full(rows, extra, args):
             (f"{label}: established pair", probe_text(run.pair)),
             (f"{label}: daemon RSS", run.rss_text()),
         ]
+        datapath_row(rows, a, "half-open space filled, then flood")
 
 
 def flood(rows, extra, args):
     with Lab() as lab:
-        a = scenarios.arena(lab, extra, fresh=True)
+        a = scenarios.arena(lab, extra, fresh=True, datapath=args.datapath)
         run = scenarios.flood(a, rate=FLOOD_RATE, seconds=args.flood_seconds,
                               sources=FLOOD_SOURCES, handshake_timeout=args.flood_seconds)
         say(run.describe())
@@ -138,6 +150,18 @@ def flood(rows, extra, args):
             (f"{label}: half-open entries", f"{run.half_open_before} -> {run.half_open_after}"),
             (f"{label}: daemon RSS", run.rss_text()),
         ]
+        datapath_row(rows, a, label)
+
+
+def datapath_row(rows, a, name):
+    """The arena's datapath as it ran: XDP_TX's packets, and its problems."""
+    problems = scenarios.datapath_problems(a)
+    for line in problems:
+        say(f"{name} [{a.datapath}]: {line}")
+    text = (f"XDP_TX sent back {scenarios.xdp_sent_back(a)} packets in the driver"
+            if a.datapath == "xdp" else "TC ingress alone, no XDP program ran")
+    rows.append((f"{name}: datapath", text + ("; WRONG: " + "; ".join(problems) if problems
+                                             else "")))
 
 
 def probe_text(p):
@@ -155,9 +179,15 @@ def main(argv=None) -> int:
     ap.add_argument("--flood-seconds", type=float, default=FLOOD_SECONDS_BENCH)
     ap.add_argument("--window", type=float, default=12.0,
                     help="how long each forged packet is watched (default 12 s)")
+    ap.add_argument("--datapath", default=",".join(scenarios.DATAPATHS),
+                    help="the hub's Datapath settings to run each attack in, comma separated "
+                         f"(default {','.join(scenarios.DATAPATHS)})")
     ap.add_argument("attacks", nargs="*", choices=(*ATTACKS, []), metavar="ATTACK",
                     help=f"some of {', '.join(ATTACKS)} (default: all)")
     args = ap.parse_args(argv)
+    modes = [m for m in args.datapath.split(",") if m]
+    if not modes or set(modes) - set(scenarios.DATAPATHS):
+        ap.error(f"--datapath: some of {', '.join(scenarios.DATAPATHS)}")
     if os.geteuid() != 0:
         print("hostile: needs root (network namespaces, eBPF)", file=sys.stderr)
         return 1
@@ -167,16 +197,22 @@ def main(argv=None) -> int:
                           f"{BUDGET.burst})"))
     runs = {"forged": forged, "martians": martians, "not-addressed": not_addressed,
             "half-open": half_open, "half-open-full": half_open_full, "flood": flood}
-    rows = []
+    results = {}                    # label: {mode: text}, in the order first seen
     t0 = time.monotonic()
     for name in args.attacks or ATTACKS:
-        say(name)
-        runs[name](rows, extra, args)
-    width = max(len(label) for label, _ in rows)
-    print(f"\n{'attack':<{width}}  result")
-    print(f"{'-' * width}  {'-' * 40}")
-    for label, text in rows:
-        print(f"{label:<{width}}  {text}")
+        for mode in modes:
+            say(f"{name} (Datapath = \"{mode}\")")
+            rows = []
+            runs[name](rows, extra, argparse.Namespace(**{**vars(args), "datapath": mode}))
+            for label, text in rows:
+                results.setdefault(label, {})[mode] = text
+    width = max(len(label) for label in results)
+    mw = max(len(m) for m in modes)
+    print(f"\n{'attack':<{width}}  {'mode':<{mw}}  result")
+    print(f"{'-' * width}  {'-' * mw}  {'-' * 40}")
+    for label, texts in results.items():
+        for i, mode in enumerate(modes):
+            print(f"{label if i == 0 else '':<{width}}  {mode:<{mw}}  {texts.get(mode, '-')}")
     print(f"\n({time.monotonic() - t0:.0f} s)")
     return 0
 

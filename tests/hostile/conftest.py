@@ -1,6 +1,14 @@
 """The hostile tests (issue 10): attacks on a real `wgmux serve` from an
 attacker node with spoofed sources (netlab.attack, scenarios.py).
 
+Every test runs twice, once per datapath (issue 13): `Datapath = "tc"`
+(TC ingress alone) and `"xdp"` (XDP in the hub's driver in front of it,
+docs/spec.md §4a; the hub's veth peer takes what XDP sends back).  Each
+test ends by checking that the mode it names really ran
+(scenarios.datapath_problems): in "xdp", wgmux_xdp attached to the hub's
+interface and sending the pair's packets back itself (the veth's xdp_tx
+counter), so no test passes in XDP's name while TC did the work.
+
 The hub's configuration under attack is set here and only here: the
 per-port initiation budget the responder may receive (InitiationRate /
 InitiationBurst in [Interface]).  Until wgmux's config knows those keys the
@@ -20,6 +28,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))      # scenarios.py, by plain name
 
 from wgmux import config as wgconfig   # noqa: E402
+from scenarios import DATAPATHS        # noqa: E402  (where the hub's datapath runs: each)
 
 
 # ---- the hub under attack: the one place to adjust ----------------------------
@@ -67,6 +76,11 @@ def hub_config(budget: Budget = BUDGET) -> str:
 
 
 # ---- fixtures -------------------------------------------------------------------
+
+@pytest.fixture(params=DATAPATHS)
+def datapath(request) -> str:
+    return request.param
+
 
 @pytest.fixture
 def budget() -> Budget:

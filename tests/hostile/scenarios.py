@@ -14,6 +14,13 @@ from the pair's own traffic.
 Absence is only concluded behind a barrier: something sent after the
 forged packets that must arrive (a control that is reflected, or an ICMP
 error the hub sends to the victim), never after a sleep.
+
+The hub runs its datapath as the arena's `datapath` says ("tc", or "xdp":
+XDP in eth0's driver in front of TC, docs/spec.md §4a; the far end of the
+hub's wire, inet's bridge port "hub", then takes what XDP sends back,
+netlab.xdp).  What the hub receives is therefore watched on that far end,
+never on the hub's eth0, whose taps do not see what XDP finishes; and
+datapath_problems() says whether the mode really ran.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ ECHO_PORT, FRESH_ECHO_PORT, FLOW_PORT = 7007, 7008, 7009
 VICTIM_PORT = 4444
 HALF_OPEN_SPACE = 65536 - 2    # session entries (docs/spec.md §2) less the pair's two
 MARTIANS = ("0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255", "240.0.0.1")
+DATAPATHS = ("tc", "xdp")      # the hub's Datapath settings the arena runs (docs/spec.md §4a)
+HUB_WIRE = "hub"               # inet's end of the hub's eth0 (a bridge port)
 
 
 # ---- the arena ----------------------------------------------------------------
@@ -55,6 +64,8 @@ class Arena:
     responder: Host
     hostile: Hostile
     fresh: Optional[Host] = None        # an initiator of the responder with no handshake yet
+    datapath: str = "tc"                # the hub's Datapath: "tc" or "xdp"
+    xdp_at_start: Dict[str, int] = field(default_factory=dict)   # eth0's XDP counters then
     _barriers: int = 0
     _pair_index: Optional[int] = None
 
@@ -103,25 +114,86 @@ class Arena:
             seen.stop()
 
 
-def arena(lab, extra_config: str = "", fresh: bool = False) -> Arena:
+def arena(lab, extra_config: str = "", fresh: bool = False, datapath: str = "tc") -> Arena:
     """Build the arena; with `fresh`, a third site whose host is configured
     as another initiator of the responder (through the same port) but has
-    not talked to it yet."""
+    not talked to it yet.  `datapath`: the hub's Datapath, "tc" or "xdp"
+    (then the far end of the hub's wire gets netlab.xdp's pass program)."""
+    if datapath not in DATAPATHS:
+        raise ValueError(f"datapath {datapath!r}: one of {DATAPATHS}")
     kinds = [NatKind.PORT_RESTRICTED] * (3 if fresh else 2)
-    topo = standard(lab, kinds, wireguard=True)
+    # transmit checksum offload off on every veth, in both modes: a packet
+    # from a real wire has a finished UDP checksum, which XDP needs to finish
+    # it (a partial one, veth's default, it leaves to TC: spec §4a)
+    topo = standard(lab, kinds, wireguard=True, tx_checksum=False)
     initiator, responder = topo.host(1), topo.host(2)
     for host in topo.hosts:
         topo.hub_wg.wait_handshake(host.wg.public_key)
-    hub = WgmuxHub(topo, extra_config=extra_config)
+    if datapath == "xdp":
+        topo.inet.take_xdp_frames(HUB_WIRE)
+    hub = WgmuxHub(topo, extra_config=f'{extra_config}\nDatapath = "{datapath}"')
     hub.pair(initiator, responder, PORT)
     newcomer = None
     if fresh:
         newcomer = topo.host(3)
         hub.pair(newcomer, responder, PORT)
     hub.start()
+    running = hub.show()["datapath"]
+    if running != datapath:
+        raise AssertionError(f'Datapath = "{datapath}" but the hub runs {running!r}:\n'
+                             + hub.log())
     wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
              what="the first ping through the hub")
-    return Arena(topo, hub, initiator, responder, add_hostile(topo), newcomer)
+    return Arena(topo, hub, initiator, responder, add_hostile(topo), newcomer, datapath,
+                 topo.hub.xdp_stats("eth0"))
+
+
+def datapath_problems(a: Arena, pings: int = 5) -> List[str]:
+    """Whether the hub's datapath ran as the arena's mode says, at the end
+    of a test (so that no test passes in XDP's name while TC did the work):
+    the pair pings `pings` times, and with "xdp" wgmux_xdp is attached to
+    eth0 and sent at least one packet of each ping back itself (XDP_TX,
+    the veth's xdp_tx counter; the first of each direction after a roam or
+    a new next hop is TC's), none failed, and over the whole test XDP_TX
+    sent no more than the datapath counted as reflected; with "tc" no XDP
+    program is attached and none ran.  One line per problem (none: fine)."""
+    hub = a.topo.hub
+    link = hub.run(["ip", "link", "show", "eth0"]).stdout
+    before = hub.xdp_stats("eth0")
+    answered = ping(a.initiator.node, a.responder.overlay_ip, count=pings, interval=0.05)
+    after = hub.xdp_stats("eth0")
+    status = a.hub.show()
+    problems = [] if answered else [f"the pair did not answer all of {pings} pings"]
+    if status["datapath"] != a.datapath:
+        problems.append(f"the hub runs {status['datapath']!r}, not {a.datapath!r}")
+    tx = after.get("xdp_tx", 0) - before.get("xdp_tx", 0)
+    if a.datapath == "xdp":
+        c = status["counters"]
+        reflected = c["reflect_transport"] + c["reflect_cookie"]
+        total = after.get("xdp_tx", 0) - a.xdp_at_start.get("xdp_tx", 0)
+        if "prog/xdp" not in link or "wgmux_xdp" not in link:
+            problems.append(f"wgmux_xdp is not attached to the hub's eth0: {link.strip()}")
+        if tx < pings:
+            problems.append(f"XDP sent back {tx} of the pair's {2 * pings} ping packets "
+                            f"(XDP_TX at least {pings}): {before} -> {after}")
+        if after.get("xdp_tx_errors", 0):
+            problems.append(f"XDP_TX failed: {after}")
+        if after.get("xdp_tx", 0) > reflected:
+            problems.append(f"XDP_TX sent {after.get('xdp_tx', 0)}, more than the datapath "
+                            f"counted as reflected ({reflected})")
+        if total <= 0:
+            problems.append("XDP sent nothing back during the test")
+    else:
+        if "prog/xdp" in link:
+            problems.append(f"an XDP program is attached to the hub's eth0: {link.strip()}")
+        if after.get("xdp_packets", 0):
+            problems.append(f"an XDP program ran on the hub's eth0: {after}")
+    return problems
+
+
+def xdp_sent_back(a: Arena) -> int:
+    """Packets XDP sent back out of the hub's eth0 since the arena was built."""
+    return a.topo.hub.xdp_stats("eth0").get("xdp_tx", 0) - a.xdp_at_start.get("xdp_tx", 0)
 
 
 class RssPeak:
@@ -159,7 +231,7 @@ def real_transport(a: Arena, port: int) -> bytes:
     s = a.session()
     sender, receiver, index = ((a.initiator, a.responder, s["responder_index"]) if port == PORT
                                else (a.responder, a.initiator, s["initiator_index"]))
-    with Capture(a.topo.hub, "eth0",
+    with Capture(a.topo.inet, HUB_WIRE,
                  f"udp dst port {port} and src host {sender.site.public_ip}") as cap:
         assert ping(sender.node, receiver.overlay_ip), "the pair does not answer pings"
         found = cap.wait_for(

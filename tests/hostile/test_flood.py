@@ -12,7 +12,7 @@ import pytest
 
 from conftest import (FLOOD_RATE, FLOOD_SECONDS_TEST, FLOOD_SOURCES, HANDSHAKE_WAIT,
                       HANDSHAKE_WITHIN)
-from scenarios import arena, flood
+from scenarios import arena, datapath_problems, flood
 
 pytestmark = pytest.mark.netlab
 
@@ -22,8 +22,8 @@ MAX_P99 = 0.050
 MAX_RSS_GROWTH = 1.25       # peak RSS over idle RSS (issue 11)
 
 
-def test_flood_of_valid_initiations(lab, extra_config, budget, flood_lock):
-    a = arena(lab, extra_config, fresh=True)
+def test_flood_of_valid_initiations(lab, extra_config, budget, flood_lock, datapath):
+    a = arena(lab, extra_config, fresh=True, datapath=datapath)
     run = flood(a, rate=FLOOD_RATE, seconds=FLOOD_SECONDS_TEST, sources=FLOOD_SOURCES,
                 handshake_timeout=HANDSHAKE_WAIT)
     print(run.describe())
@@ -43,4 +43,5 @@ def test_flood_of_valid_initiations(lab, extra_config, budget, flood_lock):
     if run.rss_growth > MAX_RSS_GROWTH:
         problems.append(f"the daemon's RSS grew to {run.rss_text()} (at most "
                         f"{MAX_RSS_GROWTH:g}x)")
+    problems += datapath_problems(a)
     assert not problems, run.describe() + "\n  " + "\n  ".join(problems)

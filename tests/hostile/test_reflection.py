@@ -19,8 +19,8 @@
 
 import pytest
 
-from scenarios import (PORT, arena, forged_transports, martian_volley, mib,
-                       not_addressed_volley)
+from scenarios import (PORT, arena, datapath_problems, forged_transports, martian_volley,
+                       mib, not_addressed_volley)
 from netlab.traffic import ping
 
 pytestmark = pytest.mark.netlab
@@ -29,8 +29,8 @@ GAP = 0.5           # the pair's flow (every 10 ms) may pause this long, seconds
 
 
 @pytest.mark.parametrize("where", ["peer-port", "hubport"])
-def test_forged_transport_does_not_move_the_session(lab, extra_config, where):
-    a = arena(lab, extra_config)
+def test_forged_transport_does_not_move_the_session(lab, extra_config, where, datapath):
+    a = arena(lab, extra_config, datapath=datapath)
     port = PORT if where == "peer-port" else a.hub_port
     results = forged_transports(a, port, window=2.0)
     report = "\n  ".join(f.describe() for f in results)
@@ -41,20 +41,24 @@ def test_forged_transport_does_not_move_the_session(lab, extra_config, where):
     assert stalled < GAP, f"the pair's flow stopped for {stalled:.2f} s (at most {GAP} s):\n  " \
         + report
     assert ping(a.initiator.node, a.responder.overlay_ip)
+    wrong = datapath_problems(a)
+    assert not wrong, "the datapath did not run as its mode says:\n  " + "\n  ".join(wrong)
 
 
-def test_martian_sources_are_never_reflected(lab, extra_config):
-    a = arena(lab, extra_config)
+def test_martian_sources_are_never_reflected(lab, extra_config, datapath):
+    a = arena(lab, extra_config, datapath=datapath)
     shots, result = martian_volley(a)
     leaks = result.leaks(shots)
     controls = {s.name: result.reflected[s.name].packets for s in shots if s.control}
     print(f"controls reflected: {controls}; counters: {result.counters}")
     assert not leaks, "martian sources got through:\n  " + "\n  ".join(leaks)
     assert ping(a.initiator.node, a.responder.overlay_ip)
+    wrong = datapath_problems(a)
+    assert not wrong, "the datapath did not run as its mode says:\n  " + "\n  ".join(wrong)
 
 
-def test_packets_not_addressed_to_the_hub_are_not_reflected(lab, extra_config):
-    a = arena(lab, extra_config)
+def test_packets_not_addressed_to_the_hub_are_not_reflected(lab, extra_config, datapath):
+    a = arena(lab, extra_config, datapath=datapath)
     shots, result, behind = not_addressed_volley(a)
     leaks = result.leaks(shots)
     print(f"routed on to the node behind the hub: {behind.packets} packets "
@@ -62,3 +66,5 @@ def test_packets_not_addressed_to_the_hub_are_not_reflected(lab, extra_config):
     assert not leaks, "packets for an address behind the hub were reflected:\n  " + \
         "\n  ".join(leaks)
     assert ping(a.initiator.node, a.responder.overlay_ip)
+    wrong = datapath_problems(a)
+    assert not wrong, "the datapath did not run as its mode says:\n  " + "\n  ".join(wrong)
