@@ -120,12 +120,14 @@
 #define WG_LE32(x) (x)
 #define WG_LE64(x) (x)
 #define WG_NTOHL(x) __builtin_bswap32(x)
+#define WG_HTONL(x) __builtin_bswap32(x)
 #else
 #define WG_HTONS(x) ((__be16)(x))
 #define WG_NTOHS(x) ((__u16)(x))
 #define WG_LE32(x) __builtin_bswap32(x)
 #define WG_LE64(x) __builtin_bswap64(x)
 #define WG_NTOHL(x) (x)
+#define WG_HTONL(x) (x)
 #endif
 
 /* Hide x's value range from clang, so that a check after it is emitted as
@@ -191,7 +193,8 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 	X(DROP_IP_OPTIONS)      /* peer port, IPv4 options */                \
 	X(DROP_FRAGMENT)        /* peer port, first fragment */              \
 	X(DROP_TTL)             /* reflecting would send TTL 0 */            \
-	X(DROP_FAMILY)          /* target endpoint is of the other family */ \
+	X(DROP_FAMILY)          /* target endpoint is of a family the hub    \
+				   has no address of on Interface */         \
 	X(DROP_NO_ROUTE)        /* FIB has no usable route to the target */  \
 	X(DROP_SESSIONS_FULL)   /* session table full */                     \
 	X(DROP_INDEX_CLASH)     /* index already used by another session */  \
@@ -206,6 +209,12 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 	X(DROP_UNDER_LOAD)      /* peer port initiation while the port is   \
 				   over its budget, beyond what may ask for \
 				   a cookie or present a mac2 */             \
+	X(DROP_TOO_BIG)         /* translated to the target's family, it no  \
+				   longer fits the egress MTU (spec §4b) */  \
+	X(DROP_NO_CHECKSUM)     /* IPv4 UDP without checksum for an IPv6     \
+				   target: IPv6 forbids a zero checksum */   \
+	X(DROP_TRANSLATE)       /* the kernel could not resize the packet    \
+				   for the other family */                   \
 	X(SLOW_INITIATION)      /* peer port initiation: to the slow path,   \
 				   original dropped (mac1 decides there) */ \
 	X(SLOW_UNDER_LOAD)      /* the same while the port is over its      \
@@ -235,6 +244,8 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 				   path (learning the initiator) */          \
 	X(EV_SLOW_RESPONSE_RATE_LIMITED) /* ...its copy shed by the limit */ \
 	X(EV_SLOW_RESPONSE_FULL) /* ...its copy lost: ring buffer full */    \
+	X(EV_TRANSLATED_4TO6)   /* reflected from IPv4 to an IPv6 target */  \
+	X(EV_TRANSLATED_6TO4)   /* reflected from IPv6 to an IPv4 target */  \
 	X(SP_REFLECT_INITIATION) /* peer port, mac1 valid for the port's     \
 				   responder: session opened, sent to E_R */ \
 	X(SP_REFLECT_HUB_INITIATION) /* HubPort, mac1 valid for a learned    \
@@ -244,7 +255,8 @@ static long (*csum_update64)(void *ctx, __u32 csum) = (void *)BPF_FUNC_csum_upda
 	X(SP_DROP_MAC1)         /* peer port, mac1 not valid for the port's  \
 				   responder: dropped (no open reflector) */ \
 	X(SP_DROP_NO_RESPONDER) /* port no longer a peer port / no E_R */    \
-	X(SP_DROP_UNREFLECTABLE) /* TTL would hit 0, or family mismatch */   \
+	X(SP_DROP_UNREFLECTABLE) /* TTL would hit 0, or no hub address of   \
+				   the target's family */                    \
 	X(SP_DROP_INDEX_CLASH)  /* session index already taken */            \
 	X(SP_DROP_SESSIONS_FULL) /* session table full */                    \
 	X(SP_DROP_STALE)        /* waited too long in the ring buffer */     \
@@ -343,7 +355,11 @@ struct session {
 	struct session_key reverse; /* port 0: half-open */
 	__be16 src_port;         /* hub port they are sent from */
 	__u8 flags;              /* WGMUX_SF_* */
-	__u8 _pad;
+	/* 1 + the index in config.addr4/addr6 (dst's family) of the hub
+	 * address dst's owner sends to: translated packets (the other family,
+	 * spec §4b) leave from it, so that its NAT or firewall lets them in.
+	 * 0: the first. */
+	__u8 via;
 	struct next_hop nh;      /* towards dst */
 	__u64 created;           /* CLOCK_MONOTONIC ns (coarse) */
 	__u64 last_seen;         /* same clock, lags by at most one jiffy */
@@ -615,6 +631,7 @@ static __always_inline int martian6(const __be32 *a)
 	return a[0] == 0 && a[1] == 0;
 }
 
+/* 1 + the index of a among the hub's addresses, 0 if it is none of them. */
 static __always_inline int hub_addr4(struct wgmux_config *cfg, __be32 a)
 {
 	__u32 n = cfg->n_addr4;
@@ -622,7 +639,7 @@ static __always_inline int hub_addr4(struct wgmux_config *cfg, __be32 a)
 #pragma unroll
 	for (int i = 0; i < WGMUX_MAX_ADDRS; i++) {
 		if (i < n && cfg->addr4[i] == a)
-			return 1;
+			return i + 1;
 	}
 	return 0;
 }
@@ -635,7 +652,7 @@ static __always_inline int hub_addr6(struct wgmux_config *cfg, const __be32 *a)
 	for (int i = 0; i < WGMUX_MAX_ADDRS; i++) {
 		if (i < n && cfg->addr6[4 * i] == a[0] && cfg->addr6[4 * i + 1] == a[1] &&
 		    cfg->addr6[4 * i + 2] == a[2] && cfg->addr6[4 * i + 3] == a[3])
-			return 1;
+			return i + 1;
 	}
 	return 0;
 }
@@ -680,22 +697,28 @@ static __always_inline int not_reflected(struct wgmux_config *cfg, __be16 dport,
 	return verdict(CTR_PASS_OTHER_PORT, TC_ACT_OK);
 }
 
-/* 0 if the packet can be reflected to dst, else the drop reason.  Checked
- * before any state is created for it. */
-static __always_inline __u32 reflectable(void *l3, struct endpoint *dst, const int v6)
+static __always_inline int family_of(const int v6)
 {
-	if (v6) {
-		if (dst->family != WGMUX_AF_INET6)
+	return v6 ? WGMUX_AF_INET6 : WGMUX_AF_INET;
+}
+
+/* 0 if the packet can be reflected to dst, else the drop reason.  Checked
+ * before any state is created for it.  A target of the other family needs
+ * a hub address of that family to send from (spec §4b). */
+static __always_inline __u32 reflectable(struct wgmux_config *cfg, void *l3,
+					 struct endpoint *dst, const int v6)
+{
+	if (dst->family != family_of(v6)) {
+		if (dst->family == WGMUX_AF_INET6 && !cfg->n_addr6)
 			return CTR_DROP_FAMILY;
-		if (((struct ipv6hdr *)l3)->hop_limit <= 1)
-			return CTR_DROP_TTL;
-		return 0;
+		if (dst->family == WGMUX_AF_INET && !cfg->n_addr4)
+			return CTR_DROP_FAMILY;
+		if (dst->family != WGMUX_AF_INET6 && dst->family != WGMUX_AF_INET)
+			return CTR_DROP_FAMILY;
 	}
-	if (dst->family != WGMUX_AF_INET)
-		return CTR_DROP_FAMILY;
-	if (((struct iphdr *)l3)->ttl <= 1)
-		return CTR_DROP_TTL;
-	return 0;
+	if (v6)
+		return ((struct ipv6hdr *)l3)->hop_limit <= 1 ? CTR_DROP_TTL : 0;
+	return ((struct iphdr *)l3)->ttl <= 1 ? CTR_DROP_TTL : 0;
 }
 
 /* ---- full or partial UDP checksum? -----------------------------------------
@@ -930,10 +953,12 @@ static __always_inline int nh_resolve(struct __sk_buff *skb, struct wgmux_config
 	}
 }
 
-/* Can the driver finish a packet towards next hop nh (docs/spec.md §4a)?
- * Only with the answer cached by an earlier packet (TC resolved it), out of
- * the interface it came in on (XDP_TX), and a UDP checksum field that is
- * not a pseudo-header sum.  The rest is TC's: a next hop to resolve, or one
+/* Can the driver finish a packet for session s (docs/spec.md §4a)?  Only
+ * to a target of the packet's own family, with the answer cached by an
+ * earlier packet (TC resolved it), out of the interface it came in on
+ * (XDP_TX), and a UDP checksum field that is not a pseudo-header sum.  The
+ * rest is TC's: a change of family (the skb is resized, §4b), a next hop
+ * to resolve, or one
  * the kernel's neighbour code must finish (redirect_neigh has no XDP twin);
  * another egress interface (XDP_REDIRECT silently drops where the target
  * has no XDP transmit of its own, veth or virtio_net without a program);
@@ -941,9 +966,13 @@ static __always_inline int nh_resolve(struct __sk_buff *skb, struct wgmux_config
  * finished one (§4).  Decided before anything is written, so what XDP
  * passes TC sees as if XDP were not there. */
 static __always_inline int xdp_finishes(void *ctx, struct wgmux_config *cfg,
-					struct next_hop *nh, void *l3, struct udphdr *udp,
+					struct session *s, void *l3, struct udphdr *udp,
 					const int v6)
 {
+	struct next_hop *nh = &s->nh;
+
+	if (s->dst.family != family_of(v6))
+		return 0;
 	if (nh->state != NH_DIRECT || nh->gen != cfg->nh_gen)
 		return 0;
 	if (nh->ifindex != ((struct xdp_md *)ctx)->ingress_ifindex)
@@ -951,36 +980,26 @@ static __always_inline int xdp_finishes(void *ctx, struct wgmux_config *cfg,
 	return !udp->check || udp->check != pseudo_sum(l3, udp, v6);
 }
 
-/* Rewrite and send.  The caller has checked reflectable(), and in XDP
- * xdp_finishes(). */
-static __always_inline int reflect(void *ctx, struct wgmux_config *cfg,
-				   struct ethhdr *eth, void *l3, struct udphdr *udp,
-				   struct endpoint *dst, __be16 sport, struct next_hop *nh,
-				   __u32 reason, const int v6, const int xdp)
+/* Send a rewritten packet (TC): by the cached next hop, or resolve it.
+ * v6: the family of the packet as it leaves.  A translated packet has
+ * grown or shrunk: it must still fit the egress device (spec §4b). */
+static __always_inline int send_out(struct __sk_buff *skb, struct wgmux_config *cfg,
+				    struct ethhdr *eth, void *l3, struct udphdr *udp,
+				    struct next_hop *nh, __u32 reason, const int v6,
+				    const int translated)
 {
 	int ifindex = 0;
-	int partial = 0;
 
-	if (!xdp)
-		partial = udp_csum_partial(ctx, l3, udp, v6);
-	if (partial)
-		event(CTR_EV_CSUM_PARTIAL);
-	if (v6)
-		rewrite6(l3, udp, dst, sport, partial);
-	else
-		rewrite4(l3, udp, dst, sport, partial);
-
-	if (xdp) {
-		/* (a next hop re-resolved meanwhile on another CPU costs at most
-		 * this packet, as in nh_resolve()) */
-		__builtin_memcpy(eth->h_dest, nh->dmac, 12);
-		return verdict(reason, XDP_TX);
-	}
 	if (nh->state == NH_NONE || nh->gen != cfg->nh_gen) {
 		nh->state = NH_NONE;
-		ifindex = nh_resolve(ctx, cfg, nh, l3, udp, v6);
+		ifindex = nh_resolve(skb, cfg, nh, l3, udp, v6);
 		if (ifindex < 0)
 			return verdict(CTR_DROP_NO_ROUTE, TC_ACT_SHOT);
+	}
+	if (translated) {
+		__u32 mtu = 0;
+		if (bpf_check_mtu(skb, ifindex ? ifindex : nh->ifindex, &mtu, 0, 0) > 0)
+			return verdict(CTR_DROP_TOO_BIG, TC_ACT_SHOT);
 	}
 	if (ifindex)
 		return verdict(reason, redirect_neigh(ifindex, NULL, 0, 0));
@@ -989,6 +1008,138 @@ static __always_inline int reflect(void *ctx, struct wgmux_config *cfg,
 		return verdict(reason, bpf_redirect(nh->ifindex, 0));
 	}
 	return verdict(reason, redirect_neigh(nh->ifindex, NULL, 0, 0));
+}
+
+/* ---- the other family (spec §4b) -------------------------------------------
+ * A target of the other family: the outer header is replaced (IPv4 20
+ * bytes <-> IPv6 40, bpf_skb_change_proto() moves the link header), sent
+ * from the hub's address of the target's family that the target's owner
+ * talks to (session.via).  TTL/hop limit - 1, TOS <-> traffic class; IPv4
+ * leaves without DF, as WireGuard's own IPv4 does, its identification the
+ * low bits of the transport counter (0 for handshake messages): unique per
+ * flow for as long as fragments could meet.  The UDP checksum is updated,
+ * not recomputed: the IPv4 and IPv6 pseudo-headers sum length and protocol
+ * alike, so only the addresses and ports change. */
+static __always_inline int reflect_other_family(struct __sk_buff *skb, struct wgmux_config *cfg,
+						void *l3, struct udphdr *udp, struct session *s,
+						__u16 ip_id, __u32 reason, const int v6)
+{
+	struct endpoint *dst = &s->dst;
+	int partial = udp_csum_partial(skb, l3, udp, v6);
+	__u32 i = s->via ? s->via - 1 : 0;
+	__be32 src[4] = {};
+	__u32 sum;
+	__u8 tos, ttl;
+	__u32 ulen = be16_len(udp->len);
+
+	if (partial)
+		event(CTR_EV_CSUM_PARTIAL);
+	if (!v6 && !udp->check)
+		return verdict(CTR_DROP_NO_CHECKSUM, TC_ACT_SHOT);
+	sum = partial ? udp->check : (__u16)~udp->check;
+	if (v6) {
+		struct ipv6hdr *ip6 = l3;
+		__u32 *a = (__u32 *)&ip6->saddr;
+#pragma unroll
+		for (int k = 0; k < 8; k++)   /* saddr and daddr are adjacent */
+			sum = csum_add32(sum, ~a[k]);
+		ttl = ip6->hop_limit - 1;
+		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+		if (i >= cfg->n_addr4)
+			i = 0;
+		src[0] = cfg->addr4[i & (WGMUX_MAX_ADDRS - 1)];
+		sum = csum_add32(sum, src[0]);
+		sum = csum_add32(sum, dst->addr.v4);
+	} else {
+		struct iphdr *ip = l3;
+		sum = csum_add32(sum, ~ip->saddr);
+		sum = csum_add32(sum, ~ip->daddr);
+		ttl = ip->ttl - 1;
+		tos = ip->tos;
+		if (i >= cfg->n_addr6)
+			i = 0;
+		i &= WGMUX_MAX_ADDRS - 1;
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			src[k] = cfg->addr6[4 * i + k];
+			sum = csum_add32(sum, src[k]);
+			sum = csum_add32(sum, dst->addr.v6[k]);
+		}
+	}
+	udp_rewrite(udp, sum, partial, s->src_port, dst->port);
+
+	if (bpf_skb_change_proto(skb, WG_HTONS(v6 ? ETH_P_IP : ETH_P_IPV6), 0))
+		return verdict(CTR_DROP_TRANSLATE, TC_ACT_SHOT);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if (v6) {
+		struct iphdr *ip = (void *)(eth + 1);
+		struct udphdr *u = (void *)(ip + 1);
+		if ((void *)(u + 1) > data_end)
+			return verdict(CTR_DROP_TRANSLATE, TC_ACT_SHOT);
+		eth->h_proto = WG_HTONS(ETH_P_IP);
+		*(__u8 *)ip = 0x45;
+		ip->tos = tos;
+		ip->tot_len = WG_HTONS(ulen + sizeof(*ip));
+		ip->id = WG_HTONS(ip_id);
+		ip->frag_off = 0;
+		ip->ttl = ttl;
+		ip->protocol = IPPROTO_UDP;
+		ip->check = 0;
+		ip->saddr = src[0];
+		ip->daddr = dst->addr.v4;
+		__u32 *w = (__u32 *)ip;
+		__u32 hs = 0;
+#pragma unroll
+		for (int k = 0; k < 5; k++)
+			hs = csum_add32(hs, w[k]);
+		ip->check = ~csum_fold(hs);
+		event(CTR_EV_TRANSLATED_6TO4);
+		return send_out(skb, cfg, eth, ip, u, &s->nh, reason, 0, 1);
+	}
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	struct udphdr *u = (void *)(ip6 + 1);
+	if ((void *)(u + 1) > data_end)
+		return verdict(CTR_DROP_TRANSLATE, TC_ACT_SHOT);
+	eth->h_proto = WG_HTONS(ETH_P_IPV6);
+	*(__be32 *)ip6 = WG_HTONL(0x60000000u | ((__u32)tos << 20));
+	ip6->payload_len = WG_HTONS(ulen);
+	ip6->nexthdr = IPPROTO_UDP;
+	ip6->hop_limit = ttl;
+	__builtin_memcpy(&ip6->saddr, src, 16);
+	__builtin_memcpy(&ip6->daddr, dst->addr.v6, 16);
+	event(CTR_EV_TRANSLATED_4TO6);
+	return send_out(skb, cfg, eth, ip6, u, &s->nh, reason, 1, 1);
+}
+
+/* Rewrite and send.  The caller has checked reflectable(), and in XDP
+ * xdp_finishes(). */
+static __always_inline int reflect(void *ctx, struct wgmux_config *cfg,
+				   struct ethhdr *eth, void *l3, struct udphdr *udp,
+				   struct session *s, __u16 ip_id, __u32 reason,
+				   const int v6, const int xdp)
+{
+	int partial = 0;
+
+	if (!xdp && s->dst.family != family_of(v6))
+		return reflect_other_family(ctx, cfg, l3, udp, s, ip_id, reason, v6);
+	if (!xdp)
+		partial = udp_csum_partial(ctx, l3, udp, v6);
+	if (partial)
+		event(CTR_EV_CSUM_PARTIAL);
+	if (v6)
+		rewrite6(l3, udp, &s->dst, s->src_port, partial);
+	else
+		rewrite4(l3, udp, &s->dst, s->src_port, partial);
+
+	if (xdp) {
+		/* (a next hop re-resolved meanwhile on another CPU costs at most
+		 * this packet, as in nh_resolve()) */
+		__builtin_memcpy(eth->h_dest, s->nh.dmac, 12);
+		return verdict(reason, XDP_TX);
+	}
+	return send_out(ctx, cfg, eth, l3, udp, &s->nh, reason, v6, 0);
 }
 
 /* ---- sessions ------------------------------------------------------------ */
@@ -1016,7 +1167,8 @@ static __always_inline __u32 insert_session(struct session_key *key, struct sess
  * Written generically so that a responder-initiated handshake (the
  * initiation arrives on HubPort, the response on P) takes the same path. */
 static __always_inline __u32 establish(struct session *s, struct session_key *key,
-				       struct endpoint *src, __be16 port, __u32 sender)
+				       struct endpoint *src, __be16 port, __u32 sender,
+				       __u8 via)
 {
 	struct session_key rkey = { .port = s->src_port, .index = sender };
 	struct session *old = sessions.lookup(&rkey);
@@ -1030,6 +1182,7 @@ static __always_inline __u32 establish(struct session *s, struct session_key *ke
 		r.expect = s->dst;
 		r.reverse = *key;
 		r.src_port = port;
+		r.via = via;
 		r.created = r.last_seen = bpf_ktime_get_coarse_ns();
 		__u32 rc = insert_session(&rkey, &r);
 		if (rc)
@@ -1047,16 +1200,13 @@ static __always_inline __u32 establish(struct session *s, struct session_key *ke
  * the counter is the one thing in a transport message that an off-path
  * attacker cannot know, and a replayed message is always below it.
  * Responses and cookies never move anything (docs/spec.md §5). */
-static __always_inline __u32 may_roam(struct wgmux_config *cfg, struct session *s, void *msg,
-				      void *data_end, void *l3, int cls, const int v6)
+static __always_inline __u32 may_roam(struct wgmux_config *cfg, struct session *s, __u64 c,
+				      void *l3, const int v6)
 {
-	if (cls != WG_CLASS_TRANSPORT || !(cfg->flags & WGMUX_CFG_ROAMING))
+	if (!(cfg->flags & WGMUX_CFG_ROAMING))
 		return CTR_DROP_NOT_EXPECTED;
 	if (!peer_source(cfg, l3, v6))
 		return CTR_DROP_MARTIAN;
-	if (msg + WG_TRANSPORT_HEADER_SIZE > data_end)
-		return CTR_DROP_UNCLASSIFIED;
-	__u64 c = load_le64(msg + WG_TRANSPORT_OFF_COUNTER);
 	__u64 max = s->max_counter;
 	if (c <= max || c - max > WGMUX_ROAM_WINDOW)
 		return CTR_DROP_ROAM_REJECTED;
@@ -1065,8 +1215,9 @@ static __always_inline __u32 may_roam(struct wgmux_config *cfg, struct session *
 }
 
 /* Follow the move as WireGuard would: packets towards that side now go to
- * the new source. */
-static __always_inline void roam(struct session *s, void *l3, struct udphdr *udp, const int v6)
+ * the new source, from the hub address it sent to. */
+static __always_inline void roam(struct session *s, void *l3, struct udphdr *udp, __u8 via,
+				 const int v6)
 {
 	struct endpoint src;
 	struct session_key rkey = s->reverse;
@@ -1076,6 +1227,7 @@ static __always_inline void roam(struct session *s, void *l3, struct udphdr *udp
 	struct session *r = sessions.lookup(&rkey);
 	if (r) {
 		r->dst = src;
+		r->via = via;
 		r->nh.state = NH_NONE;
 	}
 	event(CTR_EV_ROAM);
@@ -1320,7 +1472,7 @@ static __always_inline int initiation(struct __sk_buff *skb, struct wgmux_config
 		return verdict(CTR_DROP_MARTIAN, TC_ACT_SHOT);
 	if (!r->ep.family)
 		return verdict(CTR_DROP_NO_RESPONDER, TC_ACT_SHOT);
-	__u32 why = reflectable(l3, &r->ep, v6);
+	__u32 why = reflectable(cfg, l3, &r->ep, v6);
 	if (why)
 		return verdict(why, TC_ACT_SHOT);
 	__u64 now = bpf_ktime_get_ns();
@@ -1340,9 +1492,10 @@ static __always_inline int initiation(struct __sk_buff *skb, struct wgmux_config
 	}
 }
 
+/* local: 1 + the index of the hub address the packet came to. */
 static __always_inline int handle(void *ctx, struct wgmux_config *cfg, void *data_end,
 				  struct ethhdr *eth, void *l3, struct udphdr *udp, __u32 plen,
-				  __u32 ip_bytes, const int v6, const int xdp)
+				  __u32 ip_bytes, __u8 local, const int v6, const int xdp)
 {
 	__be16 dport = udp->dest;
 	void *msg = 0;
@@ -1372,29 +1525,31 @@ static __always_inline int handle(void *ctx, struct wgmux_config *cfg, void *dat
 	struct session *s = sessions.lookup(&key);
 	if (!s)
 		return not_reflected(cfg, dport, CTR_DROP_UNKNOWN_INDEX, xdp);
-	why = reflectable(l3, &s->dst, v6);
+	why = reflectable(cfg, l3, &s->dst, v6);
 	if (why)
 		return tc_shot(why, xdp);
-	if (xdp && !xdp_finishes(ctx, cfg, &s->nh, l3, udp, v6))
+	if (xdp && !xdp_finishes(ctx, cfg, s, l3, udp, v6))
 		return XDP_PASS;
 	/* A half-open entry (an initiation the slow path sent on) waits for
 	 * the responder's answer and nothing else: no transport, no roaming,
 	 * no refresh (docs/spec.md §6). */
 	int half_open = !s->reverse.port;
+	__u16 ip_id = 0;
 	if (cls == WG_CLASS_TRANSPORT) {
 		if (half_open)
 			return tc_shot(CTR_DROP_HALF_OPEN, xdp);
+		/* (classify() has checked the size; the verifier wants it here) */
+		if (msg + WG_TRANSPORT_HEADER_SIZE > data_end)
+			return tc_shot(CTR_DROP_UNCLASSIFIED, xdp);
+		__u64 c = load_le64(msg + WG_TRANSPORT_OFF_COUNTER);
+		ip_id = (__u16)c;
 		if (!source_is(&s->expect, l3, udp, v6)) {
-			why = may_roam(cfg, s, msg, data_end, l3, cls, v6);
+			why = may_roam(cfg, s, c, l3, v6);
 			if (why)
 				return tc_shot(why, xdp);
-			roam(s, l3, udp, v6);
-		} else {
-			if (msg + WG_TRANSPORT_HEADER_SIZE > data_end)
-				return tc_shot(CTR_DROP_UNCLASSIFIED, xdp);
-			__u64 c = load_le64(msg + WG_TRANSPORT_OFF_COUNTER);
-			if (c > s->max_counter)
-				s->max_counter = c;
+			roam(s, l3, udp, local, v6);
+		} else if (c > s->max_counter) {
+			s->max_counter = c;
 		}
 		if (!(s->flags & WGMUX_SF_TRANSPORT))
 			s->flags |= WGMUX_SF_TRANSPORT;
@@ -1404,7 +1559,8 @@ static __always_inline int handle(void *ctx, struct wgmux_config *cfg, void *dat
 	if (!xdp && cls == WG_CLASS_RESPONSE) {
 		struct endpoint src;
 		packet_source(&src, l3, udp, v6);
-		why = establish(s, &key, &src, dport, load_le32(msg + WG_RESPONSE_OFF_SENDER));
+		why = establish(s, &key, &src, dport, load_le32(msg + WG_RESPONSE_OFF_SENDER),
+				local);
 		if (why)
 			return verdict(why, TC_ACT_SHOT);
 		if (dport == cfg->hub_port)
@@ -1413,8 +1569,7 @@ static __always_inline int handle(void *ctx, struct wgmux_config *cfg, void *dat
 	}
 	if (!half_open)
 		account(s, ip_bytes);
-	return reflect(ctx, cfg, eth, l3, udp, &s->dst, s->src_port, &s->nh,
-		       CTR_REFLECT_INITIATION + cls, v6, xdp);
+	return reflect(ctx, cfg, eth, l3, udp, s, ip_id, CTR_REFLECT_INITIATION + cls, v6, xdp);
 }
 
 /* IPv4 with options or a first fragment: never reflected (the rewrite
@@ -1459,7 +1614,8 @@ static __always_inline int wgmux_process(void *ctx, const int xdp)
 			return tc_ok(CTR_PASS_BAD_IP, xdp);
 		if (ip->protocol != IPPROTO_UDP)
 			return tc_ok(CTR_PASS_NOT_UDP, xdp);
-		if (!hub_addr4(cfg, ip->daddr))
+		__u8 local = hub_addr4(cfg, ip->daddr);
+		if (!local)
 			return tc_ok(CTR_PASS_NOT_LOCAL, xdp);
 		if (ip->frag_off & WG_HTONS(WGMUX_IP_OFFSET))
 			return tc_ok(CTR_PASS_FRAGMENT, xdp);
@@ -1474,7 +1630,8 @@ static __always_inline int wgmux_process(void *ctx, const int xdp)
 		__u32 tot = be16_len(ip->tot_len);
 		if (ulen < sizeof(*udp) || ulen + sizeof(*ip) != tot || (void *)udp + ulen > data_end)
 			return not_reflected(cfg, udp->dest, CTR_DROP_MALFORMED, xdp);
-		return handle(ctx, cfg, data_end, eth, ip, udp, ulen - sizeof(*udp), tot, 0, xdp);
+		return handle(ctx, cfg, data_end, eth, ip, udp, ulen - sizeof(*udp), tot, local, 0,
+			      xdp);
 	}
 	if (eth->h_proto == WG_HTONS(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
@@ -1486,7 +1643,8 @@ static __always_inline int wgmux_process(void *ctx, const int xdp)
 		 * packets pass, and WireGuard never sends them. */
 		if (ip6->nexthdr != IPPROTO_UDP)
 			return tc_ok(CTR_PASS_NOT_UDP, xdp);
-		if (!hub_addr6(cfg, (__be32 *)&ip6->daddr))
+		__u8 local = hub_addr6(cfg, (__be32 *)&ip6->daddr);
+		if (!local)
 			return tc_ok(CTR_PASS_NOT_LOCAL, xdp);
 		struct udphdr *udp = (void *)(ip6 + 1);
 		if ((void *)(udp + 1) > data_end)
@@ -1498,7 +1656,7 @@ static __always_inline int wgmux_process(void *ctx, const int xdp)
 		    (void *)udp + ulen > data_end || !udp->check)
 			return not_reflected(cfg, udp->dest, CTR_DROP_MALFORMED, xdp);
 		return handle(ctx, cfg, data_end, eth, ip6, udp, ulen - sizeof(*udp),
-			      ulen + sizeof(*ip6), 1, xdp);
+			      ulen + sizeof(*ip6), local, 1, xdp);
 	}
 	return tc_ok(CTR_PASS_NOT_IP, xdp);
 }

@@ -293,6 +293,22 @@ class Datapath:
                                                           16)))
         return out
 
+    def via_of(self, address) -> int:
+        """A session's `via` for a peer that talks to the hub's `address`:
+        1 + its index among the hub's addresses of its family, 0 if it is
+        none of them (docs/spec.md §4b)."""
+        a = ipaddress.ip_address(address)
+        same = [h for h in self.hub_addresses() if h.version == a.version]
+        return same.index(a) + 1 if a in same else 0
+
+    def source_for(self, version: int, via: int = 0) -> Optional[IPAddress]:
+        """The hub address of IP `version` a translated packet with `via`
+        leaves from, as the datapath picks it; None: the hub has none."""
+        same = [h for h in self.hub_addresses() if h.version == version]
+        if not same:
+            return None
+        return same[via - 1] if 0 < via <= len(same) else same[0]
+
     def flush_rate_limits(self):
         """Forget every source's rate-limit and load-gate state."""
         self.bpf[b"slow_rate"].clear()
@@ -461,7 +477,7 @@ class Datapath:
                        src_port=socket.ntohs(v.src_port), expect=read_endpoint(v.expect),
                        reverse=reverse, next_hop=self._next_hop(v.nh, gen), created=v.created,
                        last_seen=v.last_seen, packets=v.packets, bytes=v.bytes, flags=v.flags,
-                       max_counter=v.max_counter)
+                       max_counter=v.max_counter, via=v.via)
 
     def sessions(self) -> List[Session]:
         gen = self._nh_gen
@@ -497,7 +513,7 @@ class Datapath:
                     expect: Optional[EndpointLike] = None,
                     reverse: Optional[Tuple[int, int]] = None,
                     created: Optional[int] = None, last_seen: Optional[int] = None,
-                    flags: int = 0, max_counter: int = 0):
+                    flags: int = 0, max_counter: int = 0, via: int = 0):
         """Create or replace a session entry from the control plane (the
         mac1 slow path, state rebuilt after a restart, tests).  Replacing
         resets its counters and next hop."""
@@ -514,6 +530,7 @@ class Datapath:
         leaf.last_seen = leaf.created if last_seen is None else last_seen
         leaf.flags = flags
         leaf.max_counter = max_counter
+        leaf.via = via
         self._sessions[key] = leaf
 
     def delete_session(self, port: int, index: int, reverse: bool = False) -> bool:
@@ -612,15 +629,17 @@ class Datapath:
         return Responder(int(port), read_endpoint(v.ep), self._next_hop(v.nh, self._nh_gen))
 
     def insert_session(self, port: int, index: int, dst: EndpointLike, src_port: int,
-                       expect: Optional[EndpointLike] = None) -> str:
+                       expect: Optional[EndpointLike] = None, via: int = 0) -> str:
         """Open a half-open session (port, index) -> dst, sent from
-        src_port, unless the key exists: "created", "exists" (the entry
-        there is returned by session()) or "full"."""
+        src_port (and, translated, from the hub address `via` names),
+        unless the key exists: "created", "exists" (the entry there is
+        returned by session()) or "full"."""
         key = self._session_key(port, index)
         leaf = self._sessions.Leaf()
         write_endpoint(leaf.dst, as_endpoint(dst))
         write_endpoint(leaf.expect, as_endpoint(expect))
         leaf.src_port = socket.htons(check_port(src_port, "source port"))
+        leaf.via = via
         leaf.created = leaf.last_seen = monotonic_ns()
         from bcc.libbcc import lib
         rc = lib.bpf_update_elem(self._sessions.map_fd, ct.byref(key), ct.byref(leaf),

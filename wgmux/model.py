@@ -175,6 +175,9 @@ class Session:
     bytes: int
     flags: int = 0                  # SF_*
     max_counter: int = 0            # highest transport counter from `expect`
+    via: int = 0                    # 1 + index among the hub's addresses of dst's
+                                    # family that translated packets leave from
+                                    # (docs/spec.md §4b); 0: the first
 
     @property
     def key(self) -> Tuple[int, int]:

@@ -109,6 +109,19 @@ def can_be_peer(ip) -> bool:
     return p[:8] != bytes(8)
 
 
+def routed_source(dst: Endpoint):
+    """The source address this namespace's routing picks for `dst` (a
+    connected UDP socket's own address: a route lookup, nothing sent);
+    None without a route."""
+    family = socket.AF_INET6 if dst.ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((str(dst.ip), dst.port or 9))
+            return ipaddress.ip_address(s.getsockname()[0])
+    except OSError:
+        return None
+
+
 def source_key(ip) -> Tuple[int, bytes]:
     """A source as the datapath's per-source limits key it: the IPv4
     address, or the IPv6 /64."""
@@ -390,11 +403,11 @@ class SlowPath:
         return g
 
     def _open(self, port: int, index: int, dst: Endpoint, src_port: int,
-              expect: Optional[Endpoint], initiator: Endpoint
+              expect: Optional[Endpoint], initiator: Endpoint, via: int = 0
               ) -> Tuple[Optional[str], bool]:
         """Open the half-open session within the half-open space
-        (`initiator`: whose source it is charged to); (counter if it
-        failed, created)."""
+        (`initiator`: whose source it is charged to; `via`: the hub
+        address dst's owner sent to); (counter if it failed, created)."""
         src = source_key(initiator.ip)
         old = self.dp.session(port, index)
         if old is None:
@@ -403,7 +416,7 @@ class SlowPath:
             for key in self.half_open.make_room():
                 if self.dp.delete_session(*key):
                     self.dp.count("ev_half_open_evicted")
-        res = self.dp.insert_session(port, index, dst, src_port, expect=expect)
+        res = self.dp.insert_session(port, index, dst, src_port, expect=expect, via=via)
         if res == "created":
             self.half_open.add((port, index), src)
             return None, True
@@ -434,9 +447,24 @@ class SlowPath:
             return Decision("sp_drop_send")
         return Decision(ok, sent=(src, dst), session=key)
 
-    @staticmethod
-    def _reflectable(msg: SlowMessage, dst: Optional[Endpoint]) -> bool:
-        return dst is not None and dst.ip.version == msg.src.ip.version and msg.ttl > 1
+    def _source(self, msg: SlowMessage, dst: Optional[Endpoint], via: int = 0):
+        """The hub address an initiation re-sent to `dst` leaves from, None
+        if it cannot be sent on (TTL, or no hub address of dst's family).
+        The address it came to, for a target of its own family; for one of
+        the other family (docs/spec.md §4b) the address `via` names (the one
+        dst's owner sent to before), else the one the hub's routing picks
+        for dst: the address the hub's own WireGuard reaches it from, so
+        the one its NAT or firewall expects."""
+        if dst is None or msg.ttl <= 1:
+            return None
+        if dst.ip.version == msg.dst.ip.version:
+            return msg.dst.ip
+        if via:
+            return self.dp.source_for(dst.ip.version, via)
+        routed = routed_source(dst)
+        if routed is not None and self.dp.via_of(routed):
+            return routed
+        return self.dp.source_for(dst.ip.version)
 
     def _peer_initiation(self, msg: SlowMessage, message: bytes, sender: int,
                          hub_port: int) -> Decision:
@@ -451,7 +479,8 @@ class SlowPath:
             log.debug("slow path: initiation from %s to port %d: mac1 not for its responder, "
                       "dropped", msg.src, port)
             return Decision("sp_drop_mac1")
-        if not self._reflectable(msg, r.endpoint):
+        source = self._source(msg, r.endpoint)
+        if source is None:
             return Decision("sp_drop_unreflectable")
         ok = "sp_reflect_initiation"
         if msg.load != LOAD_NONE:
@@ -468,10 +497,11 @@ class SlowPath:
                     message, msg.src.ip, msg.src.port):
                 return self._cookie_reply(msg, message, key)
             return Decision("sp_drop_port_budget")
-        why, created = self._open(hub_port, sender, msg.src, port, r.endpoint, msg.src)
+        why, created = self._open(hub_port, sender, msg.src, port, r.endpoint, msg.src,
+                                  via=self.dp.via_of(msg.dst.ip))
         if why:
             return Decision(why)
-        return self._send(msg, Endpoint(msg.dst.ip, hub_port), r.endpoint, (hub_port, sender),
+        return self._send(msg, Endpoint(source, hub_port), r.endpoint, (hub_port, sender),
                           created, ok)
 
     def _cookie_reply(self, msg: SlowMessage, message: bytes, responder_key: str) -> Decision:
@@ -525,18 +555,20 @@ class SlowPath:
                       li: LearnedInitiator) -> Decision:
         li = self._refresh(hub_port, port, li)
         # E_I as the datapath sees it now (it follows roaming), else as learned
-        e_i = li.endpoint
+        e_i, via = li.endpoint, 0
         s = self.dp.session(hub_port, li.index)
         if s is not None and s.src_port == port and s.dst is not None:
-            e_i = s.dst
-        if not self._reflectable(msg, e_i):
+            e_i, via = s.dst, s.via
+        source = self._source(msg, e_i, via)
+        if source is None:
             return Decision("sp_drop_unreflectable")
-        why, created = self._open(port, sender, msg.src, hub_port, e_i, msg.src)
+        why, created = self._open(port, sender, msg.src, hub_port, e_i, msg.src,
+                                  via=self.dp.via_of(msg.dst.ip))
         if why:
             return Decision(why)
         log.debug("slow path: responder-initiated handshake %s -> %s… via port %d",
                   msg.src, _b64(li.public_key)[:8], port)
-        d = self._send(msg, Endpoint(msg.dst.ip, port), e_i, (port, sender), created,
+        d = self._send(msg, Endpoint(source, port), e_i, (port, sender), created,
                        "sp_reflect_hub_initiation")
         if d.sent:
             with self._lock:

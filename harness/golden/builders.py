@@ -190,7 +190,9 @@ _ANY = object()
 
 
 def expect_session(port, index, dst, src_port, expect=None, reverse=_ANY,
-                   packets=None, nh_state=None) -> Check:
+                   packets=None, nh_state=None, via: Optional[str] = None) -> Check:
+    """`via`: the hub address the entry's translated packets leave from
+    (docs/spec.md §4b)."""
     def _check(env: Env, _res):
         s = env.dp.session(port, index)
         assert s is not None, f"no session ({port}, {index:#x})"
@@ -204,6 +206,8 @@ def expect_session(port, index, dst, src_port, expect=None, reverse=_ANY,
             assert s.packets == packets, s
         if nh_state is not None:
             assert s.next_hop.state == nh_state, s
+        if via is not None:
+            assert s.via == env.dp.via_of(via) != 0, s
     return _check
 
 
@@ -276,20 +280,28 @@ class Table:
     def reflects(self, name: str, message: Optional[bytes] = None, *, src=None, at=None,
                  to: Optional[Endpoint] = None, frame: Optional[bytes] = None,
                  out: Optional[bytes] = None, counter: str, copied: bool = False,
-                 partial: bool = False, **row) -> None:
+                 partial: bool = False, via: Optional[str] = None, ident: int = 0,
+                 **row) -> None:
         """Redirected back out of the hub: `message` from `src` at the hub's
         port `at` leaves from the other of P and HubPort to `to`, TTL one
         less, every checksum recomputed.  `copied`: the slow path also gets
         the response (docs/spec.md §9).  `partial`: both frames carry a
-        partial checksum (CHECKSUM_PARTIAL, docs/spec.md §4)."""
+        partial checksum (CHECKSUM_PARTIAL, docs/spec.md §4).  A `to` of the
+        other family (docs/spec.md §4b): the frame leaves from the hub's
+        address `via` (default its first of that family), IPv4 without DF
+        and with identification `ident` (the transport counter's low bits)."""
         kw = {}
         if frame is None and partial:
             kw["udp_csum"] = partial_csum(src, hub(at, _is_v6(src)), message)
         frame = _arriving(message, src, at, frame, **kw)
         if out is None:
             assert message is not None and to is not None and at in (P, HUB_PORT), name
-            outer = hub(HUB_PORT if at == P else P, _is_v6(src))
+            outer = hub(HUB_PORT if at == P else P, _is_v6(to))
             kw = {"udp_csum": partial_csum(outer, to, message)} if partial else {}
+            if _is_v6(to) != _is_v6(src):
+                outer = (via or outer[0], outer[1])
+                if not _is_v6(to):
+                    kw.update(ident=ident, flags=0)
             out = reflected(outer, to, message, **kw)
         self._add(name, frame, TC_ACT_REDIRECT, counter, out,
                   slow="response" if copied else None, partial_csum=partial, **row)

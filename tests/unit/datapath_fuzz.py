@@ -254,7 +254,10 @@ def check_frame(frame: bytes, res: Optional[TestRunResult], error: Optional[str]
     ret, out = res.retval, res.data
     if ret not in KNOWN_VERDICTS:
         problems.append(("verdict", f"returned {ret}, not a TC verdict this program may give"))
-    if len(out) > len(frame):
+    # only an IPv4 frame translated to IPv6 grows, by the header difference
+    # (and may be dropped after that, e.g. too big: nobody sees it)
+    grows = pk.IPV6_HLEN - pk.IPV4_HLEN if frame[12:14] == b"\x08\x00" else 0
+    if len(out) > len(frame) + (grows if ret in (TC_ACT_REDIRECT, TC_ACT_SHOT) else 0):
         problems.append(("length", f"output {len(out)} bytes, input {len(frame)}"))
 
     verdicts = {k: v for k, v in delta.items() if not k.startswith(("ev_", "sp_"))}
@@ -279,6 +282,14 @@ def check_frame(frame: bytes, res: Optional[TestRunResult], error: Optional[str]
                              f"{_first_diff(frame, out)}"))
         return problems
     return problems + check_reflection(frame, out, name, classifier, session_before)
+
+
+def translated_source(version: int, via: int):
+    """The hub address a packet translated to IP `version` leaves from
+    (docs/spec.md §4b): the one `via` counts to among the hub's addresses
+    of that family in address order, else the first."""
+    same = sorted(a for a in map(ipaddress.ip_address, HUB_ADDRESSES) if a.version == version)
+    return same[via - 1] if 0 < via <= len(same) else same[0]
 
 
 def kernel_refuses(frame: bytes) -> bool:
@@ -308,9 +319,11 @@ def check_reflection(frame: bytes, out: bytes, counted: Optional[str],
         fi, fo = pk.parse(frame), pk.parse(out)
     except ValueError as e:
         return [("reflect", f"reflected a frame that does not parse: {e}")]
-    if fi.sport is None or fo.sport is None or fi.version != fo.version:
-        return [("reflect", f"reflected something that is not UDP over IPv{fi.version} "
-                            f"in and out (in proto {fi.proto}, out proto {fo.proto})")]
+    if fi.sport is None or fo.sport is None:
+        return [("reflect", f"reflected something that is not UDP in and out "
+                            f"(in proto {fi.proto}, out proto {fo.proto})")]
+    # a session of the other family: the outer header was replaced (§4b)
+    translated = fi.version != fo.version
 
     # well-formed
     if frame[14] >> 4 != fi.version:
@@ -326,16 +339,32 @@ def check_reflection(frame: bytes, out: bytes, counted: Optional[str],
             bad("IPv4 header checksum wrong" + (" (it was wrong in the input too)"
                                                  if not fi.ip_checksum_ok() else ""),
                 "bad_ip" if not fi.ip_checksum_ok() else "reflect")
-        frag, = struct.unpack_from("!H", fi.ip_header, 6)
-        if frag & (pk.IP_MF | pk.IP_OFFSET_MASK):
-            bad(f"a fragment reflected (flags/offset {frag:#06x})")
-        if fo.ip_header[:8] != fi.ip_header[:8] or fo.proto != fi.proto:
-            bad("IPv4 fields other than TTL, checksum and addresses changed")
+        if translated:
+            # from IPv6: version/IHL 0x45, TOS the traffic class, no DF
+            # (the identification is the datapath's to choose)
+            first, = struct.unpack_from("!I", fi.ip_header, 0)
+            frag, = struct.unpack_from("!H", fo.ip_header, 6)
+            if (fo.ip_header[0] != 0x45 or fo.ip_header[1] != (first >> 20) & 0xFF or frag
+                    or fo.proto != pk.IPPROTO_UDP):
+                bad(f"translated IPv4 header {fo.ip_header[:10].hex()} from IPv6 "
+                    f"{fi.ip_header[:8].hex()}")
+        else:
+            frag, = struct.unpack_from("!H", fi.ip_header, 6)
+            if frag & (pk.IP_MF | pk.IP_OFFSET_MASK):
+                bad(f"a fragment reflected (flags/offset {frag:#06x})")
+            if fo.ip_header[:8] != fi.ip_header[:8] or fo.proto != fi.proto:
+                bad("IPv4 fields other than TTL, checksum and addresses changed")
     else:
         plen, = struct.unpack_from("!H", fo.ip_header, 4)
         if plen != fo.udp_length or l4 + fo.udp_length > len(out):
             bad(f"IPv6 payload length {plen}, UDP length {fo.udp_length}, frame {len(out)}")
-        if out[14:21] != frame[14:21]:
+        if translated:
+            # from IPv4: traffic class the TOS, flow label 0, next header UDP
+            if out[14:18] != struct.pack("!I", 0x60000000 | fi.ip_header[1] << 20) \
+                    or out[20] != pk.IPPROTO_UDP:
+                bad(f"translated IPv6 header {out[14:22].hex()} from IPv4 "
+                    f"{fi.ip_header[:10].hex()}")
+        elif out[14:21] != frame[14:21]:
             bad("IPv6 fields other than hop limit and addresses changed")
     if fo.udp_length < pk.UDP_HLEN or len(fo.udp_segment) != fo.udp_length:
         bad(f"UDP length {fo.udp_length}, segment {len(fo.udp_segment)} bytes")
@@ -362,7 +391,7 @@ def check_reflection(frame: bytes, out: bytes, counted: Optional[str],
     # where it goes
     if fo.ttl != fi.ttl - 1:
         bad(f"TTL {fi.ttl} -> {fo.ttl}")
-    if fo.src != fi.dst:
+    if not translated and fo.src != fi.dst:
         bad(f"source {fo.src}: not the address the input was sent to ({fi.dst})")
     if kind is not None and kind is not I:
         index, = struct.unpack_from("<I", fi.payload, off + wire.RECEIVER_OFFSETS[kind])
@@ -374,6 +403,8 @@ def check_reflection(frame: bytes, out: bytes, counted: Optional[str],
                 bad(f"sent to {fo.dst}:{fo.dport}, the session's dst is {s.dst}")
             if fo.sport != s.src_port:
                 bad(f"sent from port {fo.sport}, the session's is {s.src_port}")
+            if translated and fo.src != translated_source(fo.version, s.via):
+                bad(f"translated from {fo.src}, not the hub address its via ({s.via}) names")
     if fi.dst not in HUB_ADDRESSES:
         bad(f"the input was addressed to {fi.dst}, not to a hub address", "hub_address")
     if is_martian(fo.dst):

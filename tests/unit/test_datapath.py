@@ -657,7 +657,8 @@ MUTANTS = {
         "\treturn first == 0 || first == 127 || first >= 224 || (h >> 16) == 0xa9fe;",
         "\treturn 0;"),
     "packets for any address reflected": (
-        "\t\tif (!hub_addr4(cfg, ip->daddr))\n", "\t\tif (0)\n"),
+        "\t\t__u8 local = hub_addr4(cfg, ip->daddr);\n\t\tif (!local)\n",
+        "\t\t__u8 local = 1;\n\t\tif (0)\n"),
     "bad IPv4 header checksums reflected": ("\t\tif (!ipv4_csum_ok(ip))\n", "\t\tif (0)\n"),
     "transport through half-open entries": (
         "\t\tif (half_open)\n\t\t\treturn tc_shot(CTR_DROP_HALF_OPEN, xdp);\n", ""),
@@ -670,6 +671,19 @@ MUTANTS = {
     "HubPort initiations copied from anyone": (
         "\tif (!responder_eps.lookup(&src))\n\t\treturn verdict(CTR_PASS_HUB, TC_ACT_OK);\n", ""),
     "load gates always open": ("\tif (*at && now - *at < WGMUX_GATE_NS)\n\t\treturn -1;\n", ""),
+    # the other family (docs/spec.md §4b)
+    "the other family never reflected": (
+        "\tif (dst->family != family_of(v6)) {", "\tif (dst->family != family_of(v6)) {\n"
+        "\t\treturn CTR_DROP_FAMILY;"),
+    "translated packets leave from the first address": (
+        "\t__u32 i = s->via ? s->via - 1 : 0;", "\t__u32 i = 0;"),
+    "translated packets not checked against the MTU": (
+        "\t\tif (bpf_check_mtu(skb, ifindex ? ifindex : nh->ifindex, &mtu, 0, 0) > 0)",
+        "\t\tif (0)"),
+    "IPv4 without UDP checksum translated": (
+        "\tif (!v6 && !udp->check)\n\t\treturn verdict(CTR_DROP_NO_CHECKSUM",
+        "\tif (0)\n\t\treturn verdict(CTR_DROP_NO_CHECKSUM"),
+    "a new session sends from the first address": ("\t\tr.via = via;\n", "\n"),
     # XDP in front of TC (docs/spec.md §4a): caught by test_golden_xdp's rule
     "XDP finishes next hops TC has not cached": (
         "\tif (nh->state != NH_DIRECT || nh->gen != cfg->nh_gen)\n\t\treturn 0;\n", ""),

@@ -22,7 +22,8 @@ The invariants, checked for every frame (the check's name in brackets):
 
 1. [verdict] The run does not fail and the program returns a TC verdict
    it may give: TC_ACT_OK, TC_ACT_SHOT or TC_ACT_REDIRECT.
-2. [length] The output frame is never longer than the input.
+2. [length] The output frame is never longer than the input, but for an
+   IPv4 frame reflected to an IPv6 target (20 bytes more, docs/spec.md §4b).
 3. [unchanged] A frame that is not redirected leaves byte for byte as it
    came ([unchanged_dropped] for one the program drops).
 4. A redirected frame is a reflection:
@@ -38,7 +39,9 @@ The invariants, checked for every frame (the check's name in brackets):
    session before the frame; it goes to that session's dst (as the maps
    held it before the frame) from its src_port and from the address the
    input was sent to, with TTL / hop limit one less, every other IP field
-   unchanged.
+   unchanged; to a target of the other family (§4b) from the hub address
+   of that family the session's via names, the new header's fields as the
+   spec says (TOS <-> traffic class, no DF, flow label 0).
    [bad_ip] The input was one the stack would take: IPv4 header checksum
    right, IP version that of the ethertype.
    [udp_checksum] The UDP checksum is valid, or zero over IPv4 (a frame

@@ -77,8 +77,6 @@ def rows() -> List[Case]:
     table.passes("init_ttl1_hub_port_copied",
                  frame=inbound(E_R, hub(HUB_PORT), initiation(), ttl=1),
                  counter="slow_hub_initiation", copied=True, given=with_responder)
-    table.drops("v6_init_to_v4_responder_dropped", initiation(), src=E_I6, at=P,
-                counter="drop_family", given=with_responder, then=expect_no_sessions)
 
     # -- responses ----------------------------------------------------------------
     table.reflects("response_hub_port_half_open_reflected", response(), src=E_R, at=HUB_PORT,

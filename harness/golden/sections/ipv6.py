@@ -1,5 +1,5 @@
 """The same walk over IPv6: handshakes, transport, the hop limit, and
-what IPv6 adds (extension headers, a session of the other family)."""
+what IPv6 adds (extension headers); the other family is families.py's."""
 
 from __future__ import annotations
 
@@ -39,8 +39,6 @@ def rows() -> List[Case]:
                 counter="drop_ttl", given=with_established6)
     table.drops("v6_unknown_index_peer_port_dropped", transport(STRANGER_IDX), src=E_I6, at=P,
                 counter="drop_unknown_index", given=with_established6)
-    table.drops("v6_to_v4_session_family_dropped", transport(R_IDX), src=E_I6, at=P,
-                counter="drop_family", given=with_established)
     table.passes("v6_extension_header_passes",
                  frame=inbound_ip(E_I6[0], FRAGMENT_OF_UDP + rand(40),
                                   nexthdr=pk.IPPROTO_FRAGMENT),
