@@ -50,7 +50,10 @@ def session_pairs(sessions: Iterable[Session], hub_port: int,
     state ("half-open" | "established"), initiator_index,
     responder_index (None while half-open), created, last_seen,
     i2r_packets, i2r_bytes, r2i_packets, r2i_bytes, confirmed (both
-    directions have carried transport: the full timeout applies).
+    directions have carried transport: the full timeout applies),
+    initiator_family / responder_family ("ipv4" | "ipv6" | None), translated
+    (the two sides' families differ: every packet changes family at the
+    hub, docs/spec.md §4b).
     """
     by_key = {s.key: s for s in sessions}
     conv = Clock.now().wall_time if wall_clock else (lambda t: t)
@@ -86,5 +89,13 @@ def session_pairs(sessions: Iterable[Session], hub_port: int,
             "i2r_bytes": i2r.bytes if i2r else 0,
             "r2i_packets": r2i.packets if r2i else 0,
             "r2i_bytes": r2i.bytes if r2i else 0,
+            "initiator_family": _family(initiator),
+            "responder_family": _family(responder),
+            "translated": bool(initiator and responder
+                               and _family(initiator) != _family(responder)),
         })
     return out
+
+
+def _family(ep: Optional[EndpointLike]) -> Optional[str]:
+    return f"ipv{as_endpoint(ep).ip.version}" if ep else None

@@ -762,6 +762,18 @@ def test_attach_errors_are_datapath_errors(golden_env, veth):
 
 # ---- control-plane views -----------------------------------------------------
 
+def test_pairs_say_each_sides_family(golden_env):
+    """show (--json): a pair across families says so (docs/spec.md §4b)."""
+    env = golden_env
+    env.reset()
+    g.with_established(env, g.E_I, g.E_R6)
+    (pair,) = session_pairs(env.dp.sessions(), env.dp.hub_port)
+    assert pair["initiator"] == "198.51.100.10:43210"
+    assert pair["responder"] == "[2001:db8:200::20]:51820"
+    assert (pair["initiator_family"], pair["responder_family"], pair["translated"]) == \
+        ("ipv4", "ipv6", True)
+
+
 def test_collect_idle_and_pairs(golden_env):
     env = golden_env
     env.reset()
@@ -777,6 +789,8 @@ def test_collect_idle_and_pairs(golden_env):
     assert (est["i2r_packets"], est["r2i_packets"]) == (1, 1)
     assert est["confirmed"] and not half["confirmed"]
     assert half["responder_index"] is None and half["initiator_index"] == 0x77
+    assert (est["initiator_family"], est["responder_family"], est["translated"]) == \
+        ("ipv4", "ipv4", False)
     import time
     assert abs(est["last_seen"] - time.time()) < 5
 
