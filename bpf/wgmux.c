@@ -1686,12 +1686,21 @@ WGMUX_TABLE("array", __u32, struct bench_hdr, bench_hdr, 1);
 
 static __always_inline int bench_restore(void *ctx, const int xdp)
 {
-	void *data = ctx_data(ctx, xdp);
-	void *data_end = ctx_data_end(ctx, xdp);
 	__u32 zero = 0;
 	struct bench_hdr *h = bench_hdr.lookup(&zero);
 
-	if (!h || data + WGMUX_BENCH_HDR > data_end)
+	if (!h)
+		return -1;
+	/* A run that changed the family (spec §4b) left the skb 20 bytes
+	 * longer or shorter: change it back first (so a translated row's walk
+	 * includes one extra bpf_skb_change_proto(), an upper bound). */
+	__be16 proto = ((__be16 *)h->w)[6];
+	if (!xdp && ((struct __sk_buff *)ctx)->protocol != proto &&
+	    bpf_skb_change_proto(ctx, proto, 0))
+		return -1;
+	void *data = ctx_data(ctx, xdp);
+	void *data_end = ctx_data_end(ctx, xdp);
+	if (data + WGMUX_BENCH_HDR > data_end)
 		return -1;
 	__u64 *p = data;
 #pragma unroll

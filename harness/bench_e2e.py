@@ -8,7 +8,11 @@ the hub three ways:
 - `wgmux-nofwd`: the same with forwarding off (every packet through
   bpf_redirect_neigh);
 - `classic`: the hub-and-spoke VPN wgmux replaces (the hub's wireguard-go
-  decrypts and re-encrypts every packet).
+  decrypts and re-encrypts every packet);
+- `wgmux-v6`, `wgmux-v4-v6`, `wgmux-v6-v4`: as `wgmux`, both peers on
+  IPv6-only sites (behind stateful firewalls), or the initiator's and the
+  responder's sites of one family each: every packet changes family at
+  the hub (docs/spec.md §4b).
 
 For each: a TCP transfer with SHA-256 at both ends (throughput) and a ping
 series through the tunnel (round-trip time), medians of `rounds`.  The
@@ -30,7 +34,9 @@ from netlab.traffic import ping, tcp_transfer
 from harness.hub import WgmuxHub
 
 PORT = 51821
-MODES = ("wgmux", "wgmux-nofwd", "classic")
+MODES = ("wgmux", "wgmux-nofwd", "classic", "wgmux-v6", "wgmux-v4-v6", "wgmux-v6-v4")
+# the sites' families (initiator's, responder's) per mode (netlab.topology.standard)
+FAMILIES = {"wgmux-v6": "v6", "wgmux-v4-v6": ("v4", "v6"), "wgmux-v6-v4": ("v6", "v4")}
 
 
 def _rtt_ms(node, ip: str, count: int) -> List[float]:
@@ -42,7 +48,8 @@ def _rtt_ms(node, ip: str, count: int) -> List[float]:
 def measure(mode: str, size: int, rounds: int, pings: int) -> Dict[str, float]:
     kinds = [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED]
     with Lab() as lab:
-        topo = standard(lab, kinds, wireguard=True, classic=(mode == "classic"))
+        topo = standard(lab, kinds, wireguard=True, classic=(mode == "classic"),
+                        families=FAMILIES.get(mode, "v4"))
         initiator, responder = topo.host(1), topo.host(2)
         for host in (initiator, responder):
             topo.hub_wg.wait_handshake(host.wg.public_key)
