@@ -126,3 +126,37 @@ def test_what_no_longer_fits_is_counted_not_sent_broken(lab):
     assert initiator.node.run(too_big, check=False).returncode != 0
     wait_for(lambda: hub.show()["counters"]["drop_too_big"] > before, timeout=5,
              what="drop_too_big counted")
+
+
+def reset_peer(host, other, endpoint=None):
+    """Forget everything `host` knows about `other` and configure it again."""
+    host.wg.remove_peer(other.wg.public_key)
+    host.wg.set_peer(other.wg.public_key, endpoint=endpoint,
+                     allowed_ips=[f"{other.overlay_ip}/32"])
+
+
+def test_responder_initiated_across_families(lab, families):
+    """R starts the handshake through HubPort (docs/spec.md §9) to an
+    initiator of the other family: the slow path re-sends it from the hub
+    address I talks to (the session's via, §4b), and the pair works."""
+    topo, hub, initiator, responder = make_pair(lab, families)
+    hub.start()
+    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=20,
+             what="the first ping I -> R")
+    wait_for(lambda: hub.show()["slow_path"]["initiators"], timeout=5,
+             what="the hub to learn I")
+    # Both drop their session state; R's endpoint for I is hub:HubPort over
+    # R's family, I's for R is hub:PORT over I's.
+    reset_peer(responder, initiator, endpoint=topo.hub_endpoint(responder))
+    reset_peer(initiator, responder, endpoint=topo.hub_endpoint(initiator, PORT))
+    before = hub.show()["counters"]
+    i_hs = initiator.wg.peer(responder.wg.public_key).latest_handshake
+    wait_for(lambda: ping(responder.node, initiator.overlay_ip), timeout=20,
+             what="R's first ping to I, across families")
+    assert initiator.wg.peer(responder.wg.public_key).latest_handshake > i_hs
+    c = hub.show()["counters"]
+    assert c["sp_reflect_hub_initiation"] > before["sp_reflect_hub_initiation"], c
+    assert c["sp_reflect_initiation"] == before["sp_reflect_initiation"], \
+        "I initiated: this was not the responder-initiated path"
+    assert c["sp_drop_unreflectable"] == 0, c
+    assert ping(initiator.node, responder.overlay_ip, count=3)
