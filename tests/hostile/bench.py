@@ -207,7 +207,7 @@ def main(argv=None) -> int:
             for label, text in rows:
                 results.setdefault(label, {})[mode] = text
     width = max(len(label) for label in results)
-    mw = max(len(m) for m in modes)
+    mw = max(len(m) for m in ("mode", *modes))
     print(f"\n{'attack':<{width}}  {'mode':<{mw}}  result")
     print(f"{'-' * width}  {'-' * mw}  {'-' * 40}")
     for label, texts in results.items():
