@@ -10,11 +10,12 @@ build starts over on fresh ones, once; `fresh_reasons` says why.
 
 from __future__ import annotations
 
+import ctypes as ct
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
-from wgmux import pinning
+from wgmux import bulk, pinning
 from wgmux.model import DatapathError
 
 try:
@@ -64,11 +65,15 @@ class Program:
         self.reused_maps: List[str] = []
         self.created_maps: List[str] = []
         self.fresh_reasons: List[str] = []
+        # MaxSessions changed: sessions carried over into the resized table,
+        # and those left out for lack of room (the oldest)
+        self.resized_sessions: Optional[Tuple[int, int]] = None
         if self.pin_dir is not None:
             self._prepare_pins(flags)
         try:
             self._compile(flags)
-            if self.pin_dir is not None and not self._adopt_pins():
+            if (self.pin_dir is not None and not self._adopt_pins()
+                    and not self._resize_sessions(flags)):
                 self._start_over(flags)
             try:
                 self._fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
@@ -115,6 +120,37 @@ class Program:
 
     def _compile(self, flags: List[str]):
         self.bpf = self._BPF(src_file=str(self.source).encode(), cflags=flags)
+
+    def _resize_sessions(self, flags: List[str]) -> bool:
+        """The pinned maps fit this build but for the session table's size
+        (MaxSessions changed, spec §10): a new table of the new size takes
+        the sessions over, the most recently used first while they fit;
+        every other map is kept.  False if anything else does not fit."""
+        problems = self.fresh_reasons
+        if not problems or not all(p.startswith("map sessions: max_entries ")
+                                   for p in problems):
+            return False
+        old = self.bpf[b"sessions"]
+        key_size, value_size = ct.sizeof(old.Key), ct.sizeof(old.Leaf)
+        last_seen = old.Leaf.last_seen.offset
+        saved = [(b.key_bytes(i), b.value_bytes(i))
+                 for b in bulk.batches(old.map_fd, key_size, value_size) for i in range(b.n)]
+        self.bpf.cleanup()
+        (self.pin_dir / "sessions").unlink()
+        self._prepare_pins(flags, check=False)
+        self._compile(flags)
+        self.fresh_reasons = []
+        if not self._adopt_pins():
+            return False
+        new = self.bpf[b"sessions"]
+        room = new.max_entries
+        saved.sort(key=lambda kv: int.from_bytes(kv[1][last_seen:last_seen + 8], "little"),
+                   reverse=True)
+        kept = saved[:room]
+        for k, v in kept:
+            new[new.Key.from_buffer_copy(k)] = new.Leaf.from_buffer_copy(v)
+        self.resized_sessions = (len(kept), len(saved) - len(kept))
+        return True
 
     def _start_over(self, flags: List[str]):
         """The pinned maps do not fit this build: unpin them and build
