@@ -74,6 +74,14 @@ HANDSHAKE_BURST_MAX = 1_000_000
 INITIATION_RATE = 20.0
 INITIATION_BURST = 40
 
+# Session table entries (one per direction of a pair, and per half-open
+# handshake; a quarter of them at most half-open).  The kernel allocates
+# the table whole when the program loads: ~180 bytes an entry
+# (docs/performance.md), so the default takes ~12 MB and a million ~180 MB.
+MAX_SESSIONS = 65536
+MAX_SESSIONS_MIN = 1024
+MAX_SESSIONS_MAX = 16_777_216
+
 HeaderRange = wire.HeaderRange
 
 # Plain WireGuard message lengths (the one definition is wgmux.wire), and
@@ -115,7 +123,8 @@ AMNEZIA3_KEYS = (
 IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL
 
 _INTERFACE_KEYS = ("Device", "HubPort", "Interface", "WgUtil", "Datapath", "MetricsListen",
-                   "HandshakeRate", "HandshakeBurst", "InitiationRate", "InitiationBurst")
+                   "HandshakeRate", "HandshakeBurst", "InitiationRate", "InitiationBurst",
+                   "MaxSessions")
 _JUNK_KEYS = ("Jc", "Jmin", "Jmax")
 _PREFIX_KEYS = ("S1", "S2", "S3", "S4")
 _HEADER_KEYS = ("H1", "H2", "H3", "H4")
@@ -166,6 +175,7 @@ class Config:
     handshake_burst: int = HANDSHAKE_BURST
     initiation_rate: float = INITIATION_RATE   # per peer port and second; 0: no budget
     initiation_burst: int = INITIATION_BURST
+    max_sessions: int = MAX_SESSIONS   # session table entries (restart to change)
     amnezia: AmneziaParams = field(default_factory=AmneziaParams)
     peers: Tuple[PeerConfig, ...] = ()
     path: str = "<string>"
@@ -763,6 +773,8 @@ class _Checker:
         init_rate = self.rate(section, table, label, "InitiationRate", INITIATION_RATE)
         init_burst = self.integer(section, table, label, "InitiationBurst", 1,
                                   HANDSHAKE_BURST_MAX)
+        max_sessions = self.integer(section, table, label, "MaxSessions", MAX_SESSIONS_MIN,
+                                    MAX_SESSIONS_MAX)
 
         return dict(device=device, hub_port=hub_port, interface=ifname, wg_util=wg_util,
                     datapath=datapath,
@@ -771,6 +783,7 @@ class _Checker:
                     handshake_burst=HANDSHAKE_BURST if burst is None else burst,
                     initiation_rate=init_rate,
                     initiation_burst=INITIATION_BURST if init_burst is None else init_burst,
+                    max_sessions=MAX_SESSIONS if max_sessions is None else max_sessions,
                     amnezia=self.amnezia(section, table, label))
 
     def rate(self, section, table, label, key, default) -> Optional[float]:

@@ -28,8 +28,8 @@ A predecessor's XDP program is replaced atomically, or removed when this
 start keeps to TC.
 
 Reload (SIGHUP): the file is read and validated again; an invalid file, or
-one that changes Interface, HubPort or Datapath, is rejected with one log
-line and the running config stays.  Interface names the TC attachment, the
+one that changes Interface, HubPort, Datapath or MaxSessions, is rejected
+with one log line and the running config stays.  Interface names the TC attachment, the
 pin directory and the control socket; HubPort keys every session; Datapath
 says what is attached: changing any of them means a restart (which keeps
 the sessions, except for HubPort).  A new Device/WgUtil is taken if it passes the
@@ -246,7 +246,8 @@ class Daemon:
                 log.info("--fresh: removed the pinned state in %s", self.pin_dir)
             try:
                 self.datapath = Datapath(hub_port=self.config.hub_port,
-                                         amnezia=self.config.amnezia, pin_dir=self.pin_dir)
+                                         amnezia=self.config.amnezia, pin_dir=self.pin_dir,
+                                         max_sessions=self.config.max_sessions)
             except DatapathError as e:
                 raise ServeError(str(e)) from None
             self.datapath.set_slow_rate(self.config.handshake_rate, self.config.handshake_burst)
@@ -349,6 +350,13 @@ class Daemon:
         for why in dp.fresh_reasons:
             log.warning("pinned state in %s not reused (%s): starting with no sessions",
                         dp.pin_dir, why)
+        resized = dp.program.resized_sessions
+        if resized:
+            kept, left = resized
+            log.info("MaxSessions is %d now: the session table was resized, %d session "
+                     "entries carried over%s", dp.max_sessions, kept,
+                     f", {left} (the least recently used) left out for lack of room"
+                     if left else "")
         if not dp.reused:
             if dp.pin_dir is not None:
                 log.info("maps pinned in %s", dp.pin_dir)
@@ -565,6 +573,11 @@ class Daemon:
             problems.append(f"Datapath changed from {old.datapath!r} to {new.datapath!r} (from "
                             f"{path}): it cannot change on reload; restart wgmux serve "
                             f"(sessions are kept)")
+        if new.max_sessions != old.max_sessions:
+            problems.append(f"MaxSessions changed from {old.max_sessions} to "
+                            f"{new.max_sessions} (from {path}): the kernel sized the session "
+                            f"table at start; restart wgmux serve (sessions are carried over "
+                            f"while they fit)")
         if new.hub_port != old.hub_port:
             problems.append(f"HubPort changed from {old.hub_port} to {new.hub_port} (from "
                             f"{path}): every session is keyed by it; restart wgmux serve "

@@ -22,10 +22,12 @@ import ipaddress
 import os
 import re
 import socket
+from array import array
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from wgmux import pinning, tc, wire, xdp
+from wgmux import bulk, pinning, tc, wire, xdp
 from wgmux.config import HANDSHAKE_BURST, HANDSHAKE_RATE, INITIATION_BURST, INITIATION_RATE
 from wgmux.model import (SF_TRANSPORT, EndpointLike, IPAddress, LearnedInitiator, NextHop,
                          Responder, Session, SessionLink, SlowMessage, as_endpoint,
@@ -113,6 +115,34 @@ def _map_items(table) -> list:
         return list(table.items_lookup_batch())
     except Exception:      # no batch ops here (old kernel, bcc): the slow way
         return list(table.items())
+
+
+def _raw_key(port: int, index: int) -> int:
+    """A session key as SessionColumns holds it: the 8-byte key read as a
+    native u64 (port in network order in the low 16 bits, index above)."""
+    return int.from_bytes(socket.htons(port).to_bytes(2, "little") + b"\0\0"
+                          + index.to_bytes(4, "little"), "little")
+
+
+def _key_of_raw(raw: int) -> Tuple[int, int]:
+    return socket.ntohs(raw & 0xFFFF), raw >> 32
+
+
+@dataclass
+class SessionColumns:
+    """The whole session table as columns (Datapath.session_columns()):
+    what collection, the session log and show's summary need, without
+    decoding an entry (a million in well under a second).  Keys are raw
+    (_raw_key); `reverse` is 0 for a half-open entry."""
+
+    keys: array
+    reverse: array
+    last_seen: array
+    packets: array
+    flags: array
+
+    def __len__(self):
+        return len(self.keys)
 
 
 class Datapath:
@@ -483,25 +513,69 @@ class Datapath:
         gen = self._nh_gen
         return [self._to_session(k, v, gen) for k, v in _map_items(self._sessions)]
 
-    def session_links(self) -> List[SessionLink]:
-        ntohs = socket.ntohs
-        return [SessionLink((ntohs(k.port), k.index),
-                            (ntohs(v.reverse.port), v.reverse.index) if v.reverse.port else None,
-                            v.last_seen, v.packets, v.flags)
-                for k, v in _map_items(self._sessions)]
+    def _session_batches(self) -> Iterator[bulk.Columns]:
+        t = self._sessions
+        return bulk.batches(t.map_fd, ct.sizeof(t.Key), ct.sizeof(t.Leaf))
 
-    def established_pairs(self, links: Optional[List[SessionLink]] = None
+    @functools.cached_property
+    def _session_offsets(self) -> Dict[str, int]:
+        leaf = self._sessions.Leaf
+        return {name: getattr(leaf, name).offset
+                for name in ("reverse", "last_seen", "packets", "flags", "src_port")}
+
+    def session_columns(self) -> SessionColumns:
+        """Every entry's key, link, last_seen, packets and flags, read in
+        batches into arrays (spec §8)."""
+        off = self._session_offsets
+        out = SessionColumns(array("Q"), array("Q"), array("Q"), array("Q"), array("B"))
+        for b in self._session_batches():
+            out.keys.extend(b.key(0, "Q"))
+            out.reverse.extend(b.value(off["reverse"], "Q"))
+            out.last_seen.extend(b.value(off["last_seen"], "Q"))
+            out.packets.extend(b.value(off["packets"], "Q"))
+            out.flags.extend(b.value(off["flags"], "B"))
+        return out
+
+    def session_links(self) -> List[SessionLink]:
+        c = self.session_columns()
+        return [SessionLink(_key_of_raw(k), _key_of_raw(r) if r & 0xFFFF else None, t, n, f)
+                for k, r, t, n, f in zip(c.keys, c.reverse, c.last_seen, c.packets, c.flags)]
+
+    def sessions_of_port(self, port: int) -> List[Session]:
+        """The entries of one peer port's pairs, decoded (show --port): keyed
+        on it (initiator -> responder) or sent from it (responder ->
+        initiator); the rest of the table is never decoded."""
+        want = socket.htons(check_port(port))
+        off = self._session_offsets["src_port"]
+        key_t, leaf_t = self._sessions.Key, self._sessions.Leaf
+        gen = self._nh_gen
+        out = []
+        for b in self._session_batches():
+            ports, sources = b.key(0, "H"), b.value(off, "H")
+            for i in range(b.n):
+                if ports[i] == want or sources[i] == want:
+                    out.append(self._to_session(key_t.from_buffer_copy(b.key_bytes(i)),
+                                                leaf_t.from_buffer_copy(b.value_bytes(i)), gen))
+        return out
+
+    def established_pairs(self, columns: Optional[SessionColumns] = None
                           ) -> Dict[Tuple[int, int, int], Tuple[SessionLink, SessionLink]]:
         """(peer port, initiator index, responder index) -> (i2r, r2i) links
         of every established pair (wgmux.status.session_pairs() says which is which)."""
-        by_key = {x.key: x for x in (self.session_links() if links is None else links)}
+        c = self.session_columns() if columns is None else columns
+        hub = socket.htons(self.hub_port)
+        pos = {k: i for i, k in enumerate(c.keys)}
         out = {}
-        for r2i in by_key.values():
-            if r2i.key[0] != self.hub_port or r2i.reverse is None:
+        for j, k in enumerate(c.keys):
+            if k & 0xFFFF != hub or not c.reverse[j] & 0xFFFF:
                 continue
-            i2r = by_key.get(r2i.reverse)
-            if i2r is not None and i2r.reverse == r2i.key:
-                out[(i2r.key[0], r2i.key[1], i2r.key[1])] = (i2r, r2i)
+            i = pos.get(c.reverse[j])
+            if i is None or c.reverse[i] != k:
+                continue
+            i2r = SessionLink(_key_of_raw(c.keys[i]), _key_of_raw(k), c.last_seen[i],
+                              c.packets[i], c.flags[i])
+            r2i = SessionLink(_key_of_raw(k), i2r.key, c.last_seen[j], c.packets[j], c.flags[j])
+            out[(i2r.key[0], r2i.key[1], i2r.key[1])] = (i2r, r2i)
         return out
 
     def session(self, port: int, index: int) -> Optional[Session]:
@@ -576,30 +650,36 @@ class Datapath:
         return changed
 
     def collect_idle(self, timeout_s: float, half_open_timeout_s: Optional[float] = None,
-                     now_ns: Optional[int] = None) -> int:
+                     now_ns: Optional[int] = None,
+                     columns: Optional[SessionColumns] = None) -> int:
         """Delete sessions idle for longer than `timeout_s`; half-open ones,
         and pairs that have not carried transport both ways, after
         `half_open_timeout_s` (default the same): a forged response must not
         buy a pair the full lifetime.  A linked pair goes as a whole, when
         neither direction has seen a packet for that long: WireGuard
         keepalives make a live pair busy both ways, and deleting one
-        direction alone would cut it.  Returns the entries deleted."""
+        direction alone would cut it.  Returns the entries deleted.
+
+        Reads the table as columns (`columns`, if the caller has them);
+        only entries idle past the shorter timeout are looked at further."""
         now = monotonic_ns() if now_ns is None else now_ns
         full = int(timeout_s * 1e9)
         half = full if half_open_timeout_s is None else int(half_open_timeout_s * 1e9)
-        by_key = {x.key: x for x in self.session_links()}
+        c = self.session_columns() if columns is None else columns
+        cutoff = now - min(half, full)
+        idle = [i for i, t in enumerate(c.last_seen) if t < cutoff]
+        if not idle:
+            return 0
+        pos = {k: i for i, k in enumerate(c.keys)}
         removed = 0
-        for key, s in by_key.items():
-            other = by_key.get(s.reverse) if s.reverse else None
-            last = max(s.last_seen, other.last_seen if other else 0)
-            confirmed = other is not None and s.flags & other.flags & SF_TRANSPORT
+        for i in idle:
+            j = pos.get(c.reverse[i]) if c.reverse[i] & 0xFFFF else None
+            last = max(c.last_seen[i], c.last_seen[j] if j is not None else 0)
+            confirmed = j is not None and c.flags[i] & c.flags[j] & SF_TRANSPORT
             limit = full if confirmed else half
-            if now - last > limit:
-                try:
-                    del self._sessions[self._session_key(*key)]
-                    removed += 1
-                except KeyError:
-                    pass   # the datapath or another collector got there first
+            if now - last > limit and bulk.delete(self._sessions.map_fd,
+                                                  c.keys[i].to_bytes(8, "little")):
+                removed += 1     # (else the datapath or another collector got there first)
         return removed
 
     def flush_sessions(self):

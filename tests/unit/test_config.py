@@ -141,6 +141,12 @@ BAD = [
      ["cfg.toml:5: [Interface] HandshakeBurst: 0 is out of range 1-1000000"]),
     ("handshake-burst-float", awg("HandshakeBurst = 2.5"),
      ["cfg.toml:5: [Interface] HandshakeBurst: expected an integer, got 2.5 (float)"]),
+    ("max-sessions-small", awg("MaxSessions = 100"),
+     ["cfg.toml:5: [Interface] MaxSessions: 100 is out of range 1024-16777216"]),
+    ("max-sessions-huge", awg("MaxSessions = 100_000_000"),
+     ["cfg.toml:5: [Interface] MaxSessions: 100000000 is out of range 1024-16777216"]),
+    ("max-sessions-string", awg('MaxSessions = "1M"'),
+     ["cfg.toml:5: [Interface] MaxSessions: expected an integer, got \"1M\" (string)"]),
     ("handshake-typo", awg("HandshakeRates = 10"),
      ["cfg.toml:5: [Interface] HandshakeRates: unknown key; did you mean HandshakeRate?"]),
     # -- names the kernel refuses, shown escaped (issue 11)
@@ -616,6 +622,12 @@ def test_metrics_listen(value, expected):
     text = '[Interface]\nDevice = "wg0"\nHubPort = 51820\nInterface = "eth0"\n'
     assert parse(text).metrics_listen is None
     assert parse(text + f"MetricsListen = {value}\n").metrics_listen == expected
+
+
+def test_max_sessions():
+    text = '[Interface]\nDevice = "wg0"\nHubPort = 51820\nInterface = "eth0"\n'
+    assert parse(text).max_sessions == 65536
+    assert parse(text + "MaxSessions = 1_048_576\n").max_sessions == 1 << 20
 
 
 def test_handshake_rate_limit():

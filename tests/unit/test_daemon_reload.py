@@ -105,6 +105,7 @@ def test_initiators_learned_on_a_dropped_port_are_forgotten(daemon, peers):
 @pytest.mark.parametrize("change, expected", [
     (dict(interface="eth1"), "Interface changed from 'eth0' to 'eth1'"),
     (dict(hub_port=51999), "HubPort changed from 51820 to 51999"),
+    (dict(extra="MaxSessions = 131072"), "MaxSessions changed from 65536 to 131072"),
     (dict(device="nosuch"), "Device 'nosuch'"),
     (dict(device="wgbad"), "does not match wgbad's listen port 12345"),
 ])

@@ -85,12 +85,35 @@ def test_two_instances_share_the_pinned_maps(pin_dir):
         assert [s.index for s in a.sessions()] == [5]
 
 
-def test_other_max_entries_starts_fresh(pin_dir):
+def test_other_max_sessions_carries_the_sessions_over(pin_dir):
+    """MaxSessions changed (a restart): a table of the new size takes the
+    sessions over, every other map is kept; shrunk below what it holds,
+    the most recently used stay (docs/spec.md §10)."""
     with Datapath(HUB, pin_dir=pin_dir, max_sessions=64) as dp:
-        dp.set_session(HUB, 7, ("198.51.100.10", 43210), P)
+        for i in range(40):
+            dp.set_session(HUB, i, ("198.51.100.10", 43210), P, last_seen=1000 + i)
+        dp.set_responder(P, "203.0.113.20", 51820)
+        dp.count("sp_drop_mac1", 3)
     with Datapath(HUB, pin_dir=pin_dir, max_sessions=128) as dp:
+        assert dp.reused and dp.fresh_reasons == []
+        assert dp.program.resized_sessions == (40, 0)
+        assert sorted(s.index for s in dp.sessions()) == list(range(40))
+        assert dp.responder(P).endpoint is not None and dp.counters()["sp_drop_mac1"] == 3
+        assert pinning.read_state(pin_dir)["maps"]["sessions"]["max_entries"] == 128
+        assert pinning.map_info_path(pin_dir / "sessions")["max_entries"] == 128
+    with Datapath(HUB, pin_dir=pin_dir, max_sessions=32) as dp:
+        assert dp.program.resized_sessions == (32, 8)
+        assert sorted(s.index for s in dp.sessions()) == list(range(8, 40))
+
+
+def test_other_max_entries_starts_fresh(pin_dir):
+    """Any other map of another size (a build with other limits) is not
+    resized: the build starts over."""
+    with Datapath(HUB, pin_dir=pin_dir, max_sessions=64, max_ports=64) as dp:
+        dp.set_session(HUB, 7, ("198.51.100.10", 43210), P)
+    with Datapath(HUB, pin_dir=pin_dir, max_sessions=128, max_ports=128) as dp:
         assert not dp.reused
-        assert any("map sessions: max_entries is 64 in the pinned map, 128 in this build" in r
+        assert any("map ports: max_entries is 64 in the pinned map, 128 in this build" in r
                    for r in dp.fresh_reasons), dp.fresh_reasons
         assert dp.sessions() == []
         assert pinning.read_state(pin_dir)["maps"]["sessions"]["max_entries"] == 128
