@@ -136,7 +136,12 @@ class Capture:
         node.lab.on_close(self._discard)
 
     def start(self) -> "Capture":
-        args = ["tcpdump", "-n", "-U", "-Z", "root", "-i", self.ifname, "-w", str(self.path)]
+        # --immediate-mode: each packet to tcpdump as it comes.  Without it
+        # TPACKET_V3 holds packets in a ring block until the block is full
+        # or its timeout passes, and a capture stopped meanwhile never
+        # writes them (a capture under a second long lost everything).
+        args = ["tcpdump", "-n", "-U", "--immediate-mode", "-Z", "root", "-i", self.ifname,
+                "-w", str(self.path)]
         if self.snaplen:
             args += ["-s", str(self.snaplen)]
         if self.filter:
