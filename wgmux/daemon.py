@@ -52,7 +52,8 @@ from . import control, discovery, memory, pinning, preflight
 from .config import Config, ConfigError, load_bounded
 from .datapath import MAX_HUB_ADDRS
 from .slowpath import can_be_peer
-from .status import MODE_TEXT, Clock, endpoint_text, session_pairs
+from .model import monotonic_ns
+from .status import MODE_TEXT, Clock, endpoint_text, session_pairs, session_summary
 
 log = logging.getLogger("wgmux")
 
@@ -325,7 +326,8 @@ class Daemon:
         from .metrics import MetricsServer
 
         try:
-            self.metrics = MetricsServer(self.config.metrics_listen, self.status)
+            self.metrics = MetricsServer(self.config.metrics_listen,
+                                         lambda: self.status(summary=True))
         except OSError as e:
             host, port = self.config.metrics_listen
             raise ServeError(f"MetricsListen {host}:{port} (from {self.config.path}): "
@@ -732,7 +734,12 @@ class Daemon:
         if removed:
             log.info("collected %d idle session entr%s", removed, "y" if removed == 1 else "ies")
 
-    def status(self) -> dict:
+    def status(self, summary: bool = False, port: Optional[int] = None) -> dict:
+        """What `show` prints.  `summary`: the sessions counted (and summed
+        per port) from the table's columns instead of listed
+        (`sessions_summary`, no `sessions`): what a big table and the
+        metrics want.  `port`: only that peer port's sessions are read and
+        listed."""
         with self._lock:
             device = self.device
             peers = []
@@ -757,7 +764,7 @@ class Daemon:
                 "started": self.started,
                 "now": time.time(),
                 "peers": peers,
-                **self._sessions_status(),
+                **(self._sessions_summary() if summary else self._sessions_status(port)),
                 "counters": self.datapath.counters(),
                 "slow_path": self.slowpath.status() if self.slowpath else None,
                 "pin_dir": str(self.datapath.pin_dir) if self.datapath.pin_dir else None,
@@ -766,11 +773,20 @@ class Daemon:
                 "session_idle_timeout": self.idle_timeout,
             }
 
-    def _sessions_status(self) -> dict:
-        """Live sessions for `show`; entries only awaiting collection are
-        counted, not listed."""
-        pairs = session_pairs(self.datapath.sessions(), self.datapath.hub_port,
-                              wall_clock=False)
+    def _sessions_summary(self) -> dict:
+        s = session_summary(self.datapath.session_columns(), self.datapath.hub_port,
+                            monotonic_ns(), self.idle_timeout, self.half_open_timeout,
+                            REJECT_AFTER_TIME + EXPIRY_MARGIN)
+        return {"sessions_summary": s, "stale_sessions": s["stale"]}
+
+    def _sessions_status(self, port: Optional[int] = None) -> dict:
+        """Live sessions for `show` (of one peer port: only its entries are
+        read); entries only awaiting collection are counted, not listed."""
+        entries = (self.datapath.sessions() if port is None
+                   else self.datapath.sessions_of_port(port))
+        pairs = session_pairs(entries, self.datapath.hub_port, wall_clock=False)
+        if port is not None:
+            pairs = [p for p in pairs if p["port"] == port]
         clock = Clock.now()
         live, stale = live_pairs(pairs, clock.mono, self.idle_timeout, self.half_open_timeout)
         for p in live:
@@ -780,5 +796,9 @@ class Daemon:
 
     def handle_request(self, req: dict) -> dict:
         if req.get("cmd") == "status":
-            return self.status()
+            port = req.get("port")
+            if port is not None and (not isinstance(port, int) or isinstance(port, bool)
+                                     or not 1 <= port <= 65535):
+                return {"error": f"port must be 1-65535, not {port!r}"}
+            return self.status(summary=bool(req.get("summary")), port=port)
         return {"error": f"unknown command {req.get('cmd')!r}"}

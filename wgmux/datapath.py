@@ -140,6 +140,9 @@ class SessionColumns:
     last_seen: array
     packets: array
     flags: array
+    created: array
+    bytes: array
+    src_port: array     # raw: network order read as native
 
     def __len__(self):
         return len(self.keys)
@@ -521,19 +524,21 @@ class Datapath:
     def _session_offsets(self) -> Dict[str, int]:
         leaf = self._sessions.Leaf
         return {name: getattr(leaf, name).offset
-                for name in ("reverse", "last_seen", "packets", "flags", "src_port")}
+                for name in ("reverse", "last_seen", "packets", "flags", "src_port", "created",
+                             "bytes")}
 
     def session_columns(self) -> SessionColumns:
         """Every entry's key, link, last_seen, packets and flags, read in
         batches into arrays (spec §8)."""
         off = self._session_offsets
-        out = SessionColumns(array("Q"), array("Q"), array("Q"), array("Q"), array("B"))
+        out = SessionColumns(array("Q"), array("Q"), array("Q"), array("Q"), array("B"),
+                             array("Q"), array("Q"), array("H"))
         for b in self._session_batches():
             out.keys.extend(b.key(0, "Q"))
-            out.reverse.extend(b.value(off["reverse"], "Q"))
-            out.last_seen.extend(b.value(off["last_seen"], "Q"))
-            out.packets.extend(b.value(off["packets"], "Q"))
-            out.flags.extend(b.value(off["flags"], "B"))
+            for name, fmt in (("reverse", "Q"), ("last_seen", "Q"), ("packets", "Q"),
+                              ("flags", "B"), ("created", "Q"), ("bytes", "Q"),
+                              ("src_port", "H")):
+                getattr(out, name).extend(b.value(off[name], fmt))
         return out
 
     def session_links(self) -> List[SessionLink]:

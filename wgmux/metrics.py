@@ -78,10 +78,14 @@ def render(status: dict) -> str:
         else:
             events.add(value, event=name[3:] if name.startswith("ev_") else name)
 
-    sessions = status.get("sessions", [])
     by_state = {"established": 0, "half-open": 0}
     per_port: Dict[int, Dict[str, int]] = {}
-    for s in sessions:
+    summary = status.get("sessions_summary")
+    if summary is not None:
+        # counted from the table's columns (the daemon's scrapes ask for it)
+        by_state = {"established": summary["established"], "half-open": summary["half_open"]}
+        per_port = {int(p): acc for p, acc in summary["by_port"].items()}
+    for s in status.get("sessions", []):
         by_state[s["state"]] = by_state.get(s["state"], 0) + 1
         acc = per_port.setdefault(s["port"], {})
         for key in ("i2r_bytes", "r2i_bytes", "i2r_packets", "r2i_packets"):

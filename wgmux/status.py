@@ -9,9 +9,9 @@ here, so that each is written once.
 from __future__ import annotations
 
 import time
-from typing import Iterable, List, NamedTuple, Optional
+from typing import Dict, Iterable, List, NamedTuple, Optional
 
-from wgmux.model import EndpointLike, Session, as_endpoint, monotonic_ns
+from wgmux.model import SF_TRANSPORT, EndpointLike, Session, as_endpoint, monotonic_ns
 
 # What runs (status "datapath", docs/spec.md §4a), as the start line and
 # `show` say it.
@@ -99,3 +99,68 @@ def session_pairs(sessions: Iterable[Session], hub_port: int,
 
 def _family(ep: Optional[EndpointLike]) -> Optional[str]:
     return f"ipv{as_endpoint(ep).ip.version}" if ep else None
+
+
+def session_summary(c, hub_port: int, now_ns: int, idle_s: float, half_open_s: float,
+                    expire_s: float) -> dict:
+    """`show --summary` and the metrics: what session_pairs() + the daemon's
+    live/stale split would say, counted from the table's columns
+    (Datapath.session_columns()) without decoding an entry.  Keys:
+    established, half_open (live ones), confirmed, stale (pairs and
+    half-open entries awaiting collection), entries (the table's), and
+    by_port: {port: {established, half_open, i2r_packets, i2r_bytes,
+    r2i_packets, r2i_bytes}} over live sessions."""
+    hub = int.from_bytes(hub_port.to_bytes(2, "big"), "little")     # as the columns hold it
+    pos = {k: i for i, k in enumerate(c.keys)}
+    host: Dict[int, int] = {}
+
+    def port_of(raw: int) -> int:
+        p = host.get(raw)
+        if p is None:
+            p = host[raw] = int.from_bytes(raw.to_bytes(2, "little"), "big")
+        return p
+
+    est = half = confirmed = stale = 0
+    by_port: Dict[int, Dict[str, int]] = {}
+    idle_ns, half_ns, expire_ns = idle_s * 1e9, half_open_s * 1e9, expire_s * 1e9
+    keys, rev, last, created, flags = c.keys, c.reverse, c.last_seen, c.created, c.flags
+    for j, k in enumerate(keys):
+        r = rev[j]
+        on_hub = k & 0xFFFF == hub
+        i = pos.get(r) if r & 0xFFFF else None
+        if i is not None and rev[i] == k:
+            if not on_hub:
+                continue                # an i2r entry: counted with its r2i
+            both = flags[i] & flags[j] & SF_TRANSPORT
+            limit = idle_ns if both else half_ns
+            if (now_ns - max(last[i], last[j]) > limit
+                    or now_ns - min(created[i], created[j]) > expire_ns):
+                stale += 1
+                continue
+            est += 1
+            confirmed += bool(both)
+            acc = by_port.setdefault(port_of(keys[i] & 0xFFFF), _port_acc())
+            acc["established"] += 1
+            acc["i2r_packets"] += c.packets[i]
+            acc["i2r_bytes"] += c.bytes[i]
+            acc["r2i_packets"] += c.packets[j]
+            acc["r2i_bytes"] += c.bytes[j]
+            continue
+        if now_ns - last[j] > half_ns or now_ns - created[j] > expire_ns:
+            stale += 1
+            continue
+        half += 1
+        port = port_of(c.src_port[j]) if on_hub else port_of(k & 0xFFFF)
+        acc = by_port.setdefault(port, _port_acc())
+        acc["half_open"] += 1
+        key = "r2i" if on_hub else "i2r"
+        acc[f"{key}_packets"] += c.packets[j]
+        acc[f"{key}_bytes"] += c.bytes[j]
+    return {"entries": len(keys), "established": est, "half_open": half,
+            "confirmed": confirmed, "stale": stale,
+            "by_port": {p: by_port[p] for p in sorted(by_port)}}
+
+
+def _port_acc() -> Dict[str, int]:
+    return dict.fromkeys(("established", "half_open", "i2r_packets", "i2r_bytes",
+                          "r2i_packets", "r2i_bytes"), 0)

@@ -774,6 +774,47 @@ def test_pairs_say_each_sides_family(golden_env):
         ("ipv4", "ipv6", True)
 
 
+def test_summary_counts_what_the_listing_lists(golden_env):
+    """show --summary (and the metrics) count from the table's columns
+    what the full listing and its live/stale split say, per port too."""
+    from wgmux.daemon import EXPIRY_MARGIN, REJECT_AFTER_TIME, live_pairs
+    from wgmux.metrics import render
+    from wgmux.model import monotonic_ns
+    from wgmux.status import session_summary
+    env = golden_env
+    env.reset()
+    g.with_established(env)
+    env.dp.set_session(g.HUB_PORT, 0x77, g.E_I, g.P, expect=g.E_R)           # half-open
+    env.dp.set_session(g.P_NOEP, 0x78, g.E_R, g.HUB_PORT, expect=g.E_I)      # half-open
+    now = monotonic_ns()
+    env.dp.set_session(g.HUB_PORT, 0x99, g.E_I, g.P, expect=g.E_R,          # stale
+                       created=now - 100 * 10**9, last_seen=now - 100 * 10**9)
+    env.run(g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX)))
+    env.run(g.inbound(g.E_R, g.hub(g.HUB_PORT), g.transport(g.I_IDX, n=200)))
+    args = (60.0, 30.0, REJECT_AFTER_TIME + EXPIRY_MARGIN)
+    now = monotonic_ns()
+    pairs = session_pairs(env.dp.sessions(), env.dp.hub_port, wall_clock=False)
+    live, stale = live_pairs(pairs, now, *args)
+    summary = session_summary(env.dp.session_columns(), env.dp.hub_port, now, *args)
+    assert (summary["established"], summary["half_open"], summary["stale"]) == (
+        sum(p["state"] == "established" for p in live),
+        sum(p["state"] == "half-open" for p in live), len(stale)) == (1, 2, 1)
+    assert summary["confirmed"] == 1 and summary["entries"] == 5
+    want = {}
+    for p in live:
+        acc = want.setdefault(p["port"], dict.fromkeys(
+            ("established", "half_open", "i2r_packets", "i2r_bytes", "r2i_packets",
+             "r2i_bytes"), 0))
+        acc["established" if p["state"] == "established" else "half_open"] += 1
+        for k in ("i2r_packets", "i2r_bytes", "r2i_packets", "r2i_bytes"):
+            acc[k] += p[k]
+    assert summary["by_port"] == want
+    assert summary["by_port"][g.P]["r2i_bytes"] > summary["by_port"][g.P]["i2r_bytes"] > 0
+    listed = render({"sessions": live, "stale_sessions": len(stale)})
+    counted = render({"sessions_summary": summary, "stale_sessions": summary["stale"]})
+    assert listed == counted
+
+
 def test_collect_idle_and_pairs(golden_env):
     env = golden_env
     env.reset()
