@@ -123,12 +123,33 @@ def cmd_check(args) -> int:
 
 def cmd_show(args) -> int:
     config = load_config(args)
+    port = args.port
+    if args.peer is not None:
+        ports = [p.port for p in config.peers if p.public_key == args.peer]
+        if not ports:
+            raise Fail(2, f"--peer {args.peer}: not the PublicKey of any [[Peer]] in "
+                          f"{config.path}")
+        if port is not None and port not in ports:
+            raise Fail(2, f"--peer {args.peer} is the responder of port {ports[0]}, "
+                          f"not of --port {port}")
+        port = ports[0]
+    query = {}
+    if args.summary or (args.metrics and port is None):
+        query["summary"] = True
+    elif port is not None:
+        query["port"] = port
     try:
-        status = control.request(config.interface)
+        status = control.request(config.interface, **query)
     except control.NotRunning as e:
         raise Fail(3, e) from None
     except RuntimeError as e:       # ControlError, or the daemon's own error
         raise Fail(1, e) from None
+    if port is not None:
+        status["peers"] = [p for p in status["peers"] if p["port"] == port]
+        summary = status.get("sessions_summary")
+        if summary is not None:
+            summary["by_port"] = {k: v for k, v in summary["by_port"].items()
+                                  if int(k) == port}
     if args.metrics:
         from .metrics import render
 
@@ -161,6 +182,23 @@ def _bytes(n: int) -> str:
     return str(n)
 
 
+_FAMILY = {"ipv4": "IPv4", "ipv6": "IPv6"}
+
+
+def _format_summary(summary: dict, stale: int, max_sessions) -> list:
+    room = f" of {max_sessions}" if max_sessions else ""
+    out = [f"sessions: {summary['established']} established ({summary['confirmed']} "
+           f"confirmed both ways), {summary['half_open']} half-open"
+           + (f", {stale} awaiting collection" if stale else "")
+           + f"; table {summary['entries']}{room} entries"]
+    for port, acc in summary["by_port"].items():
+        out.append(f"  port {port}: {acc['established']} established, {acc['half_open']} "
+                   f"half-open; initiator->responder {acc['i2r_packets']} packets, "
+                   f"{_bytes(acc['i2r_bytes'])}; responder->initiator {acc['r2i_packets']} "
+                   f"packets, {_bytes(acc['r2i_bytes'])}")
+    return out
+
+
 def format_status(st: dict) -> str:
     now = st["now"]
     out = [f"hub: {st['interface']} (device {st['device']}, hub port {st['hub_port']})",
@@ -184,12 +222,21 @@ def format_status(st: dict) -> str:
             out.append(f"  warning: not a peer of {st['device']}")
         out.append(f"  latest hub handshake: {_ago(now, p['latest_handshake'])}")
         out.append("")
-    sessions = st["sessions"]
     stale = st.get("stale_sessions") or 0
-    out.append(f"sessions: {len(sessions)}"
-               + (f" ({stale} more expired or idle, awaiting collection)" if stale else ""))
+    summary = st.get("sessions_summary")
+    if summary is not None:
+        out.extend(_format_summary(summary, stale, st.get("max_sessions")))
+    sessions = st.get("sessions", [])
+    if summary is None:
+        out.append(f"sessions: {len(sessions)}"
+                   + (f" ({stale} more expired or idle, awaiting collection)" if stale else ""))
     for s in sessions:
-        out.append(f"  port {s['port']}: {s['initiator']} <-> {s['responder']}  ({s['state']})")
+        families = ""
+        if s.get("translated"):
+            families = (f", {_FAMILY.get(s['initiator_family'], '?')} -> "
+                        f"{_FAMILY.get(s['responder_family'], '?')}")
+        out.append(f"  port {s['port']}: {s['initiator']} <-> {s['responder']}  "
+                   f"({s['state']}{families})")
         idx = lambda v: f"{v:#010x}" if v is not None else "-"  # noqa: E731
         out.append(f"    indices: initiator {idx(s.get('initiator_index'))}, responder "
                    f"{idx(s.get('responder_index'))}")
@@ -303,6 +350,16 @@ Idle sessions are collected after 540 s without a packet (3 x WireGuard's
     fmt.add_argument("--json", action="store_true", help="machine-readable output")
     fmt.add_argument("--metrics", action="store_true",
                      help="the Prometheus text format (what MetricsListen serves)")
+    show.add_argument("--summary", action="store_true",
+                      help="count the sessions (per port too) instead of listing them: "
+                           "what a big table wants (a million sessions in well under a "
+                           "second; the listing decodes every one)")
+    show.add_argument("--port", type=int, metavar="PORT",
+                      help="only this peer port's responder and sessions (only its entries "
+                           "are read)")
+    show.add_argument("--peer", metavar="PUBLIC_KEY",
+                      help="only the responder with this PublicKey (a [[Peer]] of the config) "
+                           "and its sessions")
     show.set_defaults(fn=cmd_show)
 
     check = sub.add_parser("check", help="would `wgmux serve` work here? check config and host",
