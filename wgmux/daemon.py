@@ -771,6 +771,7 @@ class Daemon:
                 "reused_pinned_state": self.datapath.reused,
                 "reloads": self.reloads,
                 "session_idle_timeout": self.idle_timeout,
+                "max_sessions": self.datapath.max_sessions,
             }
 
     def _sessions_summary(self) -> dict:

@@ -102,6 +102,8 @@ def test_pairs_across_families(lab, families, mode):
     assert (s["state"], s["initiator_family"], s["responder_family"], s["translated"]) == \
         ("established", want[families[0]], want[families[1]], True), s
     assert s["i2r_bytes"] > 10 * MB and s["r2i_bytes"] > 10 * MB, s
+    said = {"v4": "IPv4", "v6": "IPv6"}
+    assert f"(established, {said[families[0]]} -> {said[families[1]]})" in hub.show_text()
     print(f"\n{families[0]}->{families[1]} {mode}: 10 MB forward {forward.seconds:.2f} s "
           f"({10 * 8 / forward.seconds:.0f} Mbit/s), back {back.seconds:.2f} s "
           f"({10 * 8 / back.seconds:.0f} Mbit/s)")
