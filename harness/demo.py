@@ -3,7 +3,10 @@
 Builds a hub and two sites behind NAT (each peer running real WireGuard with
 a session to the hub), starts `wgmux serve` on the hub, makes the first
 site's peer an initiator for the second through hub:51821, pings through
-it, prints `wgmux show`, and tears everything down.
+it, prints `wgmux show`, and tears everything down.  `--family v6` puts
+both sites on IPv6 only (behind `--router6`: a stateful firewall, NAT66),
+so the peers reach the hub at [2001:db8::fe]; `dual` makes them dual-stack
+(they still use IPv6).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import sys
 
 from netlab import Lab, wait_for
-from netlab.nat import NatKind
+from netlab.nat import NatKind, Router6Kind
 from netlab.topology import standard
 from netlab.traffic import ping
 
@@ -32,6 +35,10 @@ def main(argv=None) -> int:
     ap.add_argument("--nat", default="port_restricted",
                     choices=[k.name.lower() for k in NatKind],
                     help="NAT behaviour of both sites (default: port_restricted)")
+    ap.add_argument("--family", default="v4", choices=["v4", "v6", "dual"],
+                    help="address family of both sites (default: v4)")
+    ap.add_argument("--router6", default="firewall", choices=[k.value for k in Router6Kind],
+                    help="IPv6 router of both sites with --family v6/dual (default: firewall)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("demo: needs root (network namespaces, eBPF): sudo make demo", file=sys.stderr)
@@ -39,8 +46,11 @@ def main(argv=None) -> int:
     kind = NatKind[args.nat.upper()]
 
     with Lab() as lab:
-        step(f"building the topology: a hub and two sites behind {kind.name} NAT")
-        topo = standard(lab, [kind, kind], wireguard=True)
+        behind = {"v4": f"{kind.name} NAT", "v6": f"an IPv6 {args.router6}",
+                  "dual": f"{kind.name} NAT and an IPv6 {args.router6}"}[args.family]
+        step(f"building the topology: a hub and two sites behind {behind}")
+        topo = standard(lab, [kind, kind], wireguard=True, families=args.family,
+                        kinds6=args.router6)
         print(topo.describe())
         initiator, responder = topo.host(1), topo.host(2)
         for host in (initiator, responder):
@@ -50,7 +60,7 @@ def main(argv=None) -> int:
         hub = WgmuxHub(topo)
         hub.pair(initiator, responder, RESPONDER_PORT)
         step(f"without wgmux: {initiator.name} pings {responder.overlay_ip} via "
-             f"{topo.hub_ip}:{RESPONDER_PORT}")
+             f"{topo.hub_endpoint(initiator, RESPONDER_PORT)}")
         print("reply" if ping(initiator.node, responder.overlay_ip) else
               "no reply (nothing listens on the responder's hub port)")
 

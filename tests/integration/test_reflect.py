@@ -13,6 +13,11 @@ back, netlab.xdp):
 - `wgmux show` lists the session with counters that match the traffic, and
   the mode; with XDP, the driver sent the stream back out itself (XDP_TX
   at least once per transport packet reflected, none lost).
+
+The same over IPv6 (`*_ipv6`): both peers on IPv6-only sites, behind NAT66
+or behind a stateful firewall (netlab.nat.Router6Kind), reach the hub at
+[2001:db8::fe] (the hub is dual-stack; its own WireGuard listens on both
+families), the initiator's Endpoint for the responder is [hub]:port.
 """
 
 import secrets
@@ -21,8 +26,8 @@ import pytest
 
 from netlab import wait_for
 from netlab.capture import Capture
-from netlab.nat import NatKind
-from netlab.topology import standard
+from netlab.nat import NatKind, Router6Kind
+from netlab.topology import endpoint, standard
 from netlab.traffic import ping, send_udp, tcp_transfer
 from harness.hub import WgmuxHub, serving_pair
 
@@ -30,7 +35,7 @@ pytestmark = pytest.mark.netlab
 
 PORT = 51821
 MB = 1 << 20
-IP_UDP_HEADERS = 28
+IP_UDP_HEADERS = {"v4": 28, "v6": 48}     # what the hub counts beyond the message
 COUNT_SLACK = 2048   # a few handshake/keepalive messages
 
 
@@ -42,7 +47,18 @@ def mode(request):
 @pytest.fixture(params=[NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC],
                 ids=["port-restricted", "symmetric"])
 def paired(request, lab, mode):
-    topo = standard(lab, [request.param, request.param], wireguard=True, tx_checksum=False)
+    return make_pair(lab, mode, [request.param, request.param])
+
+
+@pytest.fixture(params=[Router6Kind.NAT66, Router6Kind.FIREWALL], ids=["nat66", "firewall"])
+def paired6(request, lab, mode):
+    return make_pair(lab, mode, families="v6", kinds6=request.param)
+
+
+def make_pair(lab, mode, kinds=(NatKind.PORT_RESTRICTED,) * 2, families="v4",
+              kinds6=Router6Kind.FIREWALL):
+    topo = standard(lab, list(kinds), wireguard=True, tx_checksum=False, families=families,
+                    kinds6=kinds6)
     initiator, responder = topo.host(1), topo.host(2)
     for host in (initiator, responder):
         topo.hub_wg.wait_handshake(host.wg.public_key)
@@ -56,7 +72,27 @@ def paired(request, lab, mode):
 
 
 def test_without_wgmux_the_handshake_fails(paired):
-    topo, hub, initiator, responder = paired
+    handshake_fails(*paired)
+
+
+def test_without_wgmux_the_handshake_fails_ipv6(paired6):
+    handshake_fails(*paired6)
+    topo, hub, initiator, responder = paired6
+    assert initiator.family == responder.family == "v6"
+
+
+def test_reflects_end_to_end_without_decrypting(paired, mode):
+    reflects(*paired, mode)
+
+
+def test_reflects_end_to_end_without_decrypting_ipv6(paired6, mode):
+    topo, hub, initiator, responder = paired6
+    assert initiator.family == responder.family == "v6"
+    assert "[" in initiator.wg.peer(responder.wg.public_key).endpoint
+    reflects(*paired6, mode)
+
+
+def handshake_fails(topo, hub, initiator, responder):
     # Traffic makes the initiator send handshake initiations to hub:PORT;
     # with nothing reflecting them, none completes within two retries.
     with Capture(topo.hub, "eth0", f"udp dst port {PORT}") as cap:
@@ -68,8 +104,7 @@ def test_without_wgmux_the_handshake_fails(paired):
     assert responder.wg.peer(initiator.wg.public_key).latest_handshake == 0
 
 
-def test_reflects_end_to_end_without_decrypting(paired, mode):
-    topo, hub, initiator, responder = paired
+def reflects(topo, hub, initiator, responder, mode):
     hub.start()
     assert hub.show()["datapath"] == mode
     said = {"tc": "attached to eth0 (TC ingress)",
@@ -116,17 +151,21 @@ def test_reflects_end_to_end_without_decrypting(paired, mode):
     assert len(sessions) == 1, status["sessions"]
     s = sessions[0]
     assert s["state"] == "established"
-    assert s["initiator"] == f"{initiator.site.public_ip}:{s['initiator'].rsplit(':', 1)[1]}"
-    assert s["responder"].startswith(responder.site.public_ip + ":")
+    # from the address the hub sees each at (its router's, or its own
+    # behind an IPv6 firewall), in show's spelling ([v6]:port)
+    assert s["initiator"] == endpoint(initiator.public_ip, s["initiator"].rsplit(":", 1)[1])
+    assert s["responder"] == endpoint(responder.public_ip, s["responder"].rsplit(":", 1)[1])
     # The hub's per-direction counters match what the sending peer's own
     # WireGuard counted (the hub counts IP bytes: the message plus 28 bytes
-    # of IPv4 and UDP headers each), to within a handshake or keepalive.
+    # of IPv4 and UDP headers each, 48 over IPv6), to within a handshake or
+    # keepalive.
     # (Not the receiver's count: a loaded receiver drops some datagrams
     # after the hub, and TCP resends them.)
     i_view = initiator.wg.peer(responder.wg.public_key)
     r_view = responder.wg.peer(initiator.wg.public_key)
-    i2r = s["i2r_bytes"] - IP_UDP_HEADERS * s["i2r_packets"]
-    r2i = s["r2i_bytes"] - IP_UDP_HEADERS * s["r2i_packets"]
+    headers = IP_UDP_HEADERS[initiator.family]
+    i2r = s["i2r_bytes"] - headers * s["i2r_packets"]
+    r2i = s["r2i_bytes"] - headers * s["r2i_packets"]
     assert i2r > 10 * MB and r2i > 10 * MB, s
     assert abs(i2r - i_view.tx_bytes) < COUNT_SLACK, (i2r, i_view.tx_bytes, s)
     assert abs(r2i - r_view.tx_bytes) < COUNT_SLACK, (r2i, r_view.tx_bytes, s)
@@ -205,3 +244,26 @@ def test_restart_changes_the_datapath_and_keeps_the_session(lab):
     out = topo.hub.run(hub.cli("detach", "-c", str(hub.config_path))).stdout
     assert "removed XDP program wgmux_xdp" in out and "removed TC filter" in out, out
     assert "xdp" not in topo.hub.run(["ip", "link", "show", "eth0"]).stdout
+
+
+@pytest.mark.parametrize("forwarding6", [True, False], ids=["forwarding", "no-forwarding"])
+def test_forwarding_chooses_the_path_ipv6(lab, forwarding6):
+    """IPv6 peers: IPv6 forwarding on Interface is what lets
+    bpf_fib_lookup() route their reflected packets (IPv4 forwarding on in
+    both cases); without it they take the neighbour path and still work."""
+    topo = standard(lab, wireguard=True, families="v6")
+    initiator, responder = topo.host(1), topo.host(2)
+    for host in (initiator, responder):
+        topo.hub_wg.wait_handshake(host.wg.public_key)
+    hub = WgmuxHub(topo)              # forwarding on, both families
+    if not forwarding6:
+        topo.hub.sysctls({"net.ipv6.conf.all.forwarding": 0,
+                          "net.ipv6.conf.eth0.forwarding": 0})
+    assert topo.hub.run(["sysctl", "-n", "net.ipv4.conf.eth0.forwarding"]).stdout.strip() == "1"
+    hub.pair(initiator, responder, PORT)
+    hub.start()
+    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+             what="the first ping through the hub")
+    assert ping(responder.node, initiator.overlay_ip, count=3)
+    neigh_path = hub.show()["counters"]["ev_nh_fwd_disabled"]
+    assert (neigh_path > 0) == (not forwarding6), neigh_path

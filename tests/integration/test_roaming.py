@@ -23,6 +23,12 @@ How the hub learns the new endpoint differs by side:
   responder sends to the initiator: a TCP ACK if one happens to leave after
   the move, else WireGuard's passive keepalive (10 s) or a new handshake
   (15 s).
+
+The same over IPv6 (`*_ipv6`), both peers on IPv6-only sites reaching the
+dual-stack hub over IPv6: `nat-flush` moves a side behind NAT66_SYMMETRIC
+(a port-preserving NAT66 or a firewall would keep the source), the other
+side is behind a stateful firewall; `listen-port` has NAT66 on one side
+and the firewall on the other.
 """
 
 import time
@@ -30,7 +36,8 @@ import time
 import pytest
 
 from netlab import wait_for
-from netlab.nat import NatKind
+from netlab.nat import NatKind, Router6Kind, flush
+from netlab.topology import endpoint as endpoint_text
 from netlab.traffic import TcpFlow, UdpSeq
 from harness.hub import serving_pair
 
@@ -41,6 +48,11 @@ MB = 1 << 20
 NEW_LISTEN_PORT = 40123
 
 
+def address_of(ep: str) -> str:
+    """The address of an endpoint as show spells it (a.b.c.d:p, [v6]:p)."""
+    return ep.rsplit(":", 1)[0].strip("[]")
+
+
 @pytest.mark.parametrize("how", ["nat-flush", "listen-port"])
 @pytest.mark.parametrize("side", ["initiator", "responder"])
 def test_roaming_mid_transfer(lab, side, how):
@@ -48,7 +60,25 @@ def test_roaming_mid_transfer(lab, side, how):
     kinds = [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED]
     if how == "nat-flush":
         kinds[moving_site - 1] = NatKind.SYMMETRIC
-    topo, hub, initiator, responder = serving_pair(lab, kinds, PORT)
+    roams_mid_transfer(lab, side, how, serving_pair(lab, kinds, PORT))
+
+
+@pytest.mark.parametrize("how", ["nat-flush", "listen-port"])
+@pytest.mark.parametrize("side", ["initiator", "responder"])
+def test_roaming_mid_transfer_ipv6(lab, side, how):
+    moving_site = 1 if side == "initiator" else 2
+    if how == "nat-flush":
+        kinds6 = [Router6Kind.FIREWALL, Router6Kind.FIREWALL]
+        kinds6[moving_site - 1] = Router6Kind.NAT66_SYMMETRIC
+    else:
+        kinds6 = [Router6Kind.NAT66, Router6Kind.FIREWALL]
+    pair = serving_pair(lab, port=PORT, families="v6", kinds6=kinds6)
+    assert pair[2].family == pair[3].family == "v6"
+    roams_mid_transfer(lab, side, how, pair)
+
+
+def roams_mid_transfer(lab, side, how, pair):
+    topo, hub, initiator, responder = pair
     mover = initiator if side == "initiator" else responder
 
     # Flows towards the moving side show when it is reachable again.  The
@@ -73,7 +103,7 @@ def test_roaming_mid_transfer(lab, side, how):
 
     moved = time.monotonic()
     if how == "nat-flush":
-        mover.site.nat.flush()
+        flush(mover.site)
     else:
         mover.node.run(["wg", "set", mover.wg.name, "listen-port", str(NEW_LISTEN_PORT)])
 
@@ -82,9 +112,9 @@ def test_roaming_mid_transfer(lab, side, how):
         return s and s[0][side] != old_endpoint and s[0][side]
 
     endpoint = wait_for(new_endpoint, timeout=10, what=f"the hub to see the {side} move")
-    assert endpoint.split(":")[0] == mover.site.public_ip
+    assert address_of(endpoint) == mover.public_ip
     if how == "listen-port":
-        assert endpoint == f"{mover.site.public_ip}:{NEW_LISTEN_PORT}"
+        assert endpoint == endpoint_text(mover.public_ip, NEW_LISTEN_PORT)
 
     for f in flows:
         f.wait_flowing(n=10, after=moved, timeout=20)
@@ -115,8 +145,18 @@ def test_silent_responder_is_followed_from_the_hub_device(lab):
     where it went.  Traffic to it resumes through the hub anyway, before
     anything of it crossed the reflected session (no ev_roam) and long
     before WireGuard would handshake again."""
-    topo, hub, initiator, responder = serving_pair(
-        lab, [NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC], PORT)
+    silent_responder_is_followed(lab, serving_pair(
+        lab, [NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC], PORT))
+
+
+def test_silent_responder_is_followed_from_the_hub_device_ipv6(lab):
+    pair = serving_pair(lab, port=PORT, families="v6",
+                        kinds6=[Router6Kind.FIREWALL, Router6Kind.NAT66_SYMMETRIC])
+    silent_responder_is_followed(lab, pair)
+
+
+def silent_responder_is_followed(lab, pair):
+    topo, hub, initiator, responder = pair
 
     def r2i_packets():
         (s,) = [x for x in hub.show()["sessions"] if x["port"] == PORT]
@@ -132,14 +172,14 @@ def test_silent_responder_is_followed_from_the_hub_device(lab):
     mark = hub.log_size()
 
     moved = time.monotonic()
-    responder.site.nat.flush()
+    flush(responder.site)
     flow = UdpSeq(initiator.node, responder.node, responder.overlay_ip, 7001).start()
     lab.on_close(flow.stop)
     first = flow.wait_flowing(n=1, after=moved, timeout=8,
                               what="traffic to the moved responder")
     status = hub.show()
     (s,) = [x for x in status["sessions"] if x["port"] == PORT]
-    assert s["responder"] != old and s["responder"].startswith(responder.site.public_ip + ":")
+    assert s["responder"] != old and address_of(s["responder"]) == responder.public_ip
     assert s["r2i_packets"] == silent, "the responder spoke first: not the case under test"
     assert status["counters"]["ev_roam"] == roams
     assert f"responder on port {PORT} moved from {old}: 2 session entries follow" in \
