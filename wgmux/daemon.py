@@ -69,6 +69,13 @@ SESSION_IDLE_TIMEOUT = 3 * 180
 # filling the table for long.
 HALF_OPEN_TIMEOUT = 30
 GC_INTERVAL = 5.0
+# A big table is scanned less often: one more GC_INTERVAL per this many
+# entries (a million: every 30 s, ~0.5 s of CPU each, docs/performance.md).
+# Timeouts are 30 s and more, and the slow path bounds the half-open space.
+GC_ENTRIES_PER_INTERVAL = 200_000
+# Above this many established pairs the session log stops saying each one
+# that comes or goes (one line says so; `show --summary` counts them).
+SESSION_LOG_MAX = 10_000
 # Drops are logged as one summary line per interval, whatever their rate.
 DROP_SUMMARY_INTERVAL = 60.0
 # WireGuard refuses a keypair REJECT_AFTER_TIME after the handshake that made
@@ -197,6 +204,7 @@ def live_pairs(pairs, now_ns: int, idle_s: float, half_open_s: float,
 class Daemon:
     slowpath = None                    # wgmux.slowpath.SlowPath while serving
     metrics = None                     # wgmux.metrics.MetricsServer with MetricsListen
+    _session_log_off = False           # above SESSION_LOG_MAX pairs
 
     def __init__(self, config: Config, idle_timeout: Optional[float] = None,
                  fresh: bool = False, pin: bool = True, keep_attached: bool = False):
@@ -498,10 +506,10 @@ class Daemon:
                     log.warning("cannot read %s: %s", self.config.device, e)
                 self.sync_addresses()
                 if time.monotonic() >= next_gc:
-                    self.collect_idle()
-                    self.log_sessions()
+                    entries = self.collect_and_log()
                     memory.trim_heap()     # RSS back down after a burst of work
-                    next_gc = time.monotonic() + self.gc_interval
+                    next_gc = time.monotonic() + self.gc_interval * (
+                        1 + entries // GC_ENTRIES_PER_INTERVAL)
                 if time.monotonic() >= next_drop_summary:
                     self.log_drops()
                     next_drop_summary = time.monotonic() + DROP_SUMMARY_INTERVAL
@@ -509,14 +517,33 @@ class Daemon:
             self.log_drops()
             self.stop(keep_attached=self.keep_attached)
 
-    def log_sessions(self):
+    def collect_and_log(self) -> int:
+        """One read of the table's columns for collection and the session
+        log; returns how many entries it had."""
+        with self._lock:
+            columns = self.datapath.session_columns()
+        self.collect_idle(columns=columns)
+        self.log_sessions(columns)
+        return len(columns)
+
+    def log_sessions(self, columns=None):
         """One line when a session comes up (a response went through) or
         goes (collected, or its port removed).  Only the pairs that came up
-        are read in full: a full map costs one lean scan."""
+        are read in full: a full map costs one lean scan.  Above
+        SESSION_LOG_MAX pairs, one line says the log stops saying each."""
         dp = self.datapath
         with self._lock:
-            pairs = dp.established_pairs()
+            pairs = dp.established_pairs(columns)
         logged = self._logged_sessions
+        if len(pairs) > SESSION_LOG_MAX:
+            if not self._session_log_off:
+                log.info("%d sessions: the log no longer says each one that comes or goes "
+                         "(more than %d; `wgmux show --summary` counts them)",
+                         len(pairs), SESSION_LOG_MAX)
+            self._session_log_off = True
+            logged.clear()
+            return
+        self._session_log_off = False
         for key in pairs.keys() - logged.keys():
             i2r, r2i = (dp.session(*link.key) for link in pairs[key])
             if i2r is None or r2i is None:
@@ -726,11 +753,12 @@ class Daemon:
                                      "follow", peer.port, endpoint_text(old), n,
                                      "y" if n == 1 else "ies")
 
-    def collect_idle(self, now_ns: Optional[int] = None):
-        """`now_ns`: the monotonic clock's reading to judge by (tests)."""
+    def collect_idle(self, now_ns: Optional[int] = None, columns=None):
+        """`now_ns`: the monotonic clock's reading to judge by (tests);
+        `columns`: the table as the caller read it."""
         with self._lock:
             removed = self.datapath.collect_idle(self.idle_timeout, self.half_open_timeout,
-                                                 now_ns=now_ns)
+                                                 now_ns=now_ns, columns=columns)
         if removed:
             log.info("collected %d idle session entr%s", removed, "y" if removed == 1 else "ies")
 

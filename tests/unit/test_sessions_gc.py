@@ -220,6 +220,30 @@ def test_established_pairs_and_the_session_log(caplog):
                              f"responder {full['responder']} (0+0 packets)"]
 
 
+@root
+def test_session_log_stops_above_its_limit(caplog, monkeypatch):
+    """A big hub's log does not say each session: above SESSION_LOG_MAX
+    pairs one line says so, once, and nothing per pair."""
+    import threading
+
+    monkeypatch.setattr(dmod, "SESSION_LOG_MAX", 1)
+    with Datapath(g.HUB_PORT) as dp:
+        for i in (1, 2):
+            dp.set_session(g.P, 0x100 + i, g.E_R, g.HUB_PORT, expect=g.E_I,
+                           reverse=(g.HUB_PORT, 0x200 + i))
+            dp.set_session(g.HUB_PORT, 0x200 + i, g.E_I, g.P, expect=g.E_R,
+                           reverse=(g.P, 0x100 + i))
+        d = dmod.Daemon.__new__(dmod.Daemon)
+        d.datapath, d._lock, d._logged_sessions = dp, threading.Lock(), {}
+        d.idle_timeout, d.half_open_timeout = 540.0, 30.0
+        with caplog.at_level(logging.INFO, logger="wgmux"):
+            assert d.collect_and_log() == 4
+            d.log_sessions()
+        said = [r.message for r in caplog.records]
+        assert said == ["2 sessions: the log no longer says each one that comes or goes "
+                        "(more than 1; `wgmux show --summary` counts them)"], said
+
+
 def test_live_pairs_unconfirmed_keep_the_half_open_timeout():
     """A pair whose responder direction never carried transport (a forged
     response makes one) is stale after the half-open timeout, as
