@@ -8,6 +8,8 @@
 - slow: a transfer across two rekeys (WireGuard rekeys every 120 s) never
   stalls; `show` lists the current session and not the ones the rekeys
   replaced.
+- The idle collection and its negative over IPv6 (`*_ipv6`): both peers
+  IPv6-only (NAT66, firewall), reaching the hub over IPv6.
 """
 
 import time
@@ -15,7 +17,7 @@ import time
 import pytest
 
 from netlab import wait_for
-from netlab.nat import NatKind
+from netlab.nat import NatKind, Router6Kind
 from netlab.traffic import TcpFlow, UdpSeq
 from harness.hub import serving_pair
 
@@ -25,8 +27,12 @@ PORT = 51821
 IDLE = 3.0
 
 
-def make_pair(lab, kinds=(NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED), serve_args=()):
-    return serving_pair(lab, kinds, PORT, serve_args)
+IPV6 = dict(families="v6", kinds6=[Router6Kind.NAT66, Router6Kind.FIREWALL])
+
+
+def make_pair(lab, kinds=(NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED), serve_args=(),
+              **families):
+    return serving_pair(lab, kinds, PORT, serve_args, **families)
 
 
 def sessions_on(status, port=PORT):
@@ -34,8 +40,18 @@ def sessions_on(status, port=PORT):
 
 
 def test_idle_sessions_are_collected(lab):
-    topo, hub, initiator, responder = make_pair(
-        lab, serve_args=["--session-idle-timeout", str(IDLE)])
+    idle_sessions_are_collected(make_pair(lab, serve_args=["--session-idle-timeout", str(IDLE)]))
+
+
+def test_idle_sessions_are_collected_ipv6(lab):
+    pair = make_pair(lab, serve_args=["--session-idle-timeout", str(IDLE)], **IPV6)
+    assert pair[2].family == pair[3].family == "v6"
+    idle_sessions_are_collected(pair)
+
+
+def idle_sessions_are_collected(pair):
+    topo, hub, initiator, responder = pair
+    lab = topo.lab
     assert hub.show()["session_idle_timeout"] == IDLE
     (first,) = sessions_on(hub.show())
 
@@ -61,7 +77,15 @@ def test_idle_sessions_are_collected(lab):
 
 def test_default_timeout_keeps_an_idle_session(lab):
     """The negative: same traffic, default timeout, the session stays."""
-    topo, hub, initiator, responder = make_pair(lab)
+    default_timeout_keeps(make_pair(lab))
+
+
+def test_default_timeout_keeps_an_idle_session_ipv6(lab):
+    default_timeout_keeps(make_pair(lab, **IPV6))
+
+
+def default_timeout_keeps(pair):
+    topo, hub, initiator, responder = pair
     assert hub.show()["session_idle_timeout"] == 540
     assert len(sessions_on(hub.show())) == 1
     with pytest.raises(TimeoutError):
