@@ -29,7 +29,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from wgmux import bulk, pinning, tc, wire, xdp
 from wgmux.config import HANDSHAKE_BURST, HANDSHAKE_RATE, INITIATION_BURST, INITIATION_RATE
-from wgmux.model import (SF_TRANSPORT, EndpointLike, IPAddress, LearnedInitiator, NextHop,
+from wgmux.model import (SF_TRANSPORT, Endpoint, EndpointLike, IPAddress, LearnedInitiator, NextHop,
                          Responder, Session, SessionLink, SlowMessage, as_endpoint,
                          check_port, monotonic_ns, read_endpoint, write_endpoint)
 from wgmux.program import SOURCE, Program
@@ -451,46 +451,86 @@ class Datapath:
         endpoint keeps the cached next hop."""
         ep = as_endpoint((ip, udp_port)) if ip is not None else None
         key = ct.c_ushort(socket.htons(check_port(port)))
+        counts = self._responder_eps_counts()
         current = self._ports.get(key)
-        if current is not None and read_endpoint(current.ep) == ep:
-            self._sync_responder_eps()     # (pinned maps of an older build)
+        old = read_endpoint(current.ep) if current is not None else None
+        if current is not None and old == ep:
             return
         leaf = self._ports.Leaf()
         write_endpoint(leaf.ep, ep)
         self._ports[key] = leaf
-        self._sync_responder_eps()
+        self._count_responder_ep(counts, old, -1)
+        self._count_responder_ep(counts, ep, +1)
 
-    def _sync_responder_eps(self):
-        """`responder_eps` = the endpoints in `ports` (the datapath copies
-        HubPort initiations from these only)."""
+    def _responder_eps_counts(self) -> Dict[Endpoint, int]:
+        """How many ports have each responder endpoint: read from `ports`
+        once, then kept as ports change, so that setting one of 10,000
+        responders costs one map write, not a scan.  The first read also
+        makes `responder_eps` (the endpoints the datapath copies HubPort
+        initiations from) agree with `ports` (pinned maps of an older
+        build may not)."""
+        counts = getattr(self, "_eps_counts", None)
+        if counts is None:
+            counts = {}
+            for v in self._ports.values():
+                e = read_endpoint(v.ep)
+                if e is not None:
+                    counts[e] = counts.get(e, 0) + 1
+            eps = self.bpf[b"responder_eps"]
+            have = {read_endpoint(k): k for k in eps.keys()}
+            for e, k in have.items():
+                if e not in counts:
+                    self._write_responder_ep(e, present=False)
+            for e in counts.keys() - have.keys():
+                self._write_responder_ep(e, present=True)
+            self._eps_counts = counts
+        return counts
+
+    def _count_responder_ep(self, counts: Dict[Endpoint, int], ep: Optional[Endpoint],
+                            delta: int):
+        if ep is None:
+            return
+        n = counts.get(ep, 0) + delta
+        if n > 0:
+            counts[ep] = n
+        else:
+            counts.pop(ep, None)
+        if (delta > 0 and n == 1) or n <= 0:
+            self._write_responder_ep(ep, present=n > 0)
+
+    def _write_responder_ep(self, ep: Endpoint, present: bool):
         eps = self.bpf[b"responder_eps"]
-        want = {read_endpoint(v.ep) for v in self._ports.values()} - {None}
-        have = {read_endpoint(k): k for k in eps.keys()}
-        for ep, k in have.items():
-            if ep not in want:
-                try:
-                    del eps[k]
-                except KeyError:
-                    pass
-        for ep in want - set(have):
-            k = eps.Key()
-            write_endpoint(k, ep)
+        k = eps.Key()
+        write_endpoint(k, ep)
+        if present:
             eps[k] = ct.c_ubyte(1)
+        else:
+            try:
+                del eps[k]
+            except KeyError:
+                pass
 
     def remove_responder(self, port: int, flush_sessions: bool = True) -> bool:
         """Stop reflecting for `port`; by default also delete the sessions
         that arrive on it and their reverse entries."""
         key = ct.c_ushort(socket.htons(check_port(port)))
+        counts = self._responder_eps_counts()
+        current = self._ports.get(key)
         try:
             del self._ports[key]
             found = True
         except KeyError:
             found = False
-        self._sync_responder_eps()
+        if current is not None:
+            self._count_responder_ep(counts, read_endpoint(current.ep), -1)
         if flush_sessions:
-            for s in self.sessions():
-                if s.port == port:
-                    self.delete_session(s.port, s.index, reverse=True)
+            raw_port = int.from_bytes(socket.htons(port).to_bytes(2, "little"), "little")
+            c = self.session_columns()
+            for k, r in zip(c.keys, c.reverse):
+                if k & 0xFFFF == raw_port:
+                    bulk.delete(self._sessions.map_fd, k.to_bytes(8, "little"))
+                    if r & 0xFFFF:
+                        bulk.delete(self._sessions.map_fd, r.to_bytes(8, "little"))
         return found
 
     def responders(self) -> Dict[int, Responder]:
@@ -693,6 +733,7 @@ class Datapath:
     def flush_responders(self):
         self._ports.clear()
         self.bpf[b"responder_eps"].clear()
+        self._eps_counts: Dict[Endpoint, int] = {}
 
     # ---- slow path -----------------------------------------------------------
     def poll_slow_path(self, handler, timeout_ms: int = 100):
