@@ -253,6 +253,7 @@ def test_purge(lab):
 # -- serve --keep-attached: what the systemd unit runs ----------------------
 
 RESTARTS = 20
+REKEY_AFTER_TIME = 120      # WireGuard's: a session's keys are replaced after it
 
 
 @pytest.fixture
@@ -298,6 +299,8 @@ def test_restarts_with_keep_attached_lose_nothing_ipv6(kept6):
 def restarts_lose_nothing(kept, restarts: int):
     topo, hub, initiator, responder, flows = kept
     indices = session_indices(hub)
+    handshake = current_handshakes(initiator, responder)[0]
+    established = counters(hub)["ev_session_established"]
     began = time.monotonic()
     for n in range(restarts):
         before = attached(topo.hub)
@@ -317,7 +320,18 @@ def restarts_lose_nothing(kept, restarts: int):
     last = time.monotonic()
     for flow in flows:
         flow.wait_flowing(n=50, after=last, timeout=10)
-    assert session_indices(hub) == indices
+    if time.time() - handshake < REKEY_AFTER_TIME:
+        assert session_indices(hub) == indices
+    else:
+        # On a busy machine (each start compiling for 10 s) the restarts
+        # outlast the session: WireGuard rekeys on its own every 120 s, and
+        # then the pair is in a new session beside the old.  No new
+        # handshake was needed before that, and no datagram lost across it.
+        now = current_handshakes(initiator, responder)[0]
+        assert now >= handshake + REKEY_AFTER_TIME, "a handshake before the rekey was due"
+        rekeys = int((time.time() - handshake) // REKEY_AFTER_TIME)
+        grew = counters(hub)["ev_session_established"] - established
+        assert grew <= rekeys, f"{grew} sessions established, {rekeys} rekeys due"
     for flow in flows:
         received = flow.count_after(began)
         assert received > restarts * 100, f"{flow.src.name}->{flow.dst.name}: {received}"
