@@ -268,9 +268,38 @@ def format_status(st: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def version_text() -> str:
+    """`wgmux --version`: what `make build` wrote into bin/wgmux (version,
+    commit), else the installed distribution's version."""
+    try:
+        from . import _build      # only inside bin/wgmux (scripts/build.py)
+        return _build.VERSION_TEXT
+    except ImportError:
+        pass
+    try:
+        from importlib.metadata import version
+        return f"wgmux {version('wgmux')} (not a `make build` file: no commit recorded)"
+    except Exception:
+        return "wgmux (version unknown: neither a `make build` file nor installed)"
+
+
+class _Version(argparse.Action):
+    """--version, looked up only when asked (importlib.metadata costs
+    ~0.2 s, which every other command would pay)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0,
+                         help="print the version (and the commit bin/wgmux was built from)")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="wgmux", description=DESCRIPTION,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action=_Version)
     ap.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
 

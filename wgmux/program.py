@@ -10,8 +10,12 @@ build starts over on fresh ones, once; `fresh_reasons` says why.
 
 from __future__ import annotations
 
+import atexit
 import ctypes as ct
 import os
+import shutil
+import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -24,8 +28,30 @@ except ImportError:  # running from a checkout without the editable install
     SOURCE_DIR = Path(__file__).resolve().parent.parent / "bpf"
 
 SOURCE = Path(SOURCE_DIR) / "wgmux.c"
+if not SOURCE.is_file():
+    # Inside bin/wgmux (`make build`, a zip): the sources are zip members,
+    # readable (counter_names), but bcc compiles files: _on_disk copies them.
+    SOURCE = resources.files("wgmux.bpf") / "wgmux.c"
+_extracted: Optional[Path] = None
 PROGRAM = "wgmux_ingress"
 XDP_PROGRAM = "wgmux_xdp"
+
+
+def _on_disk(source) -> Path:
+    """`source` as a file bcc can compile: itself when it is one, else (a
+    zip member) a copy of its directory's *.c and *.h in a private temporary
+    directory, made once per process and removed at exit."""
+    global _extracted
+    if isinstance(source, Path):
+        return source
+    if _extracted is None:
+        tmp = Path(tempfile.mkdtemp(prefix="wgmux-bpf-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        for member in source.parent.iterdir():
+            if member.name.endswith((".c", ".h")):
+                (tmp / member.name).write_bytes(member.read_bytes())
+        _extracted = tmp / source.name
+    return _extracted
 
 
 class Program:
@@ -49,7 +75,7 @@ class Program:
 
         self._BPF = BPF
         self._xdp_fd: Optional[int] = None
-        self.source = Path(source) if source is not None else SOURCE
+        self.source = Path(source) if source is not None else _on_disk(SOURCE)
         flags = [f"-I{self.source.parent}",
                  f"-DWGMUX_MAX_SESSIONS={int(max_sessions)}",
                  f"-DWGMUX_MAX_PORTS={int(max_ports)}",
