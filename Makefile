@@ -3,7 +3,7 @@ PY      ?= .venv/bin/python
 PYTEST  ?= $(PY) -m pytest
 WORKERS ?= 2
 
-.PHONY: help setup test unit-test netlab-test netlab-test-slow kernel-matrix verifier-test demo bench reap clean
+.PHONY: help setup build build-test test unit-test netlab-test netlab-test-slow kernel-matrix verifier-test demo bench reap clean
 
 # `make install` (see packaging/install.sh and README.md, "Install on a real
 # hub"). Every directory is overridable; DESTDIR stages the tree elsewhere
@@ -35,12 +35,27 @@ help:
 	@echo "make hostile           attacks on a real wgmux serve (tests/hostile/bench.py): outage, amplification,"
 	@echo "                       a 30 s 1,000-source flood's toll on a pair and a new handshake (~3 min)"
 	@echo "make reap              remove what crashed netlab runs left behind"
-	@echo "make install           wgmux in its own venv under PREFIX (/usr/local), launcher,"
-	@echo "                       systemd unit, example /etc/wgmux/config.toml if none (root)"
-	@echo "make uninstall         remove what install put, except the config"
+	@echo "make build             bin/wgmux: one file (a zipapp: wgmux, its C datapath, pyroute2) to copy"
+	@echo "                       to a hub, run by its /usr/bin/python3 (python3-bpfcc, python3-nacl)"
+	@echo "make build-test        bin/wgmux alone in a fresh Debian 12 chroot: --version, check, and serve"
+	@echo "                       on a netlab hub end to end (root; ~30 s, ~1 min more the first time)"
+	@echo "make install           after make build: bin/wgmux as PREFIX/bin/wgmux (/usr/local), systemd"
+	@echo "                       unit, docs, example /etc/wgmux/config.toml if none (root)"
+	@echo "make install-venv      the same, but wgmux in its own venv under PREFIX/lib/wgmux (needs pip)"
+	@echo "make uninstall         remove what either install put, except the config"
 
 setup:
 	bash scripts/setup.sh
+
+# One file for a hub (docs/build.md): reproducible, pyroute2 pinned in
+# packaging/zipapp-requirements.txt (cached in build/wheels by make setup).
+build:
+	$(SYSTEM_PYTHON) scripts/build.py -o bin/wgmux
+
+# Not part of `test`: the built file copied alone into a debootstrap'ed
+# Debian 12 (scripts/chroot.sh, cached in /var/cache/wgmux-chroot).
+build-test: build setup-check
+	WGMUX_BUILD_TEST=$(CURDIR)/bin/wgmux $(PYTEST) tests/integration/test_zipapp.py
 
 test: setup-check
 	$(PYTEST) -n $(WORKERS) -m "not slow" tests
@@ -79,8 +94,11 @@ bench: setup-check
 hostile: setup-check
 	$(PY) tests/hostile/bench.py
 
-.PHONY: install uninstall
+.PHONY: install install-venv uninstall
 install:
+	$(INSTALL_VARS) $(if $(FILE),FILE="$(FILE)") sh packaging/install.sh install-file
+
+install-venv:
 	$(INSTALL_VARS) sh packaging/install.sh install
 
 uninstall:
@@ -90,7 +108,7 @@ reap: setup-check
 	$(PY) -m netlab reap
 
 clean: reap
-	rm -rf .venv build *.egg-info
+	rm -rf .venv build bin *.egg-info
 
 .PHONY: setup-check
 setup-check:

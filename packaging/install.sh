@@ -1,14 +1,17 @@
 #!/bin/sh
-# `make install` / `make uninstall` (see the Makefile for the variables and
-# README.md, "Install on a real hub").
+# `make install`, `make install-venv`, `make uninstall` (see the Makefile
+# for the variables and README.md, "Install on a real hub").
 #
-#   install.sh install     wgmux into its own venv, the launcher, the unit,
-#                          the docs, and the example config unless one exists
-#   install.sh uninstall   remove all of that except the config
+#   install.sh install-file  the one file `make build` made ($FILE, default
+#                            bin/wgmux) as $BINDIR/wgmux, the unit, the docs,
+#                            and the example config unless one exists
+#   install.sh install       (make install-venv) wgmux into its own venv, the
+#                            launcher, the unit, the docs, the example config
+#   install.sh uninstall     remove what either put, except the config
 #
 # Layout (defaults; every directory can be overridden):
-#   $VENVDIR      /usr/local/lib/wgmux               venv: wgmux + pyroute2
-#   $BINDIR       /usr/local/bin/wgmux               launcher
+#   $VENVDIR      /usr/local/lib/wgmux               venv: wgmux + pyroute2 (install only)
+#   $BINDIR       /usr/local/bin/wgmux               the file, or the venv's launcher
 #   $UNITDIR      /usr/local/lib/systemd/system/wgmux.service
 #   $DOCDIR       /usr/local/share/doc/wgmux         README.md, config.toml
 #   $SYSCONFDIR   /etc/wgmux/config.toml             never overwritten
@@ -20,7 +23,7 @@
 # $VENVDIR, so the staged tree works once it sits at its final place.
 set -eu
 
-cmd=${1:?usage: install.sh install|uninstall}
+cmd=${1:?usage: install.sh install|install-file|uninstall}
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${PREFIX:-/usr/local}
 BINDIR=${BINDIR:-$PREFIX/bin}
@@ -30,6 +33,7 @@ DOCDIR=${DOCDIR:-$PREFIX/share/doc/wgmux}
 SYSCONFDIR=${SYSCONFDIR:-/etc}
 SYSTEM_PYTHON=${SYSTEM_PYTHON:-/usr/bin/python3}
 DESTDIR=${DESTDIR:-}
+FILE=${FILE:-$SRCDIR/bin/wgmux}
 # Extra pip arguments, e.g. PIP_ARGS="--no-index --find-links=/srv/wheels".
 PIP_ARGS=${PIP_ARGS:-}
 
@@ -110,7 +114,36 @@ exec "$VENVDIR/bin/python" -I -c 'import sys; from wgmux.cli import main; sys.ex
 EOF
     chmod 0755 "$DESTDIR$BINDIR/wgmux.new"
     mv -f "$DESTDIR$BINDIR/wgmux.new" "$DESTDIR$BINDIR/wgmux"
+    install_rest
+}
 
+# `make build`'s file: nothing to build, no pip, no venv. It runs with
+# /usr/bin/python3 (its first line), which brings bcc and PyNaCl.
+do_install_file() {
+    [ -f "$FILE" ] || die "$FILE: no such file: run 'make build' first (or 'make install-venv')"
+    head -c 64 "$FILE" | grep -q '^#!/usr/bin/python3' || die "$FILE: not a file 'make build' made"
+    if [ -x /usr/bin/python3 ]; then
+        /usr/bin/python3 -c 'import bcc' 2>/dev/null \
+            || say "warning: bcc does not import in /usr/bin/python3: apt install python3-bpfcc before running wgmux"
+        /usr/bin/python3 -c 'import nacl' 2>/dev/null \
+            || say "warning: nacl does not import in /usr/bin/python3: apt install python3-nacl before running wgmux"
+    else
+        say "warning: no /usr/bin/python3 here: the file needs it (apt install python3-bpfcc python3-nacl)"
+    fi
+    if [ -d "$DESTDIR$VENVDIR" ]; then
+        # a venv install before this one: the file replaces its launcher
+        rm -rf "$DESTDIR$VENVDIR"
+        say "removed the venv of an earlier install-venv ($VENVDIR)"
+    fi
+    mkdir -p "$DESTDIR$BINDIR"
+    install -m 0755 "$FILE" "$DESTDIR$BINDIR/wgmux.new"
+    mv -f "$DESTDIR$BINDIR/wgmux.new" "$DESTDIR$BINDIR/wgmux"
+    say "installed $FILE as $BINDIR/wgmux ($("$DESTDIR$BINDIR/wgmux" --version 2>/dev/null || echo 'version: needs /usr/bin/python3'))"
+    install_rest
+}
+
+# The unit, the docs, the example config: both installs.
+install_rest() {
     mkdir -p "$DESTDIR$UNITDIR"
     sed -e "s|/usr/local/bin/wgmux|$BINDIR/wgmux|g" \
         -e "s|/usr/local/share/doc/wgmux|$DOCDIR|g" \
@@ -155,6 +188,7 @@ do_uninstall() {
 
 case "$cmd" in
     install) do_install ;;
+    install-file) do_install_file ;;
     uninstall) do_uninstall ;;
-    *) die "usage: install.sh install|uninstall" ;;
+    *) die "usage: install.sh install|install-file|uninstall" ;;
 esac

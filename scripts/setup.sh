@@ -15,9 +15,11 @@ fi
 # python3-setuptools/-wheel: `make install` builds wgmux with them, offline.
 # python3-nacl: libsodium's XChaCha20-Poly1305 for the hub's cookie replies
 # (wgmux/cookie.py), for the system Python like bcc.
+# debootstrap: `make build-test` runs bin/wgmux in a fresh Debian 12 root
+# (scripts/chroot.sh).
 PKGS=(iproute2 nftables conntrack wireguard-tools wireguard-go python3-bpfcc python3-nacl
       python3-venv python3-pip python3-setuptools python3-wheel tcpdump iperf3
-      iputils-ping ethtool procps util-linux kmod systemd)
+      iputils-ping ethtool procps util-linux kmod systemd debootstrap)
 kver=$(uname -r)
 kdir=/lib/modules/$kver
 have_headers() {
@@ -90,6 +92,10 @@ if [ ! -e "$stamp" ]; then
 else
     say ".venv up to date"
 fi
+
+# `make build` packs the pinned pyroute2 wheel (packaging/zipapp-requirements.txt):
+# fetched once into build/wheels, hash checked, so builds and tests need no network.
+/usr/bin/python3 scripts/build.py --fetch-only | sed 's/^/setup: /'
 
 .venv/bin/python -c 'import bcc, pyroute2' \
     || { echo "setup: bcc or pyroute2 does not import in .venv" >&2; exit 1; }

@@ -1,4 +1,4 @@
-"""`make install` / `make uninstall`, and `pip install .` into a clean venv.
+"""`make install-venv` / `make uninstall`, and `pip install .` into a clean venv.
 
 - DESTDIR staging: the tree has the documented layout, and nothing in it
   (text or bytecode) names the staging directory: moved to its PREFIX, it
@@ -76,7 +76,7 @@ def test_destdir_staging_layout_and_relocation(scratch):
     dest = scratch / "dest"
     prefix = scratch / "final"          # the tree's final place, after the "package" is installed
     etc = scratch / "etc"
-    make("install", DESTDIR=dest, PREFIX=prefix, SYSCONFDIR=etc)
+    make("install-venv", DESTDIR=dest, PREFIX=prefix, SYSCONFDIR=etc)
 
     staged = dest / str(prefix).lstrip("/")
     expected = {
@@ -140,13 +140,13 @@ def test_existing_config_is_kept_and_reinstall_upgrades(scratch):
     etc.mkdir(parents=True)
     mine = '[Interface]\nDevice = "wg7"\nHubPort = 4242\nInterface = "ens3"\n'
     (etc / "config.toml").write_text(mine)
-    out = make("install", DESTDIR=dest, PREFIX="/usr/local")
+    out = make("install-venv", DESTDIR=dest, PREFIX="/usr/local")
     assert "kept the existing /etc/wgmux/config.toml" in out.stdout
     assert (etc / "config.toml").read_text() == mine
     venv_cfg = dest / "usr/local/lib/wgmux/pyvenv.cfg"
     marker = venv_cfg.parent / "stale-file"
     marker.write_text("from an older version")
-    make("install", DESTDIR=dest, PREFIX="/usr/local")
+    make("install-venv", DESTDIR=dest, PREFIX="/usr/local")
     assert (etc / "config.toml").read_text() == mine
     assert venv_cfg.exists() and not marker.exists(), "an upgrade replaces the venv whole"
     make("uninstall", DESTDIR=dest, PREFIX="/usr/local")
@@ -155,7 +155,7 @@ def test_existing_config_is_kept_and_reinstall_upgrades(scratch):
 
 def test_real_install_check_on_netlab_hub_then_uninstall(lab, scratch):
     prefix, etc = scratch / "prefix", scratch / "etc"
-    make("install", PREFIX=prefix, SYSCONFDIR=etc)
+    make("install-venv", PREFIX=prefix, SYSCONFDIR=etc)
     wgmux = prefix / "bin" / "wgmux"
     elsewhere = shadowing_dir(scratch / "elsewhere")
     out = launcher_runs(wgmux, elsewhere, "--help")
