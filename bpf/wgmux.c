@@ -1684,6 +1684,17 @@ struct bench_hdr {
 };
 WGMUX_TABLE("array", __u32, struct bench_hdr, bench_hdr, 1);
 
+/* Spread the runs over n sessions (harness/bench_scale.py: a table too big
+ * for the caches): each run writes base + the next of n receiver indices
+ * at byte `off` of the restored frame.  n 0: the frame as restored. */
+struct bench_spread {
+	__u32 n;
+	__u32 base;
+	__u32 next;
+	__u32 off;
+};
+WGMUX_TABLE("array", __u32, struct bench_spread, bench_spread, 1);
+
 static __always_inline int bench_restore(void *ctx, const int xdp)
 {
 	__u32 zero = 0;
@@ -1706,6 +1717,15 @@ static __always_inline int bench_restore(void *ctx, const int xdp)
 #pragma unroll
 	for (int i = 0; i < WGMUX_BENCH_HDR / 8; i++)
 		p[i] = h->w[i];
+	struct bench_spread *sp = bench_spread.lookup(&zero);
+	if (sp && sp->n) {
+		__u32 i = sp->next;
+		sp->next = i + 1 < sp->n ? i + 1 : 0;
+		__u32 off = sp->off & (WGMUX_BENCH_HDR - 1);
+		if (data + off + 4 > data_end || off + 4 > WGMUX_BENCH_HDR)
+			return -1;
+		*(__u32 *)(data + off) = sp->base + i;
+	}
 	return 0;
 }
 

@@ -19,25 +19,16 @@ unit tests do (test_golden, test_golden_xdp), before each program's runs.
 from __future__ import annotations
 
 import argparse
-import ctypes as ct
 import os
 import statistics
 import sys
 from typing import List, Optional
 
 from harness import golden as g
-from harness.testrun import XDP_PASS, XDP_TX
+from harness.testrun import XDP_PASS, XDP_TX, set_bench_header
 
 TC_VERDICTS = {0: "pass", 2: "drop", 7: "redirect"}
 XDP_VERDICTS = {XDP_PASS: "pass", XDP_TX: "XDP_TX"}
-
-
-def _set_bench_header(dp, frame: bytes):
-    table = dp.bpf[b"bench_hdr"]
-    leaf = table.Leaf()
-    head = frame[:64]
-    ct.memmove(ct.addressof(leaf), head, len(head))
-    table[table.Key(0)] = leaf
 
 
 def _check(case: g.Case, got_retval: int, got: bytes) -> Optional[str]:
@@ -101,6 +92,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "(0: woken per packet)")
     ap.add_argument("--sizes", default="128,1400",
                     help="--modes: IP packet sizes, comma separated")
+    ap.add_argument("--scale", action="store_true",
+                    help="instead: the session table at 1k..1M sessions (datapath ns/packet "
+                         "hot and cold, collection, show --summary/--port/--json, metrics, "
+                         "map memory, RSS) and 10..10k responders (harness.bench_scale)")
+    ap.add_argument("--scale-sizes", default="1000,10000,100000,1000000",
+                    help="--scale: table sizes (sessions), comma separated")
+    ap.add_argument("--plot", metavar="PNG", help="--scale: draw the curves there (matplotlib)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("harness.bench: needs root (eBPF, network namespaces)", file=sys.stderr)
@@ -108,6 +106,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.e2e:
         from harness import bench_e2e
         return bench_e2e.main(size_mb=args.size_mb, rounds=args.rounds, only=args.only)
+    if args.scale:
+        from harness import bench_scale
+        return bench_scale.main(sizes=[int(x) for x in args.scale_sizes.split(",") if x],
+                                plot_path=args.plot)
     if args.modes:
         from harness import bench_modes
         return bench_modes.main(seconds=args.seconds, cpu_seconds=args.cpu_seconds,
@@ -137,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for case in rows:
             out = g.run_case(env, case)    # state + one checked packet
             problem = _check(case, out.result.retval, out.result.data)
-            _set_bench_header(dp, case.packet)
+            set_bench_header(dp, case.packet)
             run, base, p = _measure(net, tc_fds, case, args.rounds, args.repeat, False, _check)
             problem = problem or p
             # the same state again, XDP's one checked packet, then its runs

@@ -168,3 +168,13 @@ def test_run(prog_fd: int, packet: bytes, repeat: int = 1, ifindex: int = 0,
 
 
 test_run.__test__ = False  # keep pytest from collecting it where imported
+
+
+def set_bench_header(dp, frame: bytes):
+    """The benchmark build (WGMUX_BENCH) restores a frame's first 64 bytes
+    before every run: tell it which frame."""
+    table = dp.bpf[b"bench_hdr"]
+    leaf = table.Leaf()
+    head = frame[:64]
+    ctypes.memmove(ctypes.addressof(leaf), head, len(head))
+    table[table.Key(0)] = leaf

@@ -33,6 +33,9 @@ def _lib():
         lib.bpf_map_get_next_key.restype = ct.c_int
         lib.bpf_map_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
         lib.bpf_map_delete_elem.restype = ct.c_int
+        lib.bpf_map_update_batch.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p,
+                                             ct.POINTER(ct.c_uint32), ct.c_void_p]
+        lib.bpf_map_update_batch.restype = ct.c_int
         lib._wgmux_batch = True
     return lib
 
@@ -128,3 +131,37 @@ def delete(map_fd: int, key: bytes) -> bool:
     """Delete one entry by its raw key; False if it was not there."""
     lib = _lib()
     return lib.bpf_map_delete_elem(map_fd, key) == 0
+
+
+def write(map_fd: int, keys: bytes, values: bytes, key_size: int, value_size: int) -> int:
+    """Insert or replace entries (keys and values as flat buffers, as
+    batches() gives them), BATCH at a time; where the kernel has no batch
+    update, one at a time.  Returns how many were written: fewer than given
+    when the map is full."""
+    lib = _lib()
+    n = len(keys) // key_size
+    done = 0
+    while done < n:
+        m = min(BATCH, n - done)
+        kb = keys[done * key_size:(done + m) * key_size]
+        vb = values[done * value_size:(done + m) * value_size]
+        count = ct.c_uint32(m)
+        rc = lib.bpf_map_update_batch(map_fd, kb, vb, ct.byref(count), None)
+        if rc < 0:
+            err = ct.get_errno()
+            if err in (errno.EINVAL, errno.EOPNOTSUPP, 524) and done == 0 and not count.value:
+                return _write_one_by_one(map_fd, keys, values, key_size, value_size)
+            return done + count.value        # E2BIG / ENOMEM: full
+        done += m
+    return done
+
+
+def _write_one_by_one(map_fd: int, keys: bytes, values: bytes, key_size: int,
+                      value_size: int) -> int:
+    lib = _lib()
+    n = len(keys) // key_size
+    for i in range(n):
+        if lib.bpf_map_update_elem(map_fd, keys[i * key_size:(i + 1) * key_size],
+                                   values[i * value_size:(i + 1) * value_size], 0) < 0:
+            return i
+    return n

@@ -118,22 +118,49 @@ def _map_items(table) -> list:
 
 
 def _raw_key(port: int, index: int) -> int:
-    """A session key as SessionColumns holds it: the 8-byte key read as a
-    native u64 (port in network order in the low 16 bits, index above)."""
-    return int.from_bytes(socket.htons(port).to_bytes(2, "little") + b"\0\0"
-                          + index.to_bytes(4, "little"), "little")
+    """A session key as SessionColumns holds it: port << 32 | index.  The
+    index in the low bits: Python hashes an int by its low bits, and a dict
+    of a million keys that differ above them would collide throughout."""
+    return port << 32 | index
 
 
 def _key_of_raw(raw: int) -> Tuple[int, int]:
-    return socket.ntohs(raw & 0xFFFF), raw >> 32
+    return raw >> 32, raw & 0xFFFFFFFF
+
+
+def _key_bytes(raw: int) -> bytes:
+    """The map's own 8 bytes of a raw key (struct session_key)."""
+    return (raw >> 32).to_bytes(2, "big") + b"\0\0" + (raw & 0xFFFFFFFF).to_bytes(4, "little")
+
+
+def _raw_keys(buf: bytes, offset: int, size: int) -> array:
+    """The struct session_key at `offset` of every `size`-byte record of
+    `buf` as raw keys, by moving bytes at C speed: the map's layout is
+    {be16 port, u16 pad, u32 index} and a raw key's little-endian bytes are
+    {index, port in host order, 0, 0}."""
+    n = len(buf) // size
+    src = memoryview(buf)
+    out = bytearray(8 * n)
+    for dst_byte, src_byte in ((0, 4), (1, 5), (2, 6), (3, 7), (4, 1), (5, 0)):
+        out[dst_byte::8] = src[offset + src_byte::size]
+    keys = array("Q")
+    keys.frombytes(bytes(out) if socket.htons(1) != 1 else _swap64(out))
+    return keys
+
+
+def _swap64(buf: bytearray) -> bytes:
+    a = array("Q")
+    a.frombytes(bytes(buf))
+    a.byteswap()            # a big-endian host reads the same bytes the other way
+    return a.tobytes()
 
 
 @dataclass
 class SessionColumns:
     """The whole session table as columns (Datapath.session_columns()):
     what collection, the session log and show's summary need, without
-    decoding an entry (a million in well under a second).  Keys are raw
-    (_raw_key); `reverse` is 0 for a half-open entry."""
+    decoding an entry.  Keys and `reverse` are raw (_raw_key; `reverse`
+    0 for a half-open entry), `src_port` in host order."""
 
     keys: array
     reverse: array
@@ -142,7 +169,7 @@ class SessionColumns:
     flags: array
     created: array
     bytes: array
-    src_port: array     # raw: network order read as native
+    src_port: array
 
     def __len__(self):
         return len(self.keys)
@@ -524,13 +551,12 @@ class Datapath:
         if current is not None:
             self._count_responder_ep(counts, read_endpoint(current.ep), -1)
         if flush_sessions:
-            raw_port = int.from_bytes(socket.htons(port).to_bytes(2, "little"), "little")
             c = self.session_columns()
             for k, r in zip(c.keys, c.reverse):
-                if k & 0xFFFF == raw_port:
-                    bulk.delete(self._sessions.map_fd, k.to_bytes(8, "little"))
-                    if r & 0xFFFF:
-                        bulk.delete(self._sessions.map_fd, r.to_bytes(8, "little"))
+                if k >> 32 == port:
+                    bulk.delete(self._sessions.map_fd, _key_bytes(k))
+                    if r >> 32:
+                        bulk.delete(self._sessions.map_fd, _key_bytes(r))
         return found
 
     def responders(self) -> Dict[int, Responder]:
@@ -574,16 +600,18 @@ class Datapath:
         out = SessionColumns(array("Q"), array("Q"), array("Q"), array("Q"), array("B"),
                              array("Q"), array("Q"), array("H"))
         for b in self._session_batches():
-            out.keys.extend(b.key(0, "Q"))
-            for name, fmt in (("reverse", "Q"), ("last_seen", "Q"), ("packets", "Q"),
-                              ("flags", "B"), ("created", "Q"), ("bytes", "Q"),
-                              ("src_port", "H")):
+            out.keys.extend(_raw_keys(b.keys, 0, b.key_size))
+            out.reverse.extend(_raw_keys(b.values, off["reverse"], b.value_size))
+            for name, fmt in (("last_seen", "Q"), ("packets", "Q"), ("flags", "B"),
+                              ("created", "Q"), ("bytes", "Q"), ("src_port", "H")):
                 getattr(out, name).extend(b.value(off[name], fmt))
+        if socket.htons(1) != 1:
+            out.src_port.byteswap()    # network order, read as this host's
         return out
 
     def session_links(self) -> List[SessionLink]:
         c = self.session_columns()
-        return [SessionLink(_key_of_raw(k), _key_of_raw(r) if r & 0xFFFF else None, t, n, f)
+        return [SessionLink(_key_of_raw(k), _key_of_raw(r) if r >> 32 else None, t, n, f)
                 for k, r, t, n, f in zip(c.keys, c.reverse, c.last_seen, c.packets, c.flags)]
 
     def sessions_of_port(self, port: int) -> List[Session]:
@@ -608,11 +636,11 @@ class Datapath:
         """(peer port, initiator index, responder index) -> (i2r, r2i) links
         of every established pair (wgmux.status.session_pairs() says which is which)."""
         c = self.session_columns() if columns is None else columns
-        hub = socket.htons(self.hub_port)
-        pos = {k: i for i, k in enumerate(c.keys)}
+        hub = self.hub_port
+        pos = dict(zip(c.keys, range(len(c.keys))))
         out = {}
         for j, k in enumerate(c.keys):
-            if k & 0xFFFF != hub or not c.reverse[j] & 0xFFFF:
+            if k >> 32 != hub or not c.reverse[j] >> 32:
                 continue
             i = pos.get(c.reverse[j])
             if i is None or c.reverse[i] != k:
@@ -715,15 +743,14 @@ class Datapath:
         idle = [i for i, t in enumerate(c.last_seen) if t < cutoff]
         if not idle:
             return 0
-        pos = {k: i for i, k in enumerate(c.keys)}
+        pos = dict(zip(c.keys, range(len(c.keys))))
         removed = 0
         for i in idle:
-            j = pos.get(c.reverse[i]) if c.reverse[i] & 0xFFFF else None
+            j = pos.get(c.reverse[i]) if c.reverse[i] >> 32 else None
             last = max(c.last_seen[i], c.last_seen[j] if j is not None else 0)
             confirmed = j is not None and c.flags[i] & c.flags[j] & SF_TRANSPORT
             limit = full if confirmed else half
-            if now - last > limit and bulk.delete(self._sessions.map_fd,
-                                                  c.keys[i].to_bytes(8, "little")):
+            if now - last > limit and bulk.delete(self._sessions.map_fd, _key_bytes(c.keys[i])):
                 removed += 1     # (else the datapath or another collector got there first)
         return removed
 

@@ -173,9 +173,9 @@ class Program:
         saved.sort(key=lambda kv: int.from_bytes(kv[1][last_seen:last_seen + 8], "little"),
                    reverse=True)
         kept = saved[:room]
-        for k, v in kept:
-            new[new.Key.from_buffer_copy(k)] = new.Leaf.from_buffer_copy(v)
-        self.resized_sessions = (len(kept), len(saved) - len(kept))
+        written = bulk.write(new.map_fd, b"".join(k for k, _ in kept),
+                             b"".join(v for _, v in kept), key_size, value_size)
+        self.resized_sessions = (written, len(saved) - written)
         return True
 
     def _start_over(self, flags: List[str]):

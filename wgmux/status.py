@@ -110,57 +110,62 @@ def session_summary(c, hub_port: int, now_ns: int, idle_s: float, half_open_s: f
     half-open entries awaiting collection), entries (the table's), and
     by_port: {port: {established, half_open, i2r_packets, i2r_bytes,
     r2i_packets, r2i_bytes}} over live sessions."""
-    hub = int.from_bytes(hub_port.to_bytes(2, "big"), "little")     # as the columns hold it
-    pos = {k: i for i, k in enumerate(c.keys)}
-    host: Dict[int, int] = {}
-
-    def port_of(raw: int) -> int:
-        p = host.get(raw)
-        if p is None:
-            p = host[raw] = int.from_bytes(raw.to_bytes(2, "little"), "big")
-        return p
-
+    hub = hub_port
+    keys, rev = c.keys.tolist(), c.reverse.tolist()
+    last, created, flags = c.last_seen.tolist(), c.created.tolist(), c.flags.tolist()
+    packets, nbytes, src_port = c.packets.tolist(), c.bytes.tolist(), c.src_port.tolist()
+    pos = dict(zip(keys, range(len(keys))))
+    sums: Dict[int, List[int]] = {}    # port -> established, half-open, i2r p/b, r2i p/b
     est = half = confirmed = stale = 0
-    by_port: Dict[int, Dict[str, int]] = {}
-    idle_ns, half_ns, expire_ns = idle_s * 1e9, half_open_s * 1e9, expire_s * 1e9
-    keys, rev, last, created, flags = c.keys, c.reverse, c.last_seen, c.created, c.flags
+    idle_cut, half_cut = now_ns - idle_s * 1e9, now_ns - half_open_s * 1e9
+    born_cut = now_ns - expire_s * 1e9
+    get = pos.get
     for j, k in enumerate(keys):
         r = rev[j]
-        on_hub = k & 0xFFFF == hub
-        i = pos.get(r) if r & 0xFFFF else None
-        if i is not None and rev[i] == k:
-            if not on_hub:
-                continue                # an i2r entry: counted with its r2i
-            both = flags[i] & flags[j] & SF_TRANSPORT
-            limit = idle_ns if both else half_ns
-            if (now_ns - max(last[i], last[j]) > limit
-                    or now_ns - min(created[i], created[j]) > expire_ns):
-                stale += 1
+        on_hub = k >> 32 == hub
+        if r >> 32:
+            i = get(r)
+            if i is not None and rev[i] == k:
+                if not on_hub:
+                    continue            # an i2r entry: counted with its r2i
+                both = flags[i] & flags[j] & SF_TRANSPORT
+                seen = last[i] if last[i] > last[j] else last[j]
+                born = created[i] if created[i] < created[j] else created[j]
+                if seen < (idle_cut if both else half_cut) or born < born_cut:
+                    stale += 1
+                    continue
+                est += 1
+                if both:
+                    confirmed += 1
+                acc = sums.get(keys[i] >> 32)
+                if acc is None:
+                    acc = sums[keys[i] >> 32] = [0, 0, 0, 0, 0, 0]
+                acc[0] += 1
+                acc[2] += packets[i]
+                acc[3] += nbytes[i]
+                acc[4] += packets[j]
+                acc[5] += nbytes[j]
                 continue
-            est += 1
-            confirmed += bool(both)
-            acc = by_port.setdefault(port_of(keys[i] & 0xFFFF), _port_acc())
-            acc["established"] += 1
-            acc["i2r_packets"] += c.packets[i]
-            acc["i2r_bytes"] += c.bytes[i]
-            acc["r2i_packets"] += c.packets[j]
-            acc["r2i_bytes"] += c.bytes[j]
-            continue
-        if now_ns - last[j] > half_ns or now_ns - created[j] > expire_ns:
+        if last[j] < half_cut or created[j] < born_cut:
             stale += 1
             continue
         half += 1
-        port = port_of(c.src_port[j]) if on_hub else port_of(k & 0xFFFF)
-        acc = by_port.setdefault(port, _port_acc())
-        acc["half_open"] += 1
-        key = "r2i" if on_hub else "i2r"
-        acc[f"{key}_packets"] += c.packets[j]
-        acc[f"{key}_bytes"] += c.bytes[j]
+        port = src_port[j] if on_hub else k >> 32
+        acc = sums.get(port)
+        if acc is None:
+            acc = sums[port] = [0, 0, 0, 0, 0, 0]
+        acc[1] += 1
+        if on_hub:
+            acc[4] += packets[j]
+            acc[5] += nbytes[j]
+        else:
+            acc[2] += packets[j]
+            acc[3] += nbytes[j]
+    by_port = {port: dict(zip(_PORT_FIELDS, acc)) for port, acc in sums.items()}
     return {"entries": len(keys), "established": est, "half_open": half,
             "confirmed": confirmed, "stale": stale,
             "by_port": {p: by_port[p] for p in sorted(by_port)}}
 
 
-def _port_acc() -> Dict[str, int]:
-    return dict.fromkeys(("established", "half_open", "i2r_packets", "i2r_bytes",
-                          "r2i_packets", "r2i_bytes"), 0)
+_PORT_FIELDS = ("established", "half_open", "i2r_packets", "i2r_bytes", "r2i_packets",
+                "r2i_bytes")
