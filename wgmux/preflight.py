@@ -234,28 +234,49 @@ def check_interface(config) -> Result:
                   "(ip -br link)")
 
 
+def _forwarding(family: str, interface: str) -> bool:
+    try:
+        with open(f"/proc/sys/net/{family}/conf/{interface}/forwarding") as f:
+            return f.read().strip() != "0"
+    except OSError:
+        return True          # no such interface (check_interface says so), or no IPv6
+
+
+def _global_ipv6(interface: str) -> bool:
+    """Has `interface` an IPv6 address of global scope (IPv6 peers can
+    reach the hub there)?"""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            return any(len(p) == 6 and p[5] == interface and p[3] == "00"
+                       for p in (line.split() for line in f))
+    except OSError:
+        return False
+
+
 def check_forwarding(config) -> Result:
     """bpf_fib_lookup() refuses to route a packet that arrived on an
     interface without forwarding; the datapath then hands every reflected
     packet to bpf_redirect_neigh() (ev_nh_fwd_disabled, docs/spec.md §4): it
     still works, through the kernel's neighbour code for each packet instead
-    of cached MACs.  wgmux does not flip the sysctl itself: it makes the host
-    a router for what arrives on that interface, which is the operator's
-    decision.  (IPv6 asks net.ipv6.conf.all.forwarding, named in the hint.)"""
-    try:
-        with open(f"/proc/sys/net/ipv4/conf/{config.interface}/forwarding") as f:
-            on = f.read().strip() != "0"
-    except OSError:
-        on = True            # no such interface: check_interface says so
-    if on:
-        return Result(OK, f"forwarding on {config.interface!r}: reflected packets take the "
-                      f"fast path")
-    return Result(WARN, f"forwarding is off on {config.interface!r}: every reflected packet "
-                  f"takes the kernel's neighbour path (ev_nh_fwd_disabled), slower than "
-                  f"the fast path",
-                  f"sysctl -w net.ipv4.conf.{config.interface}.forwarding=1 (and "
-                  f"net.ipv6.conf.all.forwarding=1 for IPv6 peers); persist it in "
-                  f"/etc/sysctl.d/")
+    of cached MACs.  Each family asks its own sysctl (IPv6's only matters
+    where Interface has a global IPv6 address).  wgmux does not flip them
+    itself: they make the host a router for what arrives on that interface,
+    which is the operator's decision."""
+    iface = config.interface
+    v4 = _forwarding("ipv4", iface)
+    v6 = _forwarding("ipv6", iface) or not _global_ipv6(iface)
+    if v4 and v6:
+        return Result(OK, f"forwarding on {iface!r}: reflected packets take the fast path")
+    slow = "the kernel's neighbour path (ev_nh_fwd_disabled), slower than the fast path"
+    if not v4:
+        return Result(WARN, f"forwarding is off on {iface!r}: every reflected packet takes "
+                      f"{slow}",
+                      f"sysctl -w net.ipv4.conf.{iface}.forwarding=1 (and "
+                      f"net.ipv6.conf.all.forwarding=1 for IPv6 peers); persist it in "
+                      f"/etc/sysctl.d/")
+    return Result(WARN, f"IPv6 forwarding is off on {iface!r}: every reflected IPv6 packet "
+                  f"takes {slow}",
+                  "sysctl -w net.ipv6.conf.all.forwarding=1; persist it in /etc/sysctl.d/")
 
 
 def check_xdp(config) -> Result:

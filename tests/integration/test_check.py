@@ -121,6 +121,22 @@ def test_forwarding_off_is_a_warning(hub):
     assert "sysctl -w net.ipv4.conf.eth0.forwarding=1" in warns[0][1]
 
 
+def test_ipv6_forwarding_off_is_a_warning_where_ipv6_is_served(hub):
+    """IPv6 peers' packets need IPv6 forwarding (bpf_fib_lookup asks each
+    family's own): off on an interface with a global IPv6 address, a
+    warning; without one, nothing to say."""
+    node, wg, tmp = hub
+    node.sysctls({"net.ipv4.conf.eth0.forwarding": 1, "net.ipv6.conf.all.forwarding": 0,
+                  "net.ipv6.conf.eth0.forwarding": 0})
+    out = check(node, config(wg, tmp))
+    assert [t for s, t, _ in parse(out.stdout) if s == "warn"] == [], out.stdout
+    node.add_address("eth0", "2001:db8:77::1/64")
+    out = check(node, config(wg, tmp))
+    warns = [(t, h) for s, t, h in parse(out.stdout) if s == "warn"]
+    assert [t.split(":")[0] for t, _ in warns] == ["IPv6 forwarding is off on 'eth0'"], out.stdout
+    assert "sysctl -w net.ipv6.conf.all.forwarding=1" in warns[0][1]
+
+
 @pytest.mark.parametrize("case", ["hubport", "interface", "device", "unknown-key"])
 def test_reports_what_would_stop_serve(hub, case):
     node, wg, tmp = hub
