@@ -76,6 +76,10 @@ GC_ENTRIES_PER_INTERVAL = 200_000
 # Above this many established pairs the session log stops saying each one
 # that comes or goes (one line says so; `show --summary` counts them).
 SESSION_LOG_MAX = 10_000
+# `show` lists sessions up to this many table entries (the default
+# MaxSessions); above it, decoding each would take the daemon seconds and
+# hundreds of MB, so it counts them instead (show --port lists one port's).
+SHOW_LIST_MAX = 65_536
 # Drops are logged as one summary line per interval, whatever their rate.
 DROP_SUMMARY_INTERVAL = 60.0
 # WireGuard refuses a keypair REJECT_AFTER_TIME after the handshake that made
@@ -802,15 +806,21 @@ class Daemon:
                 "max_sessions": self.datapath.max_sessions,
             }
 
-    def _sessions_summary(self) -> dict:
-        s = session_summary(self.datapath.session_columns(), self.datapath.hub_port,
+    def _sessions_summary(self, columns=None) -> dict:
+        s = session_summary(columns or self.datapath.session_columns(), self.datapath.hub_port,
                             monotonic_ns(), self.idle_timeout, self.half_open_timeout,
                             REJECT_AFTER_TIME + EXPIRY_MARGIN)
         return {"sessions_summary": s, "stale_sessions": s["stale"]}
 
     def _sessions_status(self, port: Optional[int] = None) -> dict:
         """Live sessions for `show` (of one peer port: only its entries are
-        read); entries only awaiting collection are counted, not listed."""
+        read); entries only awaiting collection are counted, not listed.
+        A table of more than SHOW_LIST_MAX entries is counted, not listed
+        (`sessions_listed` false)."""
+        if port is None:
+            columns = self.datapath.session_columns()
+            if len(columns) > SHOW_LIST_MAX:
+                return {**self._sessions_summary(columns), "sessions_listed": False}
         entries = (self.datapath.sessions() if port is None
                    else self.datapath.sessions_of_port(port))
         pairs = session_pairs(entries, self.datapath.hub_port, wall_clock=False)

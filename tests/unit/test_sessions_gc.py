@@ -244,6 +244,30 @@ def test_session_log_stops_above_its_limit(caplog, monkeypatch):
                         "(more than 1; `wgmux show --summary` counts them)"], said
 
 
+@root
+def test_show_counts_a_table_too_big_to_list(monkeypatch):
+    """Above SHOW_LIST_MAX entries `show` counts instead of listing (what
+    decoding a million entries would cost the daemon); one port's
+    sessions are still listed."""
+    import threading
+
+    with Datapath(g.HUB_PORT) as dp:
+        dp.set_session(g.P, g.R_IDX, g.E_R, g.HUB_PORT, expect=g.E_I,
+                       reverse=(g.HUB_PORT, g.I_IDX))
+        dp.set_session(g.HUB_PORT, g.I_IDX, g.E_I, g.P, expect=g.E_R, reverse=(g.P, g.R_IDX))
+        d = dmod.Daemon.__new__(dmod.Daemon)
+        d.datapath, d._lock = dp, threading.Lock()
+        d.idle_timeout, d.half_open_timeout = 540.0, 30.0
+        listed = d._sessions_status()
+        assert [p["port"] for p in listed["sessions"]] == [g.P]
+        assert "sessions_listed" not in listed
+        monkeypatch.setattr(dmod, "SHOW_LIST_MAX", 1)
+        counted = d._sessions_status()
+        assert "sessions" not in counted and counted["sessions_listed"] is False
+        assert counted["sessions_summary"]["established"] == 1
+        assert [p["port"] for p in d._sessions_status(g.P)["sessions"]] == [g.P]
+
+
 def test_live_pairs_unconfirmed_keep_the_half_open_timeout():
     """A pair whose responder direction never carried transport (a forged
     response makes one) is stale after the half-open timeout, as
