@@ -226,6 +226,8 @@ def format_status(st: dict) -> str:
     summary = st.get("sessions_summary")
     if summary is not None:
         out.extend(_format_summary(summary, stale, st.get("max_sessions")))
+        if st.get("summary_as_of"):
+            out.append(f"  (counted at the last collection, {_ago(now, st['summary_as_of'])})")
         if st.get("sessions_listed") is False:
             out.append("  (too many to list: `wgmux show --port PORT` lists one responder's)")
     sessions = st.get("sessions", [])

@@ -209,6 +209,7 @@ class Daemon:
     slowpath = None                    # wgmux.slowpath.SlowPath while serving
     metrics = None                     # wgmux.metrics.MetricsServer with MetricsListen
     _session_log_off = False           # above SESSION_LOG_MAX pairs
+    _summary = None                    # (wall time, summary) of a big table's last tick
 
     def __init__(self, config: Config, idle_timeout: Optional[float] = None,
                  fresh: bool = False, pin: bool = True, keep_attached: bool = False):
@@ -522,10 +523,16 @@ class Daemon:
             self.stop(keep_attached=self.keep_attached)
 
     def collect_and_log(self) -> int:
-        """One read of the table's columns for collection and the session
-        log; returns how many entries it had."""
+        """One read of the table's columns for collection, the session log
+        and, for a table too big to count on demand, the summary `show
+        --summary` and the metrics answer with until the next tick; returns
+        how many entries it had."""
         with self._lock:
             columns = self.datapath.session_columns()
+        if len(columns) > SHOW_LIST_MAX:
+            self._summary = (time.time(), self._sessions_summary(columns))
+        else:
+            self._summary = None
         self.collect_idle(columns=columns)
         self.log_sessions(columns)
         return len(columns)
@@ -796,7 +803,7 @@ class Daemon:
                 "started": self.started,
                 "now": time.time(),
                 "peers": peers,
-                **(self._sessions_summary() if summary else self._sessions_status(port)),
+                **(self._summary_now() if summary else self._sessions_status(port)),
                 "counters": self.datapath.counters(),
                 "slow_path": self.slowpath.status() if self.slowpath else None,
                 "pin_dir": str(self.datapath.pin_dir) if self.datapath.pin_dir else None,
@@ -805,6 +812,16 @@ class Daemon:
                 "session_idle_timeout": self.idle_timeout,
                 "max_sessions": self.datapath.max_sessions,
             }
+
+    def _summary_now(self) -> dict:
+        """The summary: the last collection tick's for a big table (counting
+        a million entries takes seconds; the tick reads them anyway),
+        `summary_as_of` says when; else counted now."""
+        cached = self._summary
+        if cached is not None:
+            as_of, summary = cached
+            return {**summary, "summary_as_of": as_of}
+        return self._sessions_summary()
 
     def _sessions_summary(self, columns=None) -> dict:
         s = session_summary(columns or self.datapath.session_columns(), self.datapath.hub_port,

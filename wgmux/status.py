@@ -113,44 +113,52 @@ def session_summary(c, hub_port: int, now_ns: int, idle_s: float, half_open_s: f
     hub = hub_port
     keys, rev = c.keys.tolist(), c.reverse.tolist()
     last, created, flags = c.last_seen.tolist(), c.created.tolist(), c.flags.tolist()
-    packets, nbytes, src_port = c.packets.tolist(), c.bytes.tolist(), c.src_port.tolist()
+    packets, nbytes = c.packets.tolist(), c.bytes.tolist()
     pos = dict(zip(keys, range(len(keys))))
     sums: Dict[int, List[int]] = {}    # port -> established, half-open, i2r p/b, r2i p/b
     est = half = confirmed = stale = 0
     idle_cut, half_cut = now_ns - idle_s * 1e9, now_ns - half_open_s * 1e9
     born_cut = now_ns - expire_s * 1e9
+    # Every pair has one entry on HubPort (responder -> initiator) linked to
+    # one on its peer port; only those are walked in Python.  The rest is
+    # half-open entries, found by a comprehension each.
     get = pos.get
-    for j, k in enumerate(keys):
-        r = rev[j]
-        on_hub = k >> 32 == hub
-        if r >> 32:
-            i = get(r)
-            if i is not None and rev[i] == k:
-                if not on_hub:
-                    continue            # an i2r entry: counted with its r2i
-                both = flags[i] & flags[j] & SF_TRANSPORT
-                seen = last[i] if last[i] > last[j] else last[j]
-                born = created[i] if created[i] < created[j] else created[j]
-                if seen < (idle_cut if both else half_cut) or born < born_cut:
-                    stale += 1
-                    continue
-                est += 1
-                if both:
-                    confirmed += 1
-                acc = sums.get(keys[i] >> 32)
-                if acc is None:
-                    acc = sums[keys[i] >> 32] = [0, 0, 0, 0, 0, 0]
-                acc[0] += 1
-                acc[2] += packets[i]
-                acc[3] += nbytes[i]
-                acc[4] += packets[j]
-                acc[5] += nbytes[j]
-                continue
+    half_open = []
+    for j in [j for j, k in enumerate(keys) if k >> 32 == hub]:
+        k, r = keys[j], rev[j]
+        i = get(r) if r >> 32 else None
+        if i is None or rev[i] != k:
+            half_open.append(j)
+            continue
+        both = flags[i] & flags[j] & SF_TRANSPORT
+        seen = last[i] if last[i] > last[j] else last[j]
+        born = created[i] if created[i] < created[j] else created[j]
+        if seen < (idle_cut if both else half_cut) or born < born_cut:
+            stale += 1
+            continue
+        est += 1
+        if both:
+            confirmed += 1
+        port = keys[i] >> 32
+        acc = sums.get(port)
+        if acc is None:
+            acc = sums[port] = [0, 0, 0, 0, 0, 0]
+        acc[0] += 1
+        acc[2] += packets[i]
+        acc[3] += nbytes[i]
+        acc[4] += packets[j]
+        acc[5] += nbytes[j]
+    # entries on a peer port without a partner that links back
+    half_open += [j for j, k in enumerate(keys) if k >> 32 != hub
+                  and (not rev[j] >> 32 or rev[get(rev[j], j)] != k or get(rev[j]) is None)]
+    src_port = c.src_port
+    for j in half_open:
         if last[j] < half_cut or created[j] < born_cut:
             stale += 1
             continue
         half += 1
-        port = src_port[j] if on_hub else k >> 32
+        on_hub = keys[j] >> 32 == hub
+        port = src_port[j] if on_hub else keys[j] >> 32
         acc = sums.get(port)
         if acc is None:
             acc = sums[port] = [0, 0, 0, 0, 0, 0]

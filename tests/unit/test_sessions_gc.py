@@ -266,6 +266,14 @@ def test_show_counts_a_table_too_big_to_list(monkeypatch):
         assert "sessions" not in counted and counted["sessions_listed"] is False
         assert counted["sessions_summary"]["established"] == 1
         assert [p["port"] for p in d._sessions_status(g.P)["sessions"]] == [g.P]
+        # the summary of a big table: the last collection tick's, dated
+        d._logged_sessions = {}
+        assert d._summary_now()["sessions_summary"]["established"] == 1
+        assert "summary_as_of" not in d._summary_now()
+        assert d.collect_and_log() == 2
+        dp.delete_session(g.P, g.R_IDX, reverse=True)
+        cached = d._summary_now()
+        assert cached["sessions_summary"]["established"] == 1 and cached["summary_as_of"] > 0
 
 
 def test_live_pairs_unconfirmed_keep_the_half_open_timeout():
