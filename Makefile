@@ -32,8 +32,9 @@ help:
 	@echo "make verifier-test     the datapath table on Debian 12's 6.1 kernel in a guest (CI runs it)"
 	@echo "make bench             datapath micro-benchmark (BPF_PROG_TEST_RUN); TC vs XDP vs plain forwarding"
 	@echo "                       on a single-interface hub (pps, hub CPU per packet; ~1 min); end to end"
-	@echo "make hostile           attacks on a real wgmux serve (tests/hostile/bench.py): outage, amplification,"
-	@echo "                       a 30 s 1,000-source flood's toll on a pair and a new handshake (~3 min)"
+	@echo "                       (IPv4, IPv6, across families); the table at 1k..1M sessions (--scale, ~3 min)"
+	@echo "make hostile           attacks on a real wgmux serve (tests/hostile/bench.py), TC and XDP: outage,"
+	@echo "                       amplification, a 30 s 1,000-source flood's toll on a pair and a new handshake (~7 min)"
 	@echo "make reap              remove what crashed netlab runs left behind"
 	@echo "make build             bin/wgmux: one file (a zipapp: wgmux, its C datapath, pyroute2) to copy"
 	@echo "                       to a hub, run by its /usr/bin/python3 (python3-bpfcc, python3-nacl)"
@@ -89,6 +90,7 @@ bench: setup-check
 	$(PY) -m harness.bench
 	$(PY) -m harness.bench --modes
 	$(PY) -m harness.bench --e2e
+	$(PY) -m harness.bench --scale
 
 .PHONY: hostile
 hostile: setup-check
