@@ -55,6 +55,11 @@ its 120 s rekey) makes R start a new one.  So:
   (sp_drop_no_responder); once the endpoints are copied to B, it resumes
   at I's next retry.
 
+- `test_failover_nothing_synced_waits_for_the_responders_rekey` (slow,
+  ~2 min): no sync, no heartbeat: B's device learns E_R at R's rekey of
+  its hub session, 120 s after its last handshake with A; the pair is
+  back at I's next try after that (asserted: -1 s / +9.8 s around it).
+
 Every wait is a deadline (wait_for / UdpSeq.wait_flowing); the bounds are
 WireGuard's timers plus a slack for a loaded 2-core machine.
 """
@@ -248,3 +253,36 @@ def test_failover_negative(lab, missing):
     print(f"\n{missing}: down {fixed - failed:.1f}s after hub A went, until fixed; "
           f"back {back - fixed:.2f}s after the fix (test {time.monotonic() - t0:.0f}s)")
     f.b_carries_the_pair()
+
+
+REKEY_AFTER_TIME = 120.0
+KEEPALIVE = 1                  # the lab's PersistentKeepalive toward the hub (s)
+
+
+@pytest.mark.slow
+def test_failover_nothing_synced_waits_for_the_responders_rekey(lab):
+    """Doing nothing (no sync, no heartbeat): B learns E_R only when R
+    rekeys its session with the hub, REKEY_AFTER_TIME (120 s) after its
+    last handshake with A (R initiated it: the hub never sends R data),
+    at R's first keepalive past that; the pair is back at I's next try
+    after it (I goes on trying every 5 s while it sends data)."""
+    t0 = time.monotonic()
+    f = Failover(lab, sync=False)
+    r = f.responder
+    hub_key = f.topo.hub_wg.public_key
+    last = r.wg.peer(hub_key).latest_handshake          # unix seconds
+    failed = f.fail()
+    age = time.time() - last                            # R's hub session at the failover
+    due = REKEY_AFTER_TIME - age
+    f.resumed(failed + 1.0, timeout=due + KEEPALIVE + 1.0 + REKEY_TIMEOUT + JITTER + SLACK)
+    gap, back = f.interruption(failed)
+    learned = f.standby.wg.peer(r.wg.public_key)
+    print(f"\nfailover, nothing synced: R's hub session {age:.1f}s old at the failover, "
+          f"its rekey due {due:.1f}s after it; traffic back {back - failed:.2f}s after hub A "
+          f"went (test {time.monotonic() - t0:.0f}s)")
+    assert learned.endpoint and learned.latest_handshake >= last + REKEY_AFTER_TIME - 1, learned
+    # from R's new handshake with the hub, now B (whole seconds on each side)
+    assert abs(r.wg.peer(hub_key).latest_handshake - learned.latest_handshake) <= 1
+    f.b_carries_the_pair()
+    # latest_handshake has whole seconds: -1 s on that side
+    assert due - 1.0 <= gap <= due + KEEPALIVE + 0.5 + REKEY_TIMEOUT + JITTER + SLACK, (gap, due)
