@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from netlab import CommandError, stop_process, wait_for
+from netlab.capture import Capture
 from netlab.lab import NETNS_DIR
 from netlab.nat import NatKind, Router6Kind
 from netlab.topology import Host, Topology, standard
@@ -216,3 +217,20 @@ def serving_pair(lab, kinds=(NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED), 
     wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
              what="the first ping through the hub")
     return topo, hub, initiator, responder
+
+
+def handshake_fails(topo: Topology, initiator: Host, responder: Host, port: int):
+    """The negative of every end-to-end claim: with nothing reflecting at
+    hub:`port`, traffic makes the initiator send handshake initiations
+    there, and none completes within two retries."""
+    with Capture(topo.hub, "eth0", f"udp dst port {port}") as cap:
+        try:
+            wait_for(lambda: ping(initiator.node, responder.overlay_ip, timeout=1),
+                     timeout=6, what="a ping that must not get through")
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("a ping got through hub:port with nothing reflecting")
+    assert cap.packets, "the initiator never even tried hub:port"
+    assert initiator.wg.peer(responder.wg.public_key).latest_handshake == 0
+    assert responder.wg.peer(initiator.wg.public_key).latest_handshake == 0

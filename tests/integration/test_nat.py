@@ -9,17 +9,11 @@ mapping, and we check who gets through.
 
 from __future__ import annotations
 
-import json
-import queue
-import subprocess
-import sys
-import threading
-import time
-
 import pytest
 
 from netlab.lab import have_binary
 from netlab.nat import Mapping, NatKind, add_site, attach, flush
+from netlab.traffic import UdpAgent as Agent
 
 def netlab(test):
     test = pytest.mark.skipif(not (have_binary("nft") and have_binary("conntrack")),
@@ -30,84 +24,6 @@ A_IP, B_IP, C_IP = "198.18.0.101", "198.18.0.102", "198.18.0.103"
 INSIDE_PORT, OUTSIDE_PORT, OTHER_PORT = 4000, 5000, 5001
 ARRIVES = 5.0   # generous: a delivered datagram takes milliseconds on veth
 ABSENT = 1.0    # how long to wait before believing a datagram was dropped
-
-# A UDP socket driven over stdin ("<ip> <port> <payload>" sends) that reports
-# on stdout, one JSON object a line: its bound address, each send, and every
-# datagram it receives with the source address it saw.
-AGENT = r"""
-import json, os, select, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], int(sys.argv[2])))
-print(json.dumps({"ready": s.getsockname()}), flush=True)
-buf = b""
-while True:
-    ready, _, _ = select.select([s, 0], [], [])
-    if s in ready:
-        data, src = s.recvfrom(2048)
-        print(json.dumps({"from": src, "data": data.decode()}), flush=True)
-    if 0 in ready:
-        chunk = os.read(0, 4096)
-        if not chunk:
-            break
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            ip, port, payload = line.decode().split()
-            s.sendto(payload.encode(), (ip, int(port)))
-            print(json.dumps({"sent": payload}), flush=True)
-"""
-
-
-class Agent:
-    """A UDP socket in a node, bound to ip:port, that sends and records."""
-
-    def __init__(self, node, ip: str, port: int):
-        self.address = (ip, port)
-        self.where = f"{node.name} {ip}:{port}"
-        self.proc = node.popen([sys.executable, "-c", AGENT, ip, str(port)],
-                               stdin=subprocess.PIPE, text=True, bufsize=1)
-        self.events: queue.Queue = queue.Queue()
-        self.received: list = []   # every datagram seen so far: (data, (ip, port))
-        threading.Thread(target=self._read, daemon=True).start()
-        self._next(lambda e: "ready" in e, ARRIVES, "to bind")
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.events.put(json.loads(line))
-        self.events.put(None)  # the agent exited
-
-    def _next(self, match, timeout: float, what: str, required: bool = True):
-        """The next event satisfying `match`, within `timeout`; datagrams are kept."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                event = self.events.get(timeout=max(remaining, 0))
-            except queue.Empty:
-                if required:
-                    raise TimeoutError(f"{self.where}: nothing {what} in {timeout}s") from None
-                return None
-            if event is None:
-                raise RuntimeError(f"{self.where}: agent exited: {self.proc.stderr.read()}")
-            if "from" in event:
-                self.received.append((event["data"], tuple(event["from"])))
-            if match(event):
-                return event
-
-    def send(self, ip: str, port: int, payload: str):
-        self.proc.stdin.write(f"{ip} {port} {payload}\n")
-        self.proc.stdin.flush()
-        self._next(lambda e: e.get("sent") == payload, ARRIVES, f"sent ({payload})")
-
-    def source_of(self, payload: str, timeout: float = ARRIVES):
-        """The (ip, port) that `payload` came from, or None if it did not come."""
-        for data, src in self.received:
-            if data == payload:
-                return src
-        event = self._next(lambda e: e.get("data") == payload, timeout,
-                           f"received ({payload})", required=False)
-        return tuple(event["from"]) if event else None
-
 
 def outside_host(lab, inet, name: str, ip: str):
     node = lab.add_node(name)
