@@ -80,6 +80,9 @@ SESSION_LOG_MAX = 10_000
 # MaxSessions); above it, decoding each would take the daemon seconds and
 # hundreds of MB, so it counts them instead (show --port lists one port's).
 SHOW_LIST_MAX = 65_536
+# How long after a summary was asked for the collection ticks keep counting
+# a big table for the next one (a scrape interval or two).
+SUMMARY_WANTED_S = 300.0
 # Drops are logged as one summary line per interval, whatever their rate.
 DROP_SUMMARY_INTERVAL = 60.0
 # WireGuard refuses a keypair REJECT_AFTER_TIME after the handshake that made
@@ -209,7 +212,8 @@ class Daemon:
     slowpath = None                    # wgmux.slowpath.SlowPath while serving
     metrics = None                     # wgmux.metrics.MetricsServer with MetricsListen
     _session_log_off = False           # above SESSION_LOG_MAX pairs
-    _summary = None                    # (wall time, summary) of a big table's last tick
+    _summary = None                    # (wall, monotonic, summary): a big table's last tick
+    _summary_wanted_until = 0.0        # monotonic: the ticks count while someone asks
 
     def __init__(self, config: Config, idle_timeout: Optional[float] = None,
                  fresh: bool = False, pin: bool = True, keep_attached: bool = False):
@@ -529,8 +533,8 @@ class Daemon:
         how many entries it had."""
         with self._lock:
             columns = self.datapath.session_columns()
-        if len(columns) > SHOW_LIST_MAX:
-            self._summary = (time.time(), self._sessions_summary(columns))
+        if len(columns) > SHOW_LIST_MAX and time.monotonic() < self._summary_wanted_until:
+            self._summary = (time.time(), time.monotonic(), self._sessions_summary(columns))
         else:
             self._summary = None
         self.collect_idle(columns=columns)
@@ -814,13 +818,17 @@ class Daemon:
             }
 
     def _summary_now(self) -> dict:
-        """The summary: the last collection tick's for a big table (counting
-        a million entries takes seconds; the tick reads them anyway),
-        `summary_as_of` says when; else counted now."""
+        """The summary.  Counting a big table takes seconds (a million
+        entries: ~3 s), so for one while someone asks (the metrics are
+        scraped, `show --summary` runs) the collection tick, which reads the
+        table anyway, counts it too and this answers with that at once
+        (`summary_as_of` says when); nobody asking for SUMMARY_WANTED_S, the
+        ticks stop counting.  Else, and for a small table, counted now."""
+        self._summary_wanted_until = time.monotonic() + SUMMARY_WANTED_S
         cached = self._summary
-        if cached is not None:
-            as_of, summary = cached
-            return {**summary, "summary_as_of": as_of}
+        if cached is not None and time.monotonic() - cached[1] < 2 * self.gc_interval * (
+                1 + cached[2]["sessions_summary"]["entries"] // GC_ENTRIES_PER_INTERVAL):
+            return {**cached[2], "summary_as_of": cached[0]}
         return self._sessions_summary()
 
     def _sessions_summary(self, columns=None) -> dict:

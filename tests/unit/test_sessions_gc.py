@@ -266,8 +266,10 @@ def test_show_counts_a_table_too_big_to_list(monkeypatch):
         assert "sessions" not in counted and counted["sessions_listed"] is False
         assert counted["sessions_summary"]["established"] == 1
         assert [p["port"] for p in d._sessions_status(g.P)["sessions"]] == [g.P]
-        # the summary of a big table: the last collection tick's, dated
-        d._logged_sessions = {}
+        # the summary of a big table: the last collection tick's, dated, once
+        # someone asked for one
+        d._logged_sessions, d.gc_interval = {}, 5.0
+        assert d.collect_and_log() == 2 and d._summary is None     # nobody asked yet
         assert d._summary_now()["sessions_summary"]["established"] == 1
         assert "summary_as_of" not in d._summary_now()
         assert d.collect_and_log() == 2
