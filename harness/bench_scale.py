@@ -239,7 +239,7 @@ def plot(rows: List[Dict[str, float]], path: str) -> Optional[str]:
     a.legend()
     a.grid(alpha=0.3)
     b.plot(xs, [r["map_bytes"] / 2**20 for r in rows], "o-", label="session map")
-    b.plot(xs, [r["rss_peak_mb"] for r in rows], "s-", label="RSS added by show/GC")
+    b.plot(xs, [r["rss_peak_mb"] for r in rows], "s-", label="RSS added (the full listing most of it)")
     b.set_xscale("log")
     b.set_xlabel("sessions in the table")
     b.set_ylabel("MiB")
