@@ -3,7 +3,7 @@ PY      ?= .venv/bin/python
 PYTEST  ?= $(PY) -m pytest
 WORKERS ?= 2
 
-.PHONY: help setup build build-test test unit-test netlab-test netlab-test-slow kernel-matrix verifier-test demo bench reap clean
+.PHONY: help setup build build-test deb deb-test test unit-test netlab-test netlab-test-slow kernel-matrix verifier-test demo bench reap clean
 
 # `make install` (see packaging/install.sh and README.md, "Install on a real
 # hub"). Every directory is overridable; DESTDIR stages the tree elsewhere
@@ -40,6 +40,9 @@ help:
 	@echo "                       to a hub, run by its /usr/bin/python3 (python3-bpfcc, python3-nacl)"
 	@echo "make build-test        bin/wgmux alone in a fresh Debian 12 chroot: --version, check, and serve"
 	@echo "                       on a netlab hub end to end (root; ~30 s, ~1 min more the first time)"
+	@echo "make deb               build/deb/wgmux_<version>_all.deb: the Debian package (dpkg-deb; lintian clean)"
+	@echo "make deb-test          apt-get install the .deb in a fresh Debian 12 chroot: dependencies from Debian,"
+	@echo "                       --version, check, systemd-analyze verify, serve end to end, purge (root, network)"
 	@echo "make install           after make build: bin/wgmux as PREFIX/bin/wgmux (/usr/local), systemd"
 	@echo "                       unit, docs, example /etc/wgmux/config.toml if none (root)"
 	@echo "make install-venv      the same, but wgmux in its own venv under PREFIX/lib/wgmux (needs pip)"
@@ -57,6 +60,19 @@ build:
 # Debian 12 (scripts/chroot.sh, cached in /var/cache/wgmux-chroot).
 build-test: build setup-check
 	WGMUX_BUILD_TEST=$(CURDIR)/bin/wgmux $(PYTEST) tests/integration/test_zipapp.py
+
+# The Debian package (docs/build.md): dpkg-deb, reproducible (SOURCE_DATE_EPOCH,
+# default the last commit's time); lintian runs when it is installed.
+DEB_OUT ?= build/deb
+deb:
+	$(SYSTEM_PYTHON) scripts/deb.py -o $(DEB_OUT)
+	@if command -v lintian >/dev/null; then lintian -I --pedantic --fail-on error,warning $(DEB_OUT)/wgmux_*_all.deb && echo "lintian: no error, no warning"; \
+	else echo "lintian not installed (make setup installs it): not checked"; fi
+
+# Not part of `test`: apt installs the .deb in a debootstrap'ed Debian 12
+# (scripts/chroot.sh, cached) from Debian's mirror, then purges it.
+deb-test: deb setup-check
+	WGMUX_DEB_TEST=$(CURDIR)/$$(ls $(DEB_OUT)/wgmux_*_all.deb) $(PYTEST) tests/integration/test_deb.py
 
 test: setup-check
 	$(PYTEST) -n $(WORKERS) -m "not slow" tests

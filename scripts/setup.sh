@@ -16,10 +16,11 @@ fi
 # python3-nacl: libsodium's XChaCha20-Poly1305 for the hub's cookie replies
 # (wgmux/cookie.py), for the system Python like bcc.
 # debootstrap: `make build-test` runs bin/wgmux in a fresh Debian 12 root
-# (scripts/chroot.sh).
+# (scripts/chroot.sh), and `make deb-test` the Debian package in one.
+# lintian: `make deb` and its test in `make test` check the package with it.
 PKGS=(iproute2 nftables conntrack wireguard-tools wireguard-go python3-bpfcc python3-nacl
       python3-venv python3-pip python3-setuptools python3-wheel tcpdump iperf3
-      iputils-ping ethtool procps util-linux kmod systemd debootstrap)
+      iputils-ping ethtool procps util-linux kmod systemd debootstrap lintian)
 kver=$(uname -r)
 kdir=/lib/modules/$kver
 have_headers() {
