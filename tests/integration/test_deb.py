@@ -17,7 +17,8 @@ in /var/cache/wgmux-chroot/apt-archives between runs.
   (the conffile) in a network namespace of its own: config, bcc, headers,
   datapath ok; only the example's eth0 and wg0 missing;
 - `wgmux serve` from the package (so with Debian's pyroute2 0.7.2) on a
-  netlab hub: the reflect test (tests/integration/test_reflect.py), TC;
+  netlab hub: the reflect test (tests/integration/test_reflect.py) with
+  TC; with XDP it fails, as expected (strict xfail): 0.7.2 cannot attach it;
 - `apt-get purge wgmux`: no path with "wgmux" in its name left anywhere in
   the root (files, conffile, bytecode, enable symlinks, deb-systemd-helper
   state), and dpkg knows none of the package's files.
@@ -163,7 +164,16 @@ def _reflect_test():
     return module
 
 
-def test_serve_reflects_end_to_end_with_debians_pyroute2(root, lab):
+# bookworm's pyroute2 0.7.2 encodes IFLA_XDP_FLAGS in 2 bytes (later
+# versions: 4), which the kernel refuses (ERANGE): `Datapath = "xdp"` fails
+# with the package, "auto" falls back to TC (docs/build.md).  Strict: when
+# wgmux works around it, this test says so.
+XDP_072 = pytest.mark.xfail(strict=True, raises=RuntimeError,
+                            reason="pyroute2 0.7.2 cannot attach XDP (IFLA_XDP_FLAGS as 2 bytes)")
+
+
+@pytest.mark.parametrize("mode", ["tc", pytest.param("xdp", marks=XDP_072)])
+def test_serve_reflects_end_to_end_with_debians_pyroute2(root, lab, mode):
     class ChrootHub(WgmuxHub):
         """The harness's hub with every `wgmux` the package's."""
 
@@ -180,11 +190,13 @@ def test_serve_reflects_end_to_end_with_debians_pyroute2(root, lab):
     initiator, responder = topo.host(1), topo.host(2)
     for host in (initiator, responder):
         topo.hub_wg.wait_handshake(host.wg.public_key)
-    hub = ChrootHub(topo, extra_config='Datapath = "tc"')
+    if mode == "xdp":
+        topo.inet.take_xdp_frames("hub")      # as test_reflect does (netlab.xdp)
+    hub = ChrootHub(topo, extra_config=f'Datapath = "{mode}"')
     hub.pair(initiator, responder, reflect.PORT)
     check = topo.hub.run(hub.cli("check", "-c", str(hub.config_path)), check=False)
     assert check.returncode == 0, check.stdout + check.stderr
-    reflect.test_reflects_end_to_end_without_decrypting((topo, hub, initiator, responder), "tc")
+    reflect.test_reflects_end_to_end_without_decrypting((topo, hub, initiator, responder), mode)
     pid = hub.process.pid
     assert os.readlink(f"/proc/{pid}/root") == str(root)
     assert hub.stop() == 0
