@@ -3,7 +3,7 @@ PY      ?= .venv/bin/python
 PYTEST  ?= $(PY) -m pytest
 WORKERS ?= 2
 
-.PHONY: help setup build build-test deb deb-test test unit-test netlab-test netlab-test-slow kernel-matrix verifier-test demo bench reap clean
+.PHONY: help setup build build-test deb deb-test dashboard-test test unit-test netlab-test netlab-test-slow kernel-matrix verifier-test demo bench reap clean
 
 # `make install` (see packaging/install.sh and README.md, "Install on a real
 # hub"). Every directory is overridable; DESTDIR stages the tree elsewhere
@@ -43,6 +43,8 @@ help:
 	@echo "make deb               build/deb/wgmux_<version>_all.deb: the Debian package (dpkg-deb; lintian clean)"
 	@echo "make deb-test          apt-get install the .deb in a fresh Debian 12 chroot: dependencies from Debian,"
 	@echo "                       --version, check, systemd-analyze verify, serve end to end, purge (root, network)"
+	@echo "make dashboard-test    packaging/grafana/wgmux.json's queries through Debian's prometheus scraping a"
+	@echo "                       netlab hub (fetches the package with apt-get download, unpacks it; ~1 min)"
 	@echo "make install           after make build: bin/wgmux as PREFIX/bin/wgmux (/usr/local), systemd"
 	@echo "                       unit, docs, example /etc/wgmux/config.toml if none (root)"
 	@echo "make install-venv      the same, but wgmux in its own venv under PREFIX/lib/wgmux (needs pip)"
@@ -73,6 +75,15 @@ deb:
 # (scripts/chroot.sh, cached) from Debian's mirror, then purges it.
 deb-test: deb setup-check
 	WGMUX_DEB_TEST=$(CURDIR)/$$(ls $(DEB_OUT)/wgmux_*_all.deb) $(PYTEST) tests/integration/test_deb.py
+
+# Optional, not part of `test`: the dashboard's queries through Debian's
+# prometheus scraping a live netlab hub. The package is fetched with apt-get
+# download and unpacked in build/prometheus, not installed (no service).
+PROMETHEUS ?= build/prometheus/usr/bin/prometheus
+dashboard-test: setup-check
+	@test -x $(PROMETHEUS) || { mkdir -p build/prometheus && cd build/prometheus && \
+	  apt-get download prometheus && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb; }
+	WGMUX_PROMETHEUS=$(CURDIR)/$(PROMETHEUS) $(PYTEST) tests/integration/test_dashboard_scrape.py
 
 test: setup-check
 	$(PYTEST) -n $(WORKERS) -m "not slow" tests
