@@ -3,7 +3,7 @@ PY      ?= .venv/bin/python
 PYTEST  ?= $(PY) -m pytest
 WORKERS ?= 2
 
-.PHONY: help setup build build-test deb deb-test dashboard-test test unit-test netlab-test netlab-test-slow kernel-matrix verifier-test demo bench reap clean
+.PHONY: help setup build build-test deb deb-test dashboard-test dashboard-png test unit-test netlab-test netlab-test-slow kernel-matrix verifier-test demo bench reap clean
 
 # `make install` (see packaging/install.sh and README.md, "Install on a real
 # hub"). Every directory is overridable; DESTDIR stages the tree elsewhere
@@ -45,6 +45,7 @@ help:
 	@echo "                       --version, check, systemd-analyze verify, serve end to end, purge (root, network)"
 	@echo "make dashboard-test    packaging/grafana/wgmux.json's queries through Debian's prometheus scraping a"
 	@echo "                       netlab hub (fetches the package with apt-get download, unpacks it; ~1 min)"
+	@echo "make dashboard-png     docs/dashboard.png: that run's queries drawn with matplotlib"
 	@echo "make install           after make build: bin/wgmux as PREFIX/bin/wgmux (/usr/local), systemd"
 	@echo "                       unit, docs, example /etc/wgmux/config.toml if none (root)"
 	@echo "make install-venv      the same, but wgmux in its own venv under PREFIX/lib/wgmux (needs pip)"
@@ -80,10 +81,18 @@ deb-test: deb setup-check
 # prometheus scraping a live netlab hub. The package is fetched with apt-get
 # download and unpacked in build/prometheus, not installed (no service).
 PROMETHEUS ?= build/prometheus/usr/bin/prometheus
-dashboard-test: setup-check
-	@test -x $(PROMETHEUS) || { mkdir -p build/prometheus && cd build/prometheus && \
-	  apt-get download prometheus && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb; }
+dashboard-test: setup-check $(PROMETHEUS)
 	WGMUX_PROMETHEUS=$(CURDIR)/$(PROMETHEUS) $(PYTEST) tests/integration/test_dashboard_scrape.py
+
+# docs/dashboard.png: the same run, each panel's queries over it drawn with
+# matplotlib (python3-matplotlib) as Grafana lays them out.
+dashboard-png: setup-check $(PROMETHEUS)
+	WGMUX_PROMETHEUS=$(CURDIR)/$(PROMETHEUS) WGMUX_DASHBOARD_PNG=$(CURDIR)/docs/dashboard.png \
+	  $(PYTEST) tests/integration/test_dashboard_scrape.py
+
+$(PROMETHEUS):
+	mkdir -p build/prometheus
+	cd build/prometheus && apt-get download prometheus && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb
 
 test: setup-check
 	$(PYTEST) -n $(WORKERS) -m "not slow" tests

@@ -95,7 +95,8 @@ def _scraped(lab):
 
     wait_for(lambda: query('up{job="wgmux"}'), timeout=30, what="prometheus's first scrape")
     wait_for(lambda: ping(i.node, r.overlay_ip), timeout=30, what="a ping through the hub")
-    ping(i.node, r.overlay_ip, count=60, interval=0.2)      # ~12 s of traffic, both ways
+    # ~12 s of traffic, both ways (30 s for the picture)
+    ping(i.node, r.overlay_ip, count=150 if PNG else 60, interval=0.2)
     time.sleep(2)
     yield query, hub
     prom.terminate()
@@ -142,3 +143,77 @@ def test_the_values_follow_the_traffic(scraped):
     assert values(query(q[("Responders", "{{state}}")]), "state") == {"known": 1.0, "unknown": 0.0}
     uptime = values(query(q[("Uptime", "{{instance}}")]))[None]
     assert 5 < uptime < 300, uptime
+
+
+# -- docs/dashboard.png (make dashboard-png) ----------------------------------
+PNG = os.environ.get("WGMUX_DASHBOARD_PNG")
+RANGE = ("import sys, json, urllib.request, urllib.parse; "
+         "u = 'http://127.0.0.1:9090/api/v1/query_range?' + urllib.parse.urlencode("
+         "{'query': sys.argv[1], 'start': sys.argv[2], 'end': sys.argv[3], 'step': '1'}); "
+         "print(urllib.request.urlopen(u, timeout=10).read().decode())")
+
+
+def _legend(fmt: str, metric: dict) -> str:
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: metric.get(m.group(1), ""), fmt)
+
+
+@pytest.mark.skipif(not PNG, reason="make dashboard-png draws it (WGMUX_DASHBOARD_PNG)")
+def test_draw_the_dashboard(scraped):
+    """The dashboard's panels, each query over the run, drawn with
+    matplotlib the way Grafana lays them out (Grafana is no Debian package)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    query, hub = scraped
+    topo = hub.topo
+    end = time.time()
+    start = end - 45
+    dash = json.loads(DASHBOARD.read_text())
+    fig = plt.figure(figsize=(16, 13), facecolor="#111217")
+    grid = fig.add_gridspec(36, 24, hspace=0.2, wspace=0.5)
+    for panel in dash["panels"]:
+        g = panel["gridPos"]
+        ax = fig.add_subplot(grid[g["y"] + 1:g["y"] + g["h"], g["x"]:g["x"] + g["w"]])
+        ax.set_facecolor("#181b1f")
+        for side in ax.spines.values():
+            side.set_color("#2c3235")
+        ax.tick_params(colors="#ccccdc", labelsize=7)
+        ax.set_title(panel["title"], color="#ccccdc", fontsize=9, loc="left")
+        unit = panel["fieldConfig"]["defaults"].get("unit", "")
+        stats, quiet = [], 0
+        for target in panel["targets"]:
+            out = topo.hub.run([sys.executable, "-c", RANGE, grafana(target["expr"]),
+                                str(start), str(end)])
+            for series in json.loads(out.stdout)["data"]["result"]:
+                xs = [float(t) - end for t, _ in series["values"]]
+                ys = [float(v) for _, v in series["values"]]
+                label = _legend(target["legendFormat"], series["metric"])
+                if panel["type"] == "stat":
+                    value = f"{ys[-1]:.0f}" + (" s" if unit == "s" else "")
+                    stats.append(label if "mode" in series["metric"] else
+                                 value if label in ("", "{{instance}}") or "instance" in
+                                 target["legendFormat"] else f"{label} {value}")
+                elif any(ys):
+                    ax.plot(xs, ys, label=label, linewidth=1.2)
+                else:
+                    ax.plot(xs, ys, color="#56a64b", linewidth=0.8)
+                    quiet += 1
+        if panel["type"] == "stat":
+            ax.text(0.5, 0.45, " / ".join(stats), color="#73bf69",
+                    fontsize=18 if len(stats) == 1 else 13, ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            ax.set_ylabel(unit, color="#ccccdc", fontsize=7)
+            if quiet:
+                ax.plot([], [], color="#56a64b", label=f"{quiet} series at 0")
+            ax.legend(fontsize=6, loc="upper left", facecolor="#181b1f", labelcolor="#ccccdc",
+                      edgecolor="#2c3235")
+    fig.suptitle("wgmux (packaging/grafana/wgmux.json): a netlab hub, ping through one "
+                 "responder port, Prometheus 2.42 from Debian; seconds before now",
+                 color="#ccccdc", fontsize=10)
+    fig.savefig(PNG, dpi=80, facecolor=fig.get_facecolor())
+    assert Path(PNG).stat().st_size > 10_000
