@@ -19,6 +19,7 @@ in /var/cache/wgmux-chroot/apt-archives between runs.
 - `wgmux serve` from the package (so with Debian's pyroute2 0.7.2) on a
   netlab hub: the reflect test (tests/integration/test_reflect.py) with
   TC; with XDP it fails, as expected (strict xfail): 0.7.2 cannot attach it;
+- a reinstall (the upgrade path) keeps an edited conffile and the enable;
 - `apt-get purge wgmux`: no path with "wgmux" in its name left anywhere in
   the root (files, conffile, bytecode, enable symlinks, deb-systemd-helper
   state), and dpkg knows none of the package's files.
@@ -200,6 +201,21 @@ def test_serve_reflects_end_to_end_with_debians_pyroute2(root, lab, mode):
     pid = hub.process.pid
     assert os.readlink(f"/proc/{pid}/root") == str(root)
     assert hub.stop() == 0
+
+
+def test_reinstall_keeps_an_edited_conffile(root):
+    """An upgrade (here the same version again: postinst's upgrade path)
+    never overwrites the admin's config, and keeps the unit enabled."""
+    conf = root / "etc/wgmux/config.toml"
+    edited = conf.read_text().replace('Interface = "eth0"', 'Interface = "ens3"')
+    assert edited != conf.read_text()
+    conf.write_text(edited)
+    out = inside(root, "dpkg", "-i", "--force-confold", STATE["deb"], check=True)
+    print(out.stdout)
+    assert conf.read_text() == edited
+    assert (root / "etc/systemd/system/multi-user.target.wants/wgmux.service").is_symlink()
+    # py3compile compiled it for the system Python at configure
+    assert list((root / "usr/lib/python3/dist-packages/wgmux/__pycache__").glob("cli.*.pyc"))
 
 
 def _wgmux_paths(root: Path):
