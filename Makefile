@@ -69,13 +69,13 @@ build-test: build setup-check
 DEB_OUT ?= build/deb
 deb:
 	$(SYSTEM_PYTHON) scripts/deb.py -o $(DEB_OUT)
-	@if command -v lintian >/dev/null; then lintian -I --pedantic --fail-on error,warning $(DEB_OUT)/wgmux_*_all.deb && echo "lintian: no error, no warning"; \
+	@if command -v lintian >/dev/null; then lintian -I --pedantic --fail-on error,warning $$(ls -t $(DEB_OUT)/wgmux_*_all.deb | head -n 1) && echo "lintian: no error, no warning"; \
 	else echo "lintian not installed (make setup installs it): not checked"; fi
 
 # Not part of `test`: apt installs the .deb in a debootstrap'ed Debian 12
 # (scripts/chroot.sh, cached) from Debian's mirror, then purges it.
 deb-test: deb setup-check
-	WGMUX_DEB_TEST=$(CURDIR)/$$(ls $(DEB_OUT)/wgmux_*_all.deb) $(PYTEST) tests/integration/test_deb.py
+	WGMUX_DEB_TEST=$(CURDIR)/$$(ls -t $(DEB_OUT)/wgmux_*_all.deb | head -n 1) $(PYTEST) tests/integration/test_deb.py
 
 # Optional, not part of `test`: the dashboard's queries through Debian's
 # prometheus scraping a live netlab hub. The package is fetched with apt-get
