@@ -102,8 +102,20 @@ def _attached(ipr, ifindex: int) -> Optional[Attached]:
 
 
 def _set(ipr, ifindex: int, fd: int, flags: int):
+    _xdp_flags_as_u32()
     ipr.link("set", index=ifindex,
              xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+
+
+def _xdp_flags_as_u32():
+    """pyroute2 0.7.2 (Debian 12's python3-pyroute2) encodes IFLA_XDP_FLAGS
+    in two big-endian bytes, and the kernel refuses the attribute (ERANGE):
+    give it the u32 later pyroute2 versions and the kernel use."""
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    flags = ifinfmsg.xdp.xdp_flags
+    if [tuple(f) for f in flags.fields] != [("value", "I")]:
+        flags.fields = [("value", "I")]
 
 
 def link_kind(ipr, ifindex: int) -> Optional[str]:

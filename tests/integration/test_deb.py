@@ -18,7 +18,7 @@ in /var/cache/wgmux-chroot/apt-archives between runs.
   datapath ok; only the example's eth0 and wg0 missing;
 - `wgmux serve` from the package (so with Debian's pyroute2 0.7.2) on a
   netlab hub: the reflect test (tests/integration/test_reflect.py) with
-  TC; with XDP it fails, as expected (strict xfail): 0.7.2 cannot attach it;
+  TC and with XDP (0.7.2's 2-byte IFLA_XDP_FLAGS: wgmux/xdp.py fixes it);
 - a reinstall (the upgrade path) keeps an edited conffile and the enable;
 - `apt-get purge wgmux`: no path with "wgmux" in its name left anywhere in
   the root (files, conffile, bytecode, enable symlinks, deb-systemd-helper
@@ -165,15 +165,9 @@ def _reflect_test():
     return module
 
 
-# bookworm's pyroute2 0.7.2 encodes IFLA_XDP_FLAGS in 2 bytes (later
-# versions: 4), which the kernel refuses (ERANGE): `Datapath = "xdp"` fails
-# with the package, "auto" falls back to TC (docs/build.md).  Strict: when
-# wgmux works around it, this test says so.
-XDP_072 = pytest.mark.xfail(strict=True, raises=RuntimeError,
-                            reason="pyroute2 0.7.2 cannot attach XDP (IFLA_XDP_FLAGS as 2 bytes)")
-
-
-@pytest.mark.parametrize("mode", ["tc", pytest.param("xdp", marks=XDP_072)])
+# (bookworm's pyroute2 0.7.2 encodes IFLA_XDP_FLAGS in 2 bytes, which the
+# kernel refuses: wgmux/xdp.py gives it 4, and "xdp" works with the package)
+@pytest.mark.parametrize("mode", ["tc", "xdp"])
 def test_serve_reflects_end_to_end_with_debians_pyroute2(root, lab, mode):
     class ChrootHub(WgmuxHub):
         """The harness's hub with every `wgmux` the package's."""
