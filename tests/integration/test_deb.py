@@ -28,20 +28,15 @@ Slow, root-only, needs the Debian mirror: `make deb-test` runs it
 (WGMUX_DEB_TEST names the .deb); `make test` skips it.
 """
 
-import importlib.util
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from netlab.nat import NatKind
-from netlab.topology import standard
-from harness.hub import WgmuxHub
+from chroots import assert_checks_out, bind, chroot_sh, inside, serve_reflect
 
-ROOT = Path(__file__).resolve().parents[2]
 DEB = os.environ.get("WGMUX_DEB_TEST")
 BASE_PACKAGES = ("systemd",)
 INSIDE = "/usr/sbin/wgmux"
@@ -50,33 +45,6 @@ DEPENDS = ("python3-bpfcc", "python3-pyroute2", "python3-nacl", "wireguard-tools
 
 pytestmark = [pytest.mark.netlab,
               pytest.mark.skipif(not DEB, reason="make deb-test runs it (WGMUX_DEB_TEST)")]
-
-
-def chroot_sh(*args) -> str:
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "chroot.sh"), *args],
-                         capture_output=True, text=True, timeout=1200)
-    assert out.returncode == 0, f"chroot.sh {' '.join(args)}:\n{out.stderr}"
-    return out.stdout.strip()
-
-
-def bind(source: Path, root: Path, target: str = None):
-    """`source` at the same path (or `target`) inside `root`."""
-    target = root / (target or str(source)).lstrip("/")
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
-
-
-def inside(root: Path, *args, net: bool = False, check: bool = False, timeout: int = 120):
-    """Run in the root; without `net`, in a network namespace of its own."""
-    argv = ["chroot", str(root), *args]
-    if not net:
-        argv = ["unshare", "--net", *argv]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8",
-               PATH="/usr/sbin:/usr/bin:/sbin:/bin")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
-    if check:
-        assert out.returncode == 0, f"{' '.join(args)}:\n{out.stdout}\n{out.stderr}"
-    return out
 
 
 STATE = {}
@@ -145,56 +113,15 @@ def test_version_and_man_page(root):
 
 def test_check_sample_config(root):
     out = inside(root, INSIDE, "check")       # the conffile, the default path
-    lines = out.stdout.splitlines()
     print(out.stdout, out.stderr)
-    assert out.returncode == 1, out.stdout + out.stderr   # no eth0 / wg0 in its namespace
-    for ok in ("[ ok ] config /etc/wgmux/config.toml:", "[ ok ] bcc importable",
-               "[ ok ] kernel headers usable by bcc", "[ ok ] datapath compiles and the kernel "
-               "loads it"):
-        assert [line for line in lines if line.startswith(ok)], (ok, out.stdout)
-    fails = [line for line in lines if line.startswith("[fail]")]
-    assert len(fails) == 2 and "Interface 'eth0'" in fails[0] and "Device 'wg0'" in fails[1], \
-        out.stdout
-
-
-def _reflect_test():
-    spec = importlib.util.spec_from_file_location(
-        "wgmux_deb_reflect", ROOT / "tests" / "integration" / "test_reflect.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    assert_checks_out(out)
 
 
 # (bookworm's pyroute2 0.7.2 encodes IFLA_XDP_FLAGS in 2 bytes, which the
 # kernel refuses: wgmux/xdp.py gives it 4, and "xdp" works with the package)
 @pytest.mark.parametrize("mode", ["tc", "xdp"])
 def test_serve_reflects_end_to_end_with_debians_pyroute2(root, lab, mode):
-    class ChrootHub(WgmuxHub):
-        """The harness's hub with every `wgmux` the package's."""
-
-        def __post_init__(self):
-            super().__post_init__()
-            bind(self.dir, root)
-
-        def cli(self, *args):
-            return ["chroot", str(root), INSIDE, *args]
-
-    reflect = _reflect_test()
-    kind = NatKind.PORT_RESTRICTED
-    topo = standard(lab, [kind, kind], wireguard=True, tx_checksum=False)
-    initiator, responder = topo.host(1), topo.host(2)
-    for host in (initiator, responder):
-        topo.hub_wg.wait_handshake(host.wg.public_key)
-    if mode == "xdp":
-        topo.inet.take_xdp_frames("hub")      # as test_reflect does (netlab.xdp)
-    hub = ChrootHub(topo, extra_config=f'Datapath = "{mode}"')
-    hub.pair(initiator, responder, reflect.PORT)
-    check = topo.hub.run(hub.cli("check", "-c", str(hub.config_path)), check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
-    reflect.test_reflects_end_to_end_without_decrypting((topo, hub, initiator, responder), mode)
-    pid = hub.process.pid
-    assert os.readlink(f"/proc/{pid}/root") == str(root)
-    assert hub.stop() == 0
+    serve_reflect(root, lab, INSIDE, mode)
 
 
 def test_reinstall_keeps_an_edited_conffile(root):

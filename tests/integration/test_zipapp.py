@@ -23,7 +23,6 @@ Slow and root-only: `make build-test` runs it (WGMUX_BUILD_TEST names the
 file); `make test` skips it.
 """
 
-import importlib.util
 import os
 import subprocess
 import tempfile
@@ -31,31 +30,14 @@ from pathlib import Path
 
 import pytest
 
-from netlab.nat import NatKind
-from netlab.topology import standard
-from harness.hub import WgmuxHub
+from chroots import ROOT, assert_checks_out, bind, chroot_sh, inside, serve_reflect
 
-ROOT = Path(__file__).resolve().parents[2]
 FILE = os.environ.get("WGMUX_BUILD_TEST")
 PACKAGES = ("python3-bpfcc", "python3-nacl", "wireguard-tools")
 INSIDE = "/usr/local/bin/wgmux"
 
 pytestmark = [pytest.mark.netlab,
               pytest.mark.skipif(not FILE, reason="make build-test runs it (WGMUX_BUILD_TEST)")]
-
-
-def chroot_sh(*args) -> str:
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "chroot.sh"), *args],
-                         capture_output=True, text=True, timeout=1200)
-    assert out.returncode == 0, f"chroot.sh {' '.join(args)}:\n{out.stderr}"
-    return out.stdout.strip()
-
-
-def bind(source: Path, root: Path):
-    """`source` at the same path inside `root` (chroot.sh down unmounts it)."""
-    target = root / str(source).lstrip("/")
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +55,6 @@ def root():
         yield root
     finally:
         chroot_sh("down", str(work))
-
-
-def inside(root: Path, *args, net: bool = False, check: bool = False):
-    """Run in the root; without `net`, in a network namespace of its own."""
-    argv = ["chroot", str(root), *args]
-    if not net:
-        argv = ["unshare", "--net", *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=check)
 
 
 def test_the_root_is_bare(root):
@@ -106,56 +80,12 @@ def test_check_sample_config(root):
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text((ROOT / "examples" / "config.toml").read_text())
     out = inside(root, INSIDE, "check", "-c", "/etc/wgmux/config.toml")
-    lines = out.stdout.splitlines()
     print(out.stdout, out.stderr)
-    assert out.returncode == 1, out.stdout + out.stderr   # no eth0 / wg0 in its namespace
-    for ok in ("[ ok ] config /etc/wgmux/config.toml:", "[ ok ] bcc importable",
-               "[ ok ] kernel headers usable by bcc", "[ ok ] datapath compiles and the kernel "
-               "loads it"):
-        assert [line for line in lines if line.startswith(ok)], (ok, out.stdout)
-    fails = [line for line in lines if line.startswith("[fail]")]
-    assert len(fails) == 2 and "Interface 'eth0'" in fails[0] and "Device 'wg0'" in fails[1], \
-        out.stdout
+    assert_checks_out(out)
     assert not list((root / "tmp").glob("wgmux-bpf-*")), "the sources' copy outlives check"
 
 
-def _reflect_test():
-    """tests/integration/test_reflect.py, loaded as a module of its own."""
-    spec = importlib.util.spec_from_file_location(
-        "wgmux_zipapp_reflect", ROOT / "tests" / "integration" / "test_reflect.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_serve_reflects_end_to_end(root, lab):
-    class ChrootHub(WgmuxHub):
-        """The harness's hub with every `wgmux` the chroot's file."""
-
-        def __post_init__(self):
-            super().__post_init__()
-            bind(self.dir, root)          # config and log, at the same path
-
-        def cli(self, *args):
-            return ["chroot", str(root), INSIDE, *args]
-
-    reflect = _reflect_test()
-    kind = NatKind.PORT_RESTRICTED
-    topo = standard(lab, [kind, kind], wireguard=True, tx_checksum=False)
-    initiator, responder = topo.host(1), topo.host(2)
-    for host in (initiator, responder):
-        topo.hub_wg.wait_handshake(host.wg.public_key)
-    hub = ChrootHub(topo, extra_config='Datapath = "tc"')
-    hub.pair(initiator, responder, reflect.PORT)
-
-    check = topo.hub.run(hub.cli("check", "-c", str(hub.config_path)), check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "wgmux serve would work" in check.stdout
-
-    reflect.test_reflects_end_to_end_without_decrypting((topo, hub, initiator, responder), "tc")
-    # it was the chroot's file that served
-    pid = hub.process.pid
-    assert os.readlink(f"/proc/{pid}/root") == str(root)
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert cmdline[:3] == [b"/usr/bin/python3", b"-I", INSIDE.encode()], cmdline
-    assert hub.stop() == 0
+    hub = serve_reflect(root, lab, INSIDE, "tc")
+    # it was the chroot's file that served, run by the root's own Python
+    assert hub.cmdline[:3] == [b"/usr/bin/python3", b"-I", INSIDE.encode()], hub.cmdline
