@@ -777,22 +777,30 @@ def test_pairs_say_each_sides_family(golden_env):
 def test_summary_counts_what_the_listing_lists(golden_env):
     """show --summary (and the metrics) count from the table's columns
     what the full listing and its live/stale split say, per port too."""
-    from wgmux.daemon import EXPIRY_MARGIN, REJECT_AFTER_TIME, live_pairs
+    from wgmux.daemon import live_pairs
     from wgmux.metrics import render
     from wgmux.model import monotonic_ns
     from wgmux.status import session_summary
     env = golden_env
     env.reset()
-    g.with_established(env)
-    env.dp.set_session(g.HUB_PORT, 0x77, g.E_I, g.P, expect=g.E_R)           # half-open
-    env.dp.set_session(g.P_NOEP, 0x78, g.E_R, g.HUB_PORT, expect=g.E_I)      # half-open
+    # Times ahead of the clock, never behind it (a machine may have booted
+    # seconds ago): the live entries are born 300 s from now, the stale
+    # pair now, and both are judged 300 s from now with a 250 s lifetime.
     now = monotonic_ns()
-    env.dp.set_session(g.HUB_PORT, 0x99, g.E_I, g.P, expect=g.E_R,          # stale
-                       created=now - 100 * 10**9, last_seen=now - 100 * 10**9)
+    born = now + 300 * 10**9
+    env.dp.set_responder(g.P, *g.E_R)
+    env.dp.set_session(g.HUB_PORT, g.I_IDX, g.E_I, g.P, expect=g.E_R, reverse=(g.P, g.R_IDX),
+                       created=born)
+    env.dp.set_session(g.P, g.R_IDX, g.E_R, g.HUB_PORT, expect=g.E_I,
+                       reverse=(g.HUB_PORT, g.I_IDX), created=born)
+    env.dp.set_session(g.HUB_PORT, 0x77, g.E_I, g.P, expect=g.E_R, created=born)  # half-open
+    env.dp.set_session(g.P_NOEP, 0x78, g.E_R, g.HUB_PORT, expect=g.E_I,         # half-open
+                       created=born)
+    env.dp.set_session(g.HUB_PORT, 0x99, g.E_I, g.P, expect=g.E_R, created=now)  # stale
     env.run(g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX)))
     env.run(g.inbound(g.E_R, g.hub(g.HUB_PORT), g.transport(g.I_IDX, n=200)))
-    args = (60.0, 30.0, REJECT_AFTER_TIME + EXPIRY_MARGIN)
-    now = monotonic_ns()
+    args = (1000.0, 1000.0, 250.0)
+    now = born
     pairs = session_pairs(env.dp.sessions(), env.dp.hub_port, wall_clock=False)
     live, stale = live_pairs(pairs, now, *args)
     summary = session_summary(env.dp.session_columns(), env.dp.hub_port, now, *args)

@@ -11,7 +11,9 @@ from typing import List
 from harness.golden.builders import (
     Table, expect_no_sessions, expect_session, hub, inbound, initiation, response, transport)
 from harness.golden.fixtures import (
-    E_I, E_I6, E_R, E_R6, HUB4, HUB6, HUB_PORT, I_IDX, NOFWD4, P, R_IDX, Case, Env)
+    E_I, E_I6, E_I_MOVED, E_R, E_R6, HUB4, HUB6, HUB_PORT, I_IDX, NOFWD4, P, R_IDX, Case, Env)
+
+E_R6_MOVED = ("2001:db8:200::21", 51999)
 
 # The largest transport payload whose IPv4 packet still fits pub0 (MTU 1500)
 # once it is IPv6: 1420-byte tunnel MTU, WireGuard's default for exactly this.
@@ -110,6 +112,22 @@ def rows() -> List[Case]:
                    to=E_R6, via=HUB6, partial=True, counter="reflect_transport",
                    given=with_4to6,
                    events=f"ev_nh_resolved ev_csum_partial ev_csum_verified {t}")
+
+    # -- what an off-path attacker gets: the same checks before the change of family -------
+    table.drops("forged_transport_to_translated_session_dropped", transport(R_IDX, counter=0),
+                src=E_I_MOVED, at=P, counter="drop_roam_rejected", given=with_4to6,
+                then=expect_session(P, R_IDX, E_R6, HUB_PORT, expect=E_I))
+    table.drops("martian_transport_to_translated_session_dropped", transport(R_IDX, counter=9),
+                src=("127.0.0.1", 43210), at=P, counter="drop_martian", given=with_4to6,
+                then=expect_session(P, R_IDX, E_R6, HUB_PORT, expect=E_I))
+    # a real roam of the IPv6 responder: followed, and sent to from the
+    # address it now talks to
+    table.reflects("v6_responder_roams_across_families", transport(I_IDX, counter=5),
+                   src=E_R6_MOVED, at=HUB_PORT, to=E_I, via=HUB4, ident=5,
+                   counter="reflect_transport", given=with_4to6,
+                   events=f"ev_roam ev_nh_resolved {f}",
+                   then=(expect_session(HUB_PORT, I_IDX, E_I, P, expect=E_R6_MOVED),
+                         expect_session(P, R_IDX, E_R6_MOVED, HUB_PORT, via=HUB6)))
 
     # -- what no longer fits, or cannot be said in the other family ------------------------
     table.reflects("v4_transport_1420_mtu_fits_as_v6", transport(R_IDX, n=FITS), src=E_I,
