@@ -341,9 +341,15 @@ class Datapath:
         cfg.n_addr4 = min(len(v4), MAX_HUB_ADDRS)
         cfg.n_addr6 = min(len(v6), MAX_HUB_ADDRS)
         self._config[key] = cfg
+        self._hub_addresses = v4[:MAX_HUB_ADDRS] + v6[:MAX_HUB_ADDRS]
         return v4[MAX_HUB_ADDRS:] + v6[MAX_HUB_ADDRS:]
 
     def hub_addresses(self) -> List[IPAddress]:
+        """As set_hub_addresses() wrote them (the slow path asks per
+        message: no map read), else as the config map holds them."""
+        cached = getattr(self, "_hub_addresses", None)
+        if cached is not None:
+            return list(cached)
         cfg = self._config[self._config.Key(0)]
         out: List[IPAddress] = []
         for i in range(cfg.n_addr4):
