@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import os
 import secrets
 import shutil
@@ -46,19 +47,57 @@ class CommandError(RuntimeError):
         )
 
 
+SLOWNESS_ENV = "NETLAB_SLOWNESS"
+
+
+def slowness() -> float:
+    """How many times slower than the machines its deadlines were written
+    for this one runs: the environment's NETLAB_SLOWNESS, a number, default
+    1.0, clamped to at least 1 (a deadline is never shortened).  Read at
+    each call.  scripts/kernel-matrix.sh sets it in its emulated guests
+    (measured there: docs/kernel-matrix.md); set by hand it stretches every
+    deadline of a run on any slow machine.  Not a number, or not finite:
+    ValueError (a typo must not silently leave the deadlines short)."""
+    raw = os.environ.get(SLOWNESS_ENV, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        factor = float(raw)
+    except ValueError:
+        raise ValueError(f"{SLOWNESS_ENV}={raw!r} is not a number") from None
+    if not math.isfinite(factor):
+        raise ValueError(f"{SLOWNESS_ENV}={raw!r} is not finite")
+    return max(1.0, factor)
+
+
+def scaled(seconds: float) -> float:
+    """`seconds`, a deadline written for the host, times `slowness()`: the
+    one way a fixed timeout (a subprocess's, a socket's, a harness wait)
+    follows NETLAB_SLOWNESS.  `wait_for`, `Node.run` and `stop_process`
+    apply it themselves."""
+    return seconds * slowness()
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0,
              interval: float = 0.05, what: str = "condition"):
     """Poll `predicate` until it returns something truthy; return that value.
 
     The one way tests and netlab wait: a deadline, never a bare sleep.
+    `timeout` is the deadline on the host; the wait lasts `scaled(timeout)`,
+    i.e. `timeout` times NETLAB_SLOWNESS (default 1.0, clamped >= 1), so a
+    slow machine (an emulated kernel-matrix guest) gets proportionally longer.
+    A negative check ("X does not happen within N s") just waits longer.
     """
-    deadline = time.monotonic() + timeout
+    factor = slowness()
+    limit = timeout * factor
+    deadline = time.monotonic() + limit
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+            scale = f" ({timeout:g}s x {SLOWNESS_ENV} {factor:g})" if factor != 1.0 else ""
+            raise TimeoutError(f"timed out after {limit:.1f}s{scale} waiting for {what}")
         time.sleep(interval)
 
 
@@ -173,11 +212,13 @@ class Node:
 
     def run(self, args: Sequence[str], check: bool = True, timeout: float = 60,
             input: Optional[str] = None, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+        """Run `args` in the node; `timeout` is the host's, scaled (`scaled`)."""
+        timeout = scaled(timeout) if timeout is not None else None
         try:
             proc = subprocess.run(self._argv(args), capture_output=True, text=True,
                                   timeout=timeout, input=input, env=env)
         except subprocess.TimeoutExpired as e:
-            raise CommandError(self.name, args, f"timeout after {timeout}s",
+            raise CommandError(self.name, args, f"timeout after {timeout:g}s",
                                _text(e.stdout), _text(e.stderr)) from None
         if check and proc.returncode != 0:
             raise CommandError(self.name, args, proc.returncode, proc.stdout, proc.stderr)
@@ -200,7 +241,9 @@ def _text(data) -> str:
 
 
 def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 5.0):
-    """Stop a process started by `Node.popen` (its whole session), by PID."""
+    """Stop a process started by `Node.popen` (its whole session), by PID;
+    each wait lasts `scaled(timeout)`."""
+    timeout = scaled(timeout)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
