@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from .lab import Node, stop_process, wait_for
+from .lab import Node, scaled, stop_process, wait_for
 
 _UDP_SINK = r"""
 import socket, struct, sys, time
@@ -477,7 +477,7 @@ def send_udp(src: Node, dst_ip: str, port: int, payload: str):
 
 
 def ping(node: Node, ip: str, count: int = 1, timeout: float = 1, interval: float = 0.2) -> bool:
-    return node.run(["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(timeout), ip],
+    return node.run(["ping", "-n", "-c", str(count), "-i", str(interval), "-W", f"{scaled(timeout):g}", ip],
                     check=False, timeout=count * (timeout + interval) + 5).returncode == 0
 
 
