@@ -407,7 +407,7 @@ class TcpFlow(_Flow):
     def __init__(self, src: Node, dst: Node, dst_ip: str, size: int, rate: float = 0,
                  port: int = 5301, timeout: float = 120.0, seed: str = "netlab"):
         super().__init__(src, dst, dst_ip, port)
-        self.size, self.rate, self.timeout, self.seed = size, rate, timeout, seed
+        self.size, self.rate, self.timeout, self.seed = size, rate, scaled(timeout), seed
 
     def start(self) -> "TcpFlow":
         self._start_sink(_TCP_SINK, str(self.timeout))
