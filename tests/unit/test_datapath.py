@@ -14,6 +14,7 @@ import secrets
 import pytest
 
 from netlab import wait_for
+from netlab.lab import scaled
 from netlab.netns import inside
 from harness import golden as g
 from wgmux import packet as pk
@@ -480,7 +481,7 @@ def _udp_socket(netns: str, port: int):
     with inside(netns):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", port))
-    s.settimeout(5)
+    s.settimeout(scaled(5))
     return s
 
 
@@ -492,7 +493,7 @@ class _Sniffer:
         with inside(netns):
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
             self.sock.bind(("eth0", 0))
-        self.sock.settimeout(5)
+        self.sock.settimeout(scaled(5))
 
     def udp_to(self, port: int, payload: bytes) -> pk.Frame:
         import socket
