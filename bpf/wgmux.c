@@ -79,6 +79,11 @@
 #ifndef WGMUX_MAX_ADDRS
 #define WGMUX_MAX_ADDRS 8
 #endif
+/* Interfaces one instance serves (Interface = [...], docs/spec.md §4c):
+ * the slots of the per-interface counters (wgmux.config.MAX_INTERFACES). */
+#ifndef WGMUX_MAX_IFACES
+#define WGMUX_MAX_IFACES 8
+#endif
 
 /* Roaming (docs/spec.md §5): a transport message from a new source moves
  * its session only if its counter is above the highest one seen on that
@@ -285,7 +290,10 @@ struct wgmux_config {
 	__u16 flags;
 	__u8 n_addr4;     /* how many of addr4 / addr6 are set */
 	__u8 n_addr6;
-	__u16 _pad;
+	/* interfaces served (iface_slots); counted per interface only when
+	 * more than one, so a single-interface hub pays nothing for it */
+	__u8 n_ifaces;
+	__u8 _pad;
 	/* Bumped by the control plane to invalidate every cached next hop at
 	 * once (route or neighbour change) without writing to live entries. */
 	__u32 nh_gen;
@@ -303,7 +311,8 @@ struct wgmux_config {
 	__u64 port_tolerance_ns;
 	__u64 cookie_interval_ns;
 	__u64 cookie_tolerance_ns;
-	/* The hub's addresses on Interface: packets for anything else pass. */
+	/* The hub's addresses on its Interfaces: packets for anything else
+	 * pass. */
 	__be32 addr4[WGMUX_MAX_ADDRS];
 	/* four words per address, flat: bcc's ctypes layout flattens a 2-D
 	 * array to its first dimension and would be short of the map's value */
@@ -374,6 +383,15 @@ WGMUX_TABLE("hash", __be16, struct responder, ports, WGMUX_MAX_PORTS);
 WGMUX_TABLE(WGMUX_SESSIONS_MAP_TYPE, struct session_key, struct session, sessions,
 	    WGMUX_MAX_SESSIONS);
 WGMUX_TABLE("percpu_array", __u32, __u64, counters, CTR_MAX);
+/* Per interface (spec §4c): the ifindex of each slot, written by the
+ * daemon, and per slot what arrived there and was reflected or dropped,
+ * and what was reflected out of it. */
+enum { IFC_REFLECTED_IN, IFC_REFLECTED_OUT, IFC_DROPPED, IFC_MAX };
+struct iface_slots {
+	__u32 ifindex[WGMUX_MAX_IFACES];
+};
+WGMUX_TABLE("array", __u32, struct iface_slots, iface_slots, 1);
+WGMUX_TABLE("percpu_array", __u32, __u64, iface_counters, WGMUX_MAX_IFACES * IFC_MAX);
 /* Every responder's endpoint (the ep of some `ports` entry), kept by the
  * daemon with `ports`: whose HubPort initiations the slow path gets. */
 WGMUX_TABLE("hash", struct endpoint, __u8, responder_eps, WGMUX_MAX_PORTS);
@@ -462,6 +480,25 @@ static __always_inline int verdict(__u32 reason, int action)
 static __always_inline void event(__u32 reason)
 {
 	verdict(reason, 0);
+}
+
+static __always_inline void iface_count(__u32 ifindex, __u32 what)
+{
+	__u32 zero = 0;
+	struct iface_slots *sl = iface_slots.lookup(&zero);
+
+	if (!sl)
+		return;
+#pragma unroll
+	for (int i = 0; i < WGMUX_MAX_IFACES; i++) {
+		if (sl->ifindex[i] == ifindex) {
+			__u32 k = i * IFC_MAX + what;
+			__u64 *c = iface_counters.lookup(&k);
+			if (c)
+				*c += 1;
+			return;
+		}
+	}
 }
 
 /* ---- one walk, two hooks ------------------------------------------------
@@ -838,32 +875,34 @@ static __always_inline void udp_rewrite(struct udphdr *udp, __u32 sum, int parti
 	udp->dest = dport;
 }
 
+/* `saddr`: the hub address it leaves from (via_addr4()). */
 static __always_inline void rewrite4(struct iphdr *ip, struct udphdr *udp, struct endpoint *dst,
-				     __be16 sport, int partial)
+				     __be16 sport, int partial, __be32 saddr)
 {
 	__be32 old_saddr = ip->saddr;
+	__be32 old_daddr = ip->daddr;
 	__be32 daddr = dst->addr.v4;
 	__be16 dport = dst->port;
+	__u32 delta = csum_add32(csum_add32(csum_add32(csum_add32(0, ~old_saddr), ~old_daddr),
+						saddr), daddr);
 	__u32 sum;
 
-	sum = (__u16)~ip->check;
-	sum = csum_add32(sum, ~old_saddr);
-	sum = csum_add32(sum, daddr);
+	sum = (__u16)~ip->check + delta;
 	/* The 16-bit word {ttl, protocol} loses 0x0100. */
 	sum += (__u16)~WG_HTONS(0x0100);
 	ip->check = ~csum_fold(sum);
 	ip->ttl--;
-	ip->saddr = ip->daddr;
+	ip->saddr = saddr;
 	ip->daddr = daddr;
 
-	sum = partial ? udp->check : (__u16)~udp->check;
-	sum = csum_add32(sum, ~old_saddr);
-	sum = csum_add32(sum, daddr);
+	sum = (partial ? udp->check : (__u16)~udp->check) + delta;
 	udp_rewrite(udp, sum, partial, sport, dport);
 }
 
+/* `src`: the hub address it leaves from (via_addr6()), NULL: the one it
+ * came to. */
 static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, struct endpoint *dst,
-				     __be16 sport, int partial)
+				     __be16 sport, int partial, const __be32 *src)
 {
 	__u32 *saddr = (__u32 *)&ip6->saddr;
 	__u32 *daddr = (__u32 *)&ip6->daddr;
@@ -872,13 +911,16 @@ static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, st
 
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
+		__u32 from = src ? src[i] : daddr[i];
 		sum = csum_add32(sum, ~saddr[i]);
+		sum = csum_add32(sum, ~daddr[i]);
+		sum = csum_add32(sum, from);
 		sum = csum_add32(sum, dst->addr.v6[i]);
-		saddr[i] = daddr[i];
+		saddr[i] = from;
 		daddr[i] = dst->addr.v6[i];
 	}
 	ip6->hop_limit--;
-	/* (a zero UDP checksum never gets here: wgmux_process drops it) */
+	/* (a zero UDP checksum never gets here: wgmux_walk drops it) */
 	udp_rewrite(udp, sum, partial, sport, dport);
 }
 
@@ -942,6 +984,23 @@ static __always_inline int nh_resolve(struct __sk_buff *skb, struct wgmux_config
 		event(CTR_EV_NH_NO_NEIGH);
 		return fib.ifindex;
 	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		/* With several interfaces the ingress one may be the wrong way
+		 * out: ask the FIB as the hub's own output would (no forwarding
+		 * check; policy rules on iif no longer apply). */
+		if (cfg->n_ifaces > 1) {
+			rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+			if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+				nh->ifindex = fib.ifindex;
+				__builtin_memcpy(nh->dmac, fib.dmac, 6);
+				__builtin_memcpy(nh->smac, fib.smac, 6);
+				nh->gen = cfg->nh_gen;
+				wg_barrier();
+				nh->state = NH_DIRECT;
+				event(CTR_EV_NH_RESOLVED);
+				return 0;
+			}
+			return rc == BPF_FIB_LKUP_RET_NO_NEIGH ? fib.ifindex : -1;
+		}
 		nh->ifindex = skb->ingress_ifindex;
 		nh->gen = cfg->nh_gen;
 		wg_barrier();
@@ -1001,6 +1060,8 @@ static __always_inline int send_out(struct __sk_buff *skb, struct wgmux_config *
 		if (bpf_check_mtu(skb, ifindex ? ifindex : nh->ifindex, &mtu, 0, 0) > 0)
 			return verdict(CTR_DROP_TOO_BIG, TC_ACT_SHOT);
 	}
+	if (cfg->n_ifaces > 1)
+		iface_count(ifindex ? ifindex : nh->ifindex, IFC_REFLECTED_OUT);
 	if (ifindex)
 		return verdict(reason, redirect_neigh(ifindex, NULL, 0, 0));
 	if (nh->state == NH_DIRECT) {
@@ -1113,6 +1174,29 @@ static __always_inline int reflect_other_family(struct __sk_buff *skb, struct wg
 	return send_out(skb, cfg, eth, ip6, u, &s->nh, reason, 1, 1);
 }
 
+/* The hub address a packet for s leaves from: the one of dst's family
+ * that dst's owner talks to (s->via), so that its NAT or firewall lets it
+ * in when the hub has several (two uplinks, spec §4c); the one the packet
+ * came to when s has none (or it is gone). */
+static __always_inline __be32 via_addr4(struct wgmux_config *cfg, struct session *s,
+					__be32 arrival)
+{
+	__u32 i = (__u32)s->via - 1;
+
+	if (!s->via || i >= cfg->n_addr4)
+		return arrival;
+	return cfg->addr4[i & (WGMUX_MAX_ADDRS - 1)];
+}
+
+static __always_inline const __be32 *via_addr6(struct wgmux_config *cfg, struct session *s)
+{
+	__u32 i = (__u32)s->via - 1;
+
+	if (!s->via || i >= cfg->n_addr6)
+		return NULL;
+	return &cfg->addr6[4 * (i & (WGMUX_MAX_ADDRS - 1))];
+}
+
 /* Rewrite and send.  The caller has checked reflectable(), and in XDP
  * xdp_finishes(). */
 static __always_inline int reflect(void *ctx, struct wgmux_config *cfg,
@@ -1129,9 +1213,10 @@ static __always_inline int reflect(void *ctx, struct wgmux_config *cfg,
 	if (partial)
 		event(CTR_EV_CSUM_PARTIAL);
 	if (v6)
-		rewrite6(l3, udp, &s->dst, s->src_port, partial);
+		rewrite6(l3, udp, &s->dst, s->src_port, partial, via_addr6(cfg, s));
 	else
-		rewrite4(l3, udp, &s->dst, s->src_port, partial);
+		rewrite4(l3, udp, &s->dst, s->src_port, partial,
+			 via_addr4(cfg, s, ((struct iphdr *)l3)->daddr));
 
 	if (xdp) {
 		/* (a next hop re-resolved meanwhile on another CPU costs at most
@@ -1589,7 +1674,7 @@ static __always_inline int ipv4_irregular(struct wgmux_config *cfg, struct iphdr
 			     ihl != sizeof(*ip) ? CTR_DROP_IP_OPTIONS : CTR_DROP_FRAGMENT, xdp);
 }
 
-static __always_inline int wgmux_process(void *ctx, const int xdp)
+static __always_inline int wgmux_walk(void *ctx, const int xdp)
 {
 	void *data = ctx_data(ctx, xdp);
 	void *data_end = ctx_data_end(ctx, xdp);
@@ -1659,6 +1744,28 @@ static __always_inline int wgmux_process(void *ctx, const int xdp)
 			      ulen + sizeof(*ip6), local, 1, xdp);
 	}
 	return tc_ok(CTR_PASS_NOT_IP, xdp);
+}
+
+/* The walk, and with several interfaces (spec §4c) its outcome counted
+ * per interface it arrived on (what left by which: send_out(), XDP_TX). */
+static __always_inline int wgmux_process(void *ctx, const int xdp)
+{
+	int action = wgmux_walk(ctx, xdp);
+	__u32 zero = 0;
+	struct wgmux_config *cfg = config.lookup(&zero);
+
+	if (!cfg || cfg->n_ifaces <= 1)
+		return action;
+	__u32 in = xdp ? ((struct xdp_md *)ctx)->ingress_ifindex
+		       : ((struct __sk_buff *)ctx)->ingress_ifindex;
+	if (xdp ? action == XDP_TX : action == TC_ACT_REDIRECT) {
+		iface_count(in, IFC_REFLECTED_IN);
+		if (xdp)
+			iface_count(in, IFC_REFLECTED_OUT);
+	} else if (xdp ? action == XDP_DROP : action == TC_ACT_SHOT) {
+		iface_count(in, IFC_DROPPED);
+	}
+	return action;
 }
 
 int wgmux_ingress(struct __sk_buff *skb)

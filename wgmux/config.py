@@ -5,7 +5,8 @@ The file is the seed's TOML, keys spelled exactly as there::
     [Interface]
     Device = "wg0"        # the hub's own WireGuard device
     HubPort = 51820       # its listen port
-    Interface = "eth0"    # where the eBPF program attaches
+    Interface = "eth0"    # where the eBPF program attaches; or a list,
+                          # ["eth0", "eth1"]: attached to each (spec §4c)
     WgUtil = "wg"         # optional: "wg" or "awg"
     Datapath = "auto"     # optional: "auto", "xdp" or "tc" (docs/spec.md §4a)
     # optional AmneziaWG: Jc Jmin Jmax S1 S2 S3 S4 H1 H2 H3 H4 I1..I5
@@ -51,6 +52,10 @@ __all__ = [
 ]
 
 DEFAULT_PATH = "/etc/wgmux/config.toml"
+
+# Interfaces one instance attaches to (Interface = [...]); the datapath's
+# per-interface counters have as many slots (bpf/wgmux.c WGMUX_MAX_IFACES).
+MAX_INTERFACES = 8
 
 # What each source address (IPv4 address, IPv6 /64) may send to the
 # handshake slow path: messages per second on average, and at once.  A
@@ -167,7 +172,7 @@ class PeerConfig:
 class Config:
     device: str
     hub_port: int
-    interface: str
+    interface: str               # the first of `interfaces`: names the instance
     wg_util: str = "wg"
     datapath: str = "auto"       # DATAPATHS
     metrics_listen: Optional[Tuple[str, int]] = None   # (host, port) or off
@@ -179,10 +184,15 @@ class Config:
     amnezia: AmneziaParams = field(default_factory=AmneziaParams)
     peers: Tuple[PeerConfig, ...] = ()
     path: str = "<string>"
+    # every interface the program attaches to, `interface` first (spec §4c);
+    # () means (interface,)
+    interfaces: Tuple[str, ...] = ()
     _by_port: Dict[int, PeerConfig] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_by_port", {p.port: p for p in self.peers})
+        if not self.interfaces:
+            object.__setattr__(self, "interfaces", (self.interface,))
 
     @property
     def ports(self) -> Tuple[int, ...]:
@@ -751,11 +761,7 @@ class _Checker:
 
         device = self.ifname(section, table, label, "Device")
         hub_port = self.integer(section, table, label, "HubPort", 1, 65535, required=True)
-        ifname = self.ifname(section, table, label, "Interface")
-        if device is not None and ifname is not None and device == ifname:
-            self.report(table, label, "Interface",
-                        f"same as Device {_quoted(device)}; Interface is the network interface "
-                        "that carries the UDP traffic (such as eth0), not the WireGuard device")
+        ifnames = self.interface_names(section, table, label, device)
 
         wg_util = section.get("WgUtil", "wg")
         if not isinstance(wg_util, str) or wg_util not in _WG_UTILS:
@@ -776,7 +782,8 @@ class _Checker:
         max_sessions = self.integer(section, table, label, "MaxSessions", MAX_SESSIONS_MIN,
                                     MAX_SESSIONS_MAX)
 
-        return dict(device=device, hub_port=hub_port, interface=ifname, wg_util=wg_util,
+        return dict(device=device, hub_port=hub_port, interface=ifnames and ifnames[0],
+                    interfaces=ifnames or (), wg_util=wg_util,
                     datapath=datapath,
                     metrics_listen=self.listen_address(section, table, label, "MetricsListen"),
                     handshake_rate=rate,
@@ -822,6 +829,42 @@ class _Checker:
             self.report(table, label, key, f"{expected}, got {_show(value)}")
             return None
         return host, port_number
+
+    def interface_names(self, section, table, label, device) -> Optional[Tuple[str, ...]]:
+        """Interface: one name, or a list of 1..MAX_INTERFACES distinct
+        names (spec §4c); None where invalid."""
+        key = "Interface"
+        if key in section and isinstance(section[key], list):
+            values = section[key]
+            if not 1 <= len(values) <= MAX_INTERFACES:
+                self.report(table, label, key, f"expected 1 to {MAX_INTERFACES} interface "
+                            f"names, got {len(values)}")
+                return None
+            names, ok = [], True
+            for n, value in enumerate(values, 1):
+                problem = (f"expected a string, got {_show(value)}" if not isinstance(value, str)
+                           else _ifname_problem(value))
+                if problem is None and value in names:
+                    problem = f"{_quoted(value)} is listed twice"
+                if problem:
+                    self.report(table, label, key, f"entry {n}: {problem}")
+                    ok = False
+                names.append(value)
+            if not ok:
+                return None
+        else:
+            name = self.ifname(section, table, label, key)
+            if name is None:
+                return None
+            names = [name]
+        if device is not None and device in names:
+            where = (f"same as Device {_quoted(device)}" if len(names) == 1 else
+                     f"entry {names.index(device) + 1}: {_quoted(device)} is Device")
+            self.report(table, label, key,
+                        f"{where}; Interface is the network interface that carries the UDP "
+                        "traffic (such as eth0), not the WireGuard device")
+            return None
+        return tuple(names)
 
     def ifname(self, section, table, label, key) -> Optional[str]:
         if key not in section:

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from wgmux import bulk, pinning, tc, wire, xdp
-from wgmux.config import HANDSHAKE_BURST, HANDSHAKE_RATE, INITIATION_BURST, INITIATION_RATE
+from wgmux.config import (HANDSHAKE_BURST, HANDSHAKE_RATE, INITIATION_BURST, INITIATION_RATE,
+                          MAX_INTERFACES)
 from wgmux.model import (SF_TRANSPORT, Endpoint, EndpointLike, IPAddress, LearnedInitiator, NextHop,
                          Responder, Session, SessionLink, SlowMessage, as_endpoint,
                          check_port, monotonic_ns, read_endpoint, write_endpoint)
@@ -86,6 +87,8 @@ COOKIE_BURST = 2000
 USERSPACE_EVENTS = ("ev_half_open_evicted",)
 # Hub addresses per family the datapath holds (WGMUX_MAX_ADDRS)
 MAX_HUB_ADDRS = 8
+# bpf/wgmux.c's IFC_* in order (its WGMUX_MAX_IFACES is config.MAX_INTERFACES)
+IFACE_COUNTERS = ("reflected_in", "reflected_out", "dropped")
 
 _BPF_NOEXIST = 1
 
@@ -343,6 +346,45 @@ class Datapath:
         self._config[key] = cfg
         self._hub_addresses = v4[:MAX_HUB_ADDRS] + v6[:MAX_HUB_ADDRS]
         return v4[MAX_HUB_ADDRS:] + v6[MAX_HUB_ADDRS:]
+
+    def set_interfaces(self, ifindexes: Sequence[int]):
+        """The interfaces this instance serves (spec §4c): with more than
+        one, the datapath counts per interface what arrived on each and was
+        reflected or dropped, and what left by each (interface_counters);
+        the counts of an interface that keeps its slot carry on."""
+        ifindexes = [int(i) for i in ifindexes]
+        if len(ifindexes) > MAX_INTERFACES:
+            raise ValueError(f"at most {MAX_INTERFACES} interfaces, not {len(ifindexes)}")
+        slots_map = self.bpf[b"iface_slots"]
+        slots = slots_map[slots_map.Key(0)]
+        old = list(slots.ifindex)
+        counters = self.bpf[b"iface_counters"]
+        zero = counters.Leaf()
+        for slot in range(len(old)):
+            want = ifindexes[slot] if slot < len(ifindexes) else 0
+            if old[slot] != want:
+                for what in range(len(IFACE_COUNTERS)):
+                    counters[counters.Key(slot * len(IFACE_COUNTERS) + what)] = zero
+            slots.ifindex[slot] = want
+        slots_map[slots_map.Key(0)] = slots
+        key = self._config.Key(0)
+        cfg = self._config[key]
+        cfg.n_ifaces = len(ifindexes)
+        self._config[key] = cfg
+
+    def interface_counters(self) -> Dict[int, Dict[str, int]]:
+        """ifindex -> {reflected_in, reflected_out, dropped}, totals over
+        CPUs, for each interface set_interfaces() gave (counted only while
+        there are several)."""
+        slots_map = self.bpf[b"iface_slots"]
+        counters = self.bpf[b"iface_counters"]
+        out = {}
+        for slot, ifindex in enumerate(slots_map[slots_map.Key(0)].ifindex):
+            if ifindex:
+                out[int(ifindex)] = {
+                    name: int(sum(counters[counters.Key(slot * len(IFACE_COUNTERS) + what)]))
+                    for what, name in enumerate(IFACE_COUNTERS)}
+        return out
 
     def hub_addresses(self) -> List[IPAddress]:
         """As set_hub_addresses() wrote them (the slow path asks per

@@ -222,16 +222,32 @@ def check_datapath(config) -> Result:
 
 
 # -- the config and the hub's devices ------------------------------------------
+def _names(ifaces) -> str:
+    return ", ".join(repr(i) for i in ifaces)
+
+
+def _combined(results: list) -> Result:
+    """One Result for a check made per Interface: the worst status, every
+    interface's text (one interface: its result as it is)."""
+    if len(results) == 1:
+        return results[0]
+    worst = next(st for st in (FAIL, WARN, OK) if any(r.status == st for r in results))
+    hints = [r.hint for r in results if r.hint and r.status == worst]
+    return Result(worst, "; ".join(r.text for r in results), hints[0] if hints else None)
+
+
 def check_interface(config) -> Result:
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        if ipr.link_lookup(ifname=config.interface):
-            return Result(OK, f"Interface {config.interface!r} exists")
-    return Result(FAIL, f"Interface {config.interface!r} (from {config.path}) does not exist "
-                  f"in this network namespace",
+        missing = [i for i in config.interfaces if not ipr.link_lookup(ifname=i)]
+    if not missing:
+        return Result(OK, f"Interface {_names(config.interfaces)} "
+                      f"{'exists' if len(config.interfaces) == 1 else 'exist'}")
+    return Result(FAIL, f"Interface {_names(missing)} (from {config.path}) "
+                  f"{'does' if len(missing) == 1 else 'do'} not exist in this network namespace",
                   "set Interface to the interface the hub's public UDP traffic arrives on "
-                  "(ip -br link)")
+                  "(ip -br link), or a list of them")
 
 
 def _forwarding(family: str, interface: str) -> bool:
@@ -261,8 +277,13 @@ def check_forwarding(config) -> Result:
     of cached MACs.  Each family asks its own sysctl (IPv6's only matters
     where Interface has a global IPv6 address).  wgmux does not flip them
     itself: they make the host a router for what arrives on that interface,
-    which is the operator's decision."""
-    iface = config.interface
+    which is the operator's decision.  With several Interfaces a packet
+    reflected out of another interface than it came in on is forwarded
+    (spec §4c): the same sysctls apply."""
+    return _combined([_check_forwarding(iface) for iface in config.interfaces])
+
+
+def _check_forwarding(iface: str) -> Result:
     v4 = _forwarding("ipv4", iface)
     v6 = _forwarding("ipv6", iface) or not _global_ipv6(iface)
     if v4 and v6:
@@ -285,11 +306,14 @@ def check_xdp(config) -> Result:
     some drivers attaching resets the interface: this check attaches
     nothing, it says what `serve` will try and what stands in its way (a
     program that is not wgmux's, a veth)."""
+    return _combined([_check_xdp(config.datapath, iface) for iface in config.interfaces])
+
+
+def _check_xdp(want: str, iface: str) -> Result:
     from . import xdp
     from .model import DatapathError
     from .program import XDP_PROGRAM
 
-    want, iface = config.datapath, config.interface
     setting = f'Datapath "{want}"'
     if want == "tc":
         return Result(OK, f"{setting}: TC ingress only")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 from wgmux import bulk, pinning
+from wgmux.config import MAX_INTERFACES
 from wgmux.model import DatapathError
 
 try:
@@ -79,6 +80,7 @@ class Program:
         flags = [f"-I{self.source.parent}",
                  f"-DWGMUX_MAX_SESSIONS={int(max_sessions)}",
                  f"-DWGMUX_MAX_PORTS={int(max_ports)}",
+                 f"-DWGMUX_MAX_IFACES={MAX_INTERFACES}",
                  # kernel headers vs bcc's compat headers: harmless noise
                  "-Wno-macro-redefined"]
         if sessions_lru:

@@ -120,6 +120,20 @@ BAD = [
     ("interface-is-device", sub('Interface = "eth0"', 'Interface = "wg0"'),
      ['cfg.toml:4: [Interface] Interface: same as Device "wg0"; Interface is the network '
       "interface that carries the UDP traffic (such as eth0), not the WireGuard device"]),
+    ("interfaces-empty", sub('Interface = "eth0"', "Interface = []"),
+     ["cfg.toml:4: [Interface] Interface: expected 1 to 8 interface names, got 0"]),
+    ("interfaces-too-many", sub('Interface = "eth0"', "Interface = [%s]" % ", ".join(
+        f'"eth{i}"' for i in range(9))),
+     ["cfg.toml:4: [Interface] Interface: expected 1 to 8 interface names, got 9"]),
+    ("interfaces-twice", sub('Interface = "eth0"', 'Interface = ["eth0", "eth1", "eth0"]'),
+     ['cfg.toml:4: [Interface] Interface: entry 3: "eth0" is listed twice']),
+    ("interfaces-bad-entries", sub('Interface = "eth0"', 'Interface = ["eth0", 1, "a/b"]'),
+     ["cfg.toml:4: [Interface] Interface: entry 2: expected a string, got 1 (integer)",
+      'cfg.toml:4: [Interface] Interface: entry 3: "a/b" is not a valid interface name: '
+      'contains "/"']),
+    ("interfaces-device", sub('Interface = "eth0"', 'Interface = ["eth0", "wg0"]'),
+     ['cfg.toml:4: [Interface] Interface: entry 2: "wg0" is Device; Interface is the network '
+      "interface that carries the UDP traffic (such as eth0), not the WireGuard device"]),
     ("metrics-hostname", awg('MetricsListen = "localhost:9586"'),
      ['cfg.toml:5: [Interface] MetricsListen: expected "host:port" such as "127.0.0.1:9586" '
       'or "[::1]:9586", got "localhost:9586" (string)']),
@@ -638,3 +652,15 @@ def test_handshake_rate_limit():
     assert (tuned.handshake_rate, tuned.handshake_burst) == (20.0, 5)
     assert parse(text + "HandshakeRate = 0\n").handshake_rate == 0.0      # no limit
     assert parse(text + "HandshakeRate = 0.5\n").handshake_rate == 0.5
+
+
+def test_interface_list_attaches_to_each_and_the_first_names_the_instance():
+    cfg = parse(sub('Interface = "eth0"', 'Interface = ["eth1", "eth0"]'), "cfg.toml")
+    assert cfg.interfaces == ("eth1", "eth0")
+    assert cfg.interface == "eth1"
+
+
+def test_a_single_interface_is_a_list_of_one():
+    assert parse(BASE, "cfg.toml").interfaces == ("eth0",)
+    assert parse(sub('Interface = "eth0"', 'Interface = ["eth0"]'), "cfg.toml").interfaces \
+        == ("eth0",)

@@ -613,7 +613,7 @@ MUTANTS = {
     "computed zero checksum sent as zero": (
         "\t\tudp->check = check ? check : 0xffff;\n", "\t\tudp->check = check;\n"),
     "udp checksum misses the address change": (
-        "\tsum = partial ? udp->check : (__u16)~udp->check;\n\tsum = csum_add32(sum, ~old_saddr);\n",
+        "\tsum = (partial ? udp->check : (__u16)~udp->check) + delta;\n",
         "\tsum = partial ? udp->check : (__u16)~udp->check;\n"),
     "header range upper bound excluded": (
         "if (load_le32(m) - lo > cfg->cls[i].hi - lo)",
