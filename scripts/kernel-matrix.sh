@@ -52,6 +52,68 @@ unavailable() {
     die "$*"
 }
 
+# How slow the guest is, measured the same way on the host (before boot)
+# and in the guest: a fixed CPU workload (pure Python, hashing, process
+# starts: what the tests spend their time on), best of 3, in seconds.
+cpu_bench() {
+    "$REPO/.venv/bin/python" - <<'EOF'
+import hashlib, subprocess, time
+def once():
+    t = time.perf_counter()
+    x = 0
+    for i in range(3_000_000):
+        x += i * i % 7
+    hashlib.sha256(b"w" * (32 << 20)).digest()
+    for _ in range(20):
+        subprocess.run(["/bin/true"])
+    return time.perf_counter() - t
+print(f"{min(once() for _ in range(3)):.3f}")
+EOF
+}
+
+# The datapath compiled and loaded once with bcc (what every `wgmux serve`
+# does first), output in $1, its seconds on a line "KM-COMPILE-SECONDS s";
+# the exit status is the compile's.
+timed_compile() {
+    "$REPO/.venv/bin/python" - > "$1" 2>&1 <<'EOF'
+import time
+t = time.perf_counter()
+from wgmux.datapath import Datapath
+Datapath(51820).close()
+print(f"KM-COMPILE-SECONDS {time.perf_counter() - t:.2f}")
+EOF
+}
+
+# NETLAB_SLOWNESS for the guest, on stdout; how it came about on stderr.
+# The larger of the CPU workload's and the first compile's guest/host
+# ratios, times KM_SLOWNESS_MARGIN (the machine's load changes during a
+# run), at least 1; KM_SLOWNESS sets it outright.
+slowness_factor() {
+    "$REPO/.venv/bin/python" - <<'EOF'
+import os, sys
+def num(name):
+    try:
+        v = float(os.environ.get(name) or "nan")
+    except ValueError:
+        return None
+    return v if v == v and 0 < v < float("inf") else None
+host_cpu, guest_cpu = num("KM_HOST_CPU_S"), num("KM_CPU_S")
+host_c, guest_c = num("KM_HOST_COMPILE_S"), num("KM_COMPILE_S")
+margin = max(1.0, num("KM_SLOWNESS_MARGIN") or 2.0)
+cpu = guest_cpu / host_cpu if host_cpu and guest_cpu else None
+comp = guest_c / host_c if host_c and guest_c else None
+measured = max([r for r in (cpu, comp) if r] or [1.0])
+forced = num("KM_SLOWNESS")
+factor = max(1.0, forced if forced else measured * margin)
+fmt = lambda r: f"{r:.1f}" if r else "-"
+print(f"{factor:.1f}")
+print(f"factor={factor:.1f} measured={measured:.1f} margin={margin:g}"
+      f" cpu={fmt(cpu)} (guest {guest_cpu}s / host {host_cpu}s)"
+      f" compile={fmt(comp)} (guest {guest_c}s / host {host_c}s)"
+      + (f" forced by KM_SLOWNESS={forced:g}" if forced else ""), file=sys.stderr)
+EOF
+}
+
 # ---------------------------------------------------------------------------
 # Inside the guest: prepare what the tests need, report which WireGuard
 # netlab uses, run pytest. Called by the host part through `vng --exec`.
@@ -132,22 +194,31 @@ EOF
     # verifier? Said on its own so that a failing reflect test has its
     # reason next to it; it also warms bcc's and clang's files (9p root) so
     # the tests' first `wgmux serve` is not slowed by them.
-    local start rc
-    start=$(date +%s)
-    if .venv/bin/python - > /tmp/km-datapath.log 2>&1 <<'EOF'
-from wgmux.datapath import Datapath
-Datapath(51820).close()
-EOF
-    then
-        echo "KM-GUEST datapath load=OK seconds=$(( $(date +%s) - start ))"
+    local compile_s="" cpu_s start rc
+    if timed_compile /tmp/km-datapath.log; then
+        compile_s=$(sed -n 's/^KM-COMPILE-SECONDS //p' /tmp/km-datapath.log)
+        echo "KM-GUEST datapath load=OK seconds=$compile_s"
     else
         echo "KM-GUEST datapath load=FAILED: $(grep -B1 '^processed [0-9]* insns' /tmp/km-datapath.log | head -n 1)" \
              "| $(grep -E 'Error|error:' /tmp/km-datapath.log | tail -n 1)"
         grep -B6 '^processed [0-9]* insns' /tmp/km-datapath.log | sed 's/^/KM-GUEST   verifier: /'
     fi
 
+    # How much slower than the host the guest runs (the host measured the
+    # same before boot: KM_HOST_CPU_S, KM_HOST_COMPILE_S): every netlab
+    # deadline (wait_for, Node.run, stop_process, scaled()) in the tests is
+    # stretched by it through NETLAB_SLOWNESS.
+    cpu_s=$(cpu_bench)
+    NETLAB_SLOWNESS=$(KM_CPU_S=$cpu_s KM_COMPILE_S=$compile_s slowness_factor 2> /tmp/km-slowness.log) \
+        || NETLAB_SLOWNESS=""
+    echo "KM-GUEST slowness $(cat /tmp/km-slowness.log)"
+    export NETLAB_SLOWNESS=${NETLAB_SLOWNESS:-1}
+    echo "KM-GUEST NETLAB_SLOWNESS=$NETLAB_SLOWNESS"
+
+    # No -x: one failure must not hide the rest; -rfEs lists every failure,
+    # error and skip at the end (the host's summary repeats the failures).
     start=$(date +%s)
-    .venv/bin/python -m pytest -p no:cacheprovider -x -q -rs "$@"
+    .venv/bin/python -m pytest -p no:cacheprovider -q -rfEs "$@"
     rc=$?
     echo "KM-GUEST wireguard-go starts=$(wc -l < /run/km-wireguard-go.log)"
     echo "KM-GUEST pytest rc=$rc seconds=$(( $(date +%s) - start ))"
@@ -269,13 +340,33 @@ export PATH="$VNG_DIR/bin:$PATH"   # vng runs virtme-run from its own venv
 say "virtme-ng $("$VNG_DIR/bin/vng" --version 2>&1 | awk '{print $2}'), logs in $LOGDIR"
 say "selection: ${SELECTION[*]}"
 
+# The host's side of the slowness measurement (see in_guest), once, before
+# any guest runs: the same CPU workload, and the datapath's compile (best
+# of two: the host may be busy with other work just now).
+MARGIN=${KM_SLOWNESS_MARGIN:-2}
+HOST_CPU_S=$(cpu_bench) || HOST_CPU_S=""
+HOST_COMPILE_S=""
+for _ in 1 2; do
+    if timed_compile "$LOGDIR/host-compile.log"; then
+        c=$(sed -n 's/^KM-COMPILE-SECONDS //p' "$LOGDIR/host-compile.log")
+        if [ -z "$HOST_COMPILE_S" ] || awk -v a="$c" -v b="$HOST_COMPILE_S" 'BEGIN { exit !(a < b) }'; then
+            HOST_COMPILE_S=$c
+        fi
+    fi
+done
+say "host: CPU workload ${HOST_CPU_S:-?} s, datapath compile ${HOST_COMPILE_S:-? (failed, see $LOGDIR/host-compile.log)} s;" \
+    "guest deadlines x (guest/host, the larger) x margin $MARGIN${KM_SLOWNESS:+ (KM_SLOWNESS=$KM_SLOWNESS overrides)}"
+GUEST_ENV=(env "KM_HOST_CPU_S=$HOST_CPU_S" "KM_HOST_COMPILE_S=$HOST_COMPILE_S"
+           "KM_SLOWNESS_MARGIN=$MARGIN" "KM_SLOWNESS=${KM_SLOWNESS:-}")
+
 declare -a ROWS
+FAILURES=()
 overall=0
 skip_or_fail() {  # skip_or_fail KERNEL SECONDS WHY: a kernel this machine could not run
     if [ "$UNAVAILABLE_OK" = 1 ]; then
-        ROWS+=("$1|SKIP|-|-|-|-|$2|$3")
+        ROWS+=("$1|SKIP|-|-|-|-|$2|-|$3")
     else
-        ROWS+=("$1|ERROR|-|-|-|-|$2|$3"); overall=1
+        ROWS+=("$1|ERROR|-|-|-|-|$2|-|$3"); overall=1
     fi
 }
 for spec in $KERNELS; do
@@ -296,7 +387,7 @@ for spec in $KERNELS; do
     timeout --kill-after=30 "$TIMEOUT" \
         vng --run "/boot/vmlinuz-$abi" --disable-kvm --force-9p --busybox /bin/busybox \
             --memory "$MEMORY" --cpus "$CPUS" --cwd "$REPO" \
-            --exec "bash $(printf '%q' "$SELF") --in-guest $(printf '%q ' "${SELECTION[@]}")" \
+            --exec "$(printf '%q ' "${GUEST_ENV[@]}") bash $(printf '%q' "$SELF") --in-guest $(printf '%q ' "${SELECTION[@]}")" \
         < /dev/null 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     secs=$(( $(date +%s) - t1 ))
@@ -310,6 +401,11 @@ for spec in $KERNELS; do
     wggo=$(sed -n 's/.*KM-GUEST wireguard-go starts=\([0-9]*\).*/\1/p' "$log" | tail -n 1)
     disc=$(sed -n 's/.*KM-GUEST discovery read_device source=[^ ]* \([A-Z]*\).*/\1/p' "$log" | tail -n 1)
     datapath=$(sed -n 's/.*KM-GUEST datapath load=\([A-Z]*\).*/\1/p' "$log" | tail -n 1)
+    slow=$(sed -n 's/.*KM-GUEST NETLAB_SLOWNESS=\([0-9.]*\).*/\1/p' "$log" | tail -n 1)
+    # pytest's short summary (-rfE): "FAILED tests/...::test - reason".
+    while IFS= read -r line; do
+        FAILURES+=("$abi: $line")
+    done < <(tr -d '\r' < "$log" | grep -aoE '(FAILED|ERROR) tests/.*' | cut -c1-240)
     netlink=$(grep -cE 'test_discovery.py::test_netlink .*(SKIP|FAIL)|SKIPPED .*no kernel WireGuard' "$log")
     kwg=no
     [ "$impl" = kernel ] && [ "${wggo:-1}" = 0 ] && kwg=yes
@@ -333,14 +429,18 @@ for spec in $KERNELS; do
        || [ "$disc" != OK ]; then
         status=FAIL; overall=1
     fi
-    ROWS+=("$abi|$status|$passed|$failed|$skipped|$kwg (${impl:-?}, wireguard-go starts: ${wggo:-?})|$secs|$note")
+    ROWS+=("$abi|$status|$passed|$failed|$skipped|$kwg (${impl:-?}, wireguard-go starts: ${wggo:-?})|$secs|${slow:--}|$note")
 done
 
 echo
 say "summary (selection: ${SELECTION[*]})"
-printf '%-24s %-6s %6s %6s %7s %5s  %-40s %s\n' kernel result passed failed skipped secs "kernel WireGuard" note
+printf '%-24s %-6s %6s %6s %7s %5s %8s  %-40s %s\n' kernel result passed failed skipped secs slowness "kernel WireGuard" note
 for row in "${ROWS[@]}"; do
-    IFS='|' read -r k st p f s w secs note <<<"$row"
-    printf '%-24s %-6s %6s %6s %7s %5s  %-40s %s\n' "$k" "$st" "$p" "$f" "$s" "$secs" "$w" "$note"
+    IFS='|' read -r k st p f s w secs slow note <<<"$row"
+    printf '%-24s %-6s %6s %6s %7s %5s %8s  %-40s %s\n' "$k" "$st" "$p" "$f" "$s" "$secs" "$slow" "$w" "$note"
 done
+if [ ${#FAILURES[@]} -gt 0 ]; then
+    say "failed tests:"
+    printf '  %s\n' "${FAILURES[@]}"
+fi
 exit $overall
