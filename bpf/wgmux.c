@@ -933,9 +933,12 @@ static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, st
  *                 the neighbour (queueing the packet); do not cache, so the
  *                 next packet retries the lookup and caches once resolved
  *   FWD_DISABLED  bpf_fib_lookup() refuses when forwarding is off on the
- *                 ingress device; cache NEIGH mode on the ingress device
- *                 (correct for a single-homed hub, but every packet then
- *                 takes the kernel's route + neighbour path)
+ *                 ingress device (BPF_FIB_LOOKUP_OUTPUT too); cache NEIGH
+ *                 mode on the ingress device (correct for a single-homed
+ *                 hub, but every packet then takes the kernel's route +
+ *                 neighbour path; with several interfaces, spec §4c, a
+ *                 target behind another one is not reached: preflight says
+ *                 so)
  *   other         drop, counted: no route, blackhole, local target...
  * Returns the ifindex to redirect to with NEIGH semantics when the entry
  * stays uncached, 0 when the entry holds the answer, <0 on drop. */
@@ -984,23 +987,6 @@ static __always_inline int nh_resolve(struct __sk_buff *skb, struct wgmux_config
 		event(CTR_EV_NH_NO_NEIGH);
 		return fib.ifindex;
 	case BPF_FIB_LKUP_RET_FWD_DISABLED:
-		/* With several interfaces the ingress one may be the wrong way
-		 * out: ask the FIB as the hub's own output would (no forwarding
-		 * check; policy rules on iif no longer apply). */
-		if (cfg->n_ifaces > 1) {
-			rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
-			if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
-				nh->ifindex = fib.ifindex;
-				__builtin_memcpy(nh->dmac, fib.dmac, 6);
-				__builtin_memcpy(nh->smac, fib.smac, 6);
-				nh->gen = cfg->nh_gen;
-				wg_barrier();
-				nh->state = NH_DIRECT;
-				event(CTR_EV_NH_RESOLVED);
-				return 0;
-			}
-			return rc == BPF_FIB_LKUP_RET_NO_NEIGH ? fib.ifindex : -1;
-		}
 		nh->ifindex = skb->ingress_ifindex;
 		nh->gen = cfg->nh_gen;
 		wg_barrier();

@@ -49,13 +49,21 @@ class WgmuxHub:
     # as the README asks of a hub: forwarding on Interface, so the datapath
     # takes the fast path (False: the neighbour path, ev_nh_fwd_disabled)
     forwarding: bool = True
+    # Interface = [...] (docs/spec.md §4c); empty: [interface]
+    interfaces: List[str] = field(default_factory=list)
 
     def __post_init__(self):
-        settings = {f"net.ipv4.conf.{self.interface}.forwarding": int(self.forwarding)}
+        if self.interfaces:
+            self.interface = self.interfaces[0]
+        else:
+            self.interfaces = [self.interface]
+        settings = {f"net.ipv4.conf.{i}.forwarding": int(self.forwarding)
+                    for i in self.interfaces}
         if self.topo.hub_ip6 is not None:
             # README: IPv6 peers want net.ipv6.conf.all.forwarding=1
-            settings.update({"net.ipv6.conf.all.forwarding": int(self.forwarding),
-                             f"net.ipv6.conf.{self.interface}.forwarding": int(self.forwarding)})
+            settings["net.ipv6.conf.all.forwarding"] = int(self.forwarding)
+            settings.update({f"net.ipv6.conf.{i}.forwarding": int(self.forwarding)
+                             for i in self.interfaces})
         self.topo.hub.sysctls(settings)
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.topo.lab.prefix}-wgmux-"))
         self.config_path = self.dir / "config.toml"
@@ -90,7 +98,8 @@ class WgmuxHub:
         lines = ["[Interface]",
                  f'Device = "{self.topo.hub_wg.name}"',
                  f"HubPort = {self.topo.hub_port}",
-                 f'Interface = "{self.interface}"',
+                 f'Interface = "{self.interface}"' if len(self.interfaces) == 1 else
+                 f"Interface = [{', '.join(f'{chr(34)}{i}{chr(34)}' for i in self.interfaces)}]",
                  self.extra_config, ""]
         seen = set()
         for p in self.pairs:

@@ -42,13 +42,24 @@ so every packet it reflects leaves through the interface it arrived on
      ├── gw    wan 198.18.0.253 ── hub0 198.18.1.1/24 ── hub eth0 198.18.1.254/24
      ├── r1    wan 198.18.0.1  NAT (default via gw) ── r1h0 10.1.0.2
      └── r2    wan 198.18.0.2  NAT (default via gw) ── r2h0 10.2.0.2
+
+`two_uplinks` is a hub with two uplinks, each to an internet of its own
+(two providers, two VLANs), and a site behind each: what reaches the hub
+on one interface is reflected out of the other (Interface = ["eth0",
+"eth1"], docs/spec.md §4c).  Each site knows the hub by the address of its
+own uplink:
+
+    inet  bridge br0, 198.18.0.0/24 ── hub eth0 198.18.0.254
+          └── r1 wan 198.18.0.1 NAT ── r1h0 10.1.0.2
+    inet  bridge br1, 198.19.0.0/24 ── hub eth1 198.19.0.254
+          └── r2 wan 198.19.0.2 NAT ── r2h0 10.2.0.2
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .lab import Lab, Node
 from .nat import NatKind, Router6Kind, Site, add_site, attach
@@ -71,6 +82,9 @@ OVERLAY = ipaddress.IPv4Network("10.99.0.0/16")
 HUB_OVERLAY_IP = "10.99.0.1"
 # single_interface(): the hub's own link, behind the gateway router
 HUB_LINK_NET = ipaddress.IPv4Network("198.18.1.0/24")
+# two_uplinks(): the second internet, and the hub's address on it
+WAN2_NET = ipaddress.IPv4Network("198.19.0.0/24")  # RFC 2544 benchmarking space too
+HUB_IP2 = str(WAN2_NET[254])
 GATEWAY_WAN_IP = str(WAN_NET[253])
 GATEWAY_HUB_IP = str(HUB_LINK_NET[1])
 SINGLE_HUB_IP = str(HUB_LINK_NET[254])
@@ -123,9 +137,16 @@ class Topology:
     hub_ip6: Optional[str] = None        # the hub's IPv6 address (None: IPv4 only)
     # IPv6 routes every node on the internet needs: (FIREWALL site LAN, via)
     routes6: List[tuple] = field(default_factory=list)
+    # two_uplinks(): site index -> the hub address that site reaches (the
+    # hub's on the site's uplink); a site not named reaches hub_ip
+    site_hub_ips: Dict[int, str] = field(default_factory=dict)
 
     def hub_address(self, family: "str | Host") -> str:
-        """The hub's address of `family` ("v4"/"v6", or a Host's family)."""
+        """The hub's address of `family` ("v4"/"v6", or a Host's family:
+        for a Host, the address its site reaches the hub at)."""
+        if isinstance(family, Host) and family.family == "v4" \
+                and family.site.index in self.site_hub_ips:
+            return self.site_hub_ips[family.site.index]
         family = family.family if isinstance(family, Host) else family
         if family == "v6":
             if self.hub_ip6 is None:
@@ -145,11 +166,18 @@ class Topology:
                 return h
         raise LookupError(f"no host {index} at site {site}")
 
-    def add_internet_host(self, name: str, address_index: int) -> Node:
+    def add_internet_host(self, name: str, address_index: int, uplink: int = 1) -> Node:
         """A host with a public address on the internet segment (no NAT):
         WAN_NET[address_index], and WAN6_NET[address_index] (hex) when the
-        topology has IPv6."""
+        topology has IPv6.  `uplink` 2: on two_uplinks()'s second segment
+        (WAN2_NET[address_index]) instead."""
         node = self.lab.add_node(name)
+        if uplink == 2:
+            if HUB_IP2 not in self.site_hub_ips.values():
+                raise ValueError("only two_uplinks() has a second internet segment")
+            attach(self.lab, node, "eth0", self.inet, "br1", f"y{address_index}",
+                   f"{WAN2_NET[address_index]}/{WAN2_NET.prefixlen}")
+            return node
         addrs = [f"{WAN_NET[address_index]}/{WAN_NET.prefixlen}"]
         if self.hub_ip6 is not None:
             addrs.append(f"{WAN6_NET[address_index]}/{WAN6_NET.prefixlen}")
@@ -329,6 +357,39 @@ def single_interface(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED,
     topo = _with_sites(lab, inet, hub, SINGLE_HUB_IP, kinds, hosts_per_site, hub_port, gw)
     if not tx_checksum:
         _tx_checksum_off(topo, [(gw, "wan"), (gw, "hub0")])
+    if wireguard:
+        add_wireguard(topo, keepalive=keepalive, listen_port=peer_listen_port)
+    return topo
+
+
+def two_uplinks(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED),
+                wireguard: bool = False, hub_port: int = HUB_PORT, keepalive: int = 1,
+                peer_listen_port: "int | Sequence[int] | Callable[[Host], int]" = 51820,
+                tx_checksum: bool = True) -> Topology:
+    """The hub with two uplinks (`eth0` on 198.18.0.0/24, `eth1` on
+    198.19.0.0/24, each its own internet segment), site 1 behind a NAT on
+    the first and site 2 on the second; see the module doc.  Nothing
+    routes between the two segments but the hub, and the hub does not
+    forward (as standard()'s): only wgmux carries a packet from one to the
+    other.  The other parameters are standard()'s."""
+    if len(kinds) != 2:
+        raise ValueError(f"two_uplinks has two sites, one per uplink, not {len(kinds)}")
+    inet = lab.add_node("inet")
+    hub = lab.add_node("hub")
+    sites = []
+    for index, (bridge, wan, hub_ip, ifname, port) in enumerate(
+            (("br0", WAN_NET, HUB_IP, "eth0", "hub"), ("br1", WAN2_NET, HUB_IP2, "eth1", "hub1")),
+            start=1):
+        lab.bridge(inet, bridge)
+        attach(lab, hub, ifname, inet, bridge, port, f"{hub_ip}/{wan.prefixlen}")
+        sites.append(add_site(lab, inet, bridge, index, kinds[index - 1], wan_net=str(wan)))
+    topo = Topology(lab, inet, hub, HUB_IP, sites, hub_port=hub_port,
+                    site_hub_ips={1: HUB_IP, 2: HUB_IP2})
+    for site in sites:
+        for j, node in enumerate(site.hosts):
+            topo.hosts.append(Host(site, j, node, site.host_ips[j]))
+    if not tx_checksum:
+        _tx_checksum_off(topo, [(hub, "eth1")])
     if wireguard:
         add_wireguard(topo, keepalive=keepalive, listen_port=peer_listen_port)
     return topo

@@ -77,16 +77,26 @@ def _remove_leftovers(config, keep_pins: bool, verb: str) -> int:
     from .tc import remove_leftovers
 
     pin_dir = pinning.pin_dir_for(config.interface)
-    try:
-        # XDP first: TC takes what it passed until then
-        removed = xdp.remove_leftovers(config.interface)
-        removed += remove_leftovers(config.interface, pin_dir, keep_pins=keep_pins)
-    except (DatapathError, OSError) as e:
-        raise Fail(1, f"cannot {verb} {config.interface}: {e}") from None
+    # what the config lists, and what the last start recorded serving
+    # (an interface since dropped from the list)
+    recorded = (pinning.read_state(pin_dir) or {}).get("interfaces") or {} \
+        if pin_dir.exists() else {}
+    names = list(config.interfaces) + [i for i in recorded if i not in config.interfaces]
+    removed = []
+    for ifname in names:
+        try:
+            # XDP first: TC takes what it passed until then
+            removed += xdp.remove_leftovers(ifname)
+            removed += remove_leftovers(ifname, pin_dir, keep_pins=True)
+        except (DatapathError, OSError) as e:
+            raise Fail(1, f"cannot {verb} {ifname}: {e}") from None
+    if not keep_pins and pin_dir.exists():
+        pinning.purge(pin_dir)
+        removed.append(f"pinned state {pin_dir}")
     for what in removed:
         print(f"removed {what}")
     if not removed:
-        print(f"nothing to remove for {config.interface} in this network namespace")
+        print(f"nothing to remove for {', '.join(names)} in this network namespace")
     return 0
 
 
@@ -201,13 +211,23 @@ def _format_summary(summary: dict, stale: int, max_sessions) -> list:
 
 def format_status(st: dict) -> str:
     now = st["now"]
-    out = [f"hub: {st['interface']} (device {st['device']}, hub port {st['hub_port']})",
+    names = ", ".join(i["name"] for i in st.get("interfaces") or []) or st["interface"]
+    out = [f"hub: {names} (device {st['device']}, hub port {st['hub_port']})",
            f"  daemon: pid {st['pid']}, up {_ago(now, st['started'])[:-4]}"]
     if st.get("datapath"):
         from .status import MODE_TEXT
 
         out.append(f"  datapath: {MODE_TEXT.get(st['datapath'], st['datapath'])} "
                    f"(Datapath = \"{st.get('datapath_setting')}\")")
+    interfaces = st.get("interfaces") or []
+    if len(interfaces) > 1:
+        from .status import MODE_TEXT
+
+        for i in interfaces:
+            out.append(f"  interface {i['name']}: {MODE_TEXT.get(i['datapath'], i['datapath'])}"
+                       + (f"; arrived and reflected {i['reflected_in']}, reflected out "
+                          f"{i['reflected_out']}, dropped {i['dropped']}"
+                          if "reflected_in" in i else ""))
     if st.get("pin_dir"):
         out.append(f"  state: pinned in {st['pin_dir']}"
                    + (" (carried over from the previous run)" if st.get("reused_pinned_state")

@@ -235,7 +235,9 @@ class Daemon:
         # a stop after serving leaves the program attached (see the module doc)
         self.keep_attached = keep_attached
         self.pin_dir = None
-        self.mode: Optional[str] = None    # what runs: "xdp" (in front of TC) or "tc"
+        self.mode: Optional[str] = None    # what runs: "xdp" (in front of TC), "tc", "mixed"
+        self.modes: dict = {}              # interface -> "xdp" or "tc"
+        self.ifindexes: dict = {}          # interface -> ifindex, as attached
         self.reloads = 0
         self._logged_sessions: dict = {}
         self._drops_logged: dict = {}
@@ -275,23 +277,28 @@ class Daemon:
             if early is not None:
                 early.commit()
             self._adopt_pinned_state()
-            try:
-                # replace: a killed predecessor's program is swapped out
-                # atomically (the control socket proves none is running)
-                self.datapath.attach(self.config.interface, replace=True)
-            except DatapathError as e:
-                raise ServeError(str(e)) from None
-            self.mode = self._attach_xdp()
-            log.info("attached to %s (%s), hub port %d, %d responder port(s): %s",
-                     self.config.interface, MODE_TEXT[self.mode], self.config.hub_port,
-                     len(self.config.peers),
+            for ifname in self.config.interfaces:
+                try:
+                    # replace: a killed predecessor's program is swapped out
+                    # atomically (the control socket proves none is running)
+                    self.ifindexes[ifname] = self.datapath.attach(ifname, replace=True)
+                except DatapathError as e:
+                    raise ServeError(str(e)) from None
+                if self.datapath.replaced_filter:
+                    log.info("took over from the datapath a previous wgmux left attached to "
+                             "%s (%s)", ifname, self.datapath.replaced_filter)
+                self.modes[ifname] = self._attach_xdp(ifname)
+            self.datapath.set_interfaces(list(self.ifindexes.values()))
+            self._leave_unlisted_interfaces()
+            modes = set(self.modes.values())
+            self.mode = modes.pop() if len(modes) == 1 else "mixed"
+            log.info("attached to %s, hub port %d, %d responder port(s): %s",
+                     ", ".join(f"{i} ({MODE_TEXT[m]})" for i, m in self.modes.items()),
+                     self.config.hub_port, len(self.config.peers),
                      " ".join(str(p.port) for p in self.config.peers) or "-")
             forwarding = preflight.check_forwarding(self.config)
             if forwarding.status == preflight.WARN:
                 log.warning("%s; %s", forwarding.text, forwarding.hint)
-            if self.datapath.replaced_filter:
-                log.info("took over from the datapath a previous wgmux left attached (%s)",
-                         self.datapath.replaced_filter)
             self._record_peers()
             self.sync_endpoints(self.device)
             self._start_slowpath()
@@ -302,14 +309,43 @@ class Daemon:
             raise
         self.control.start()
 
-    def _attach_xdp(self) -> str:
-        """XDP in front of TC as Datapath says (TC is attached already, so
-        whatever XDP passes has somewhere to go).  Returns what runs: "xdp"
-        or "tc"."""
+    def _leave_unlisted_interfaces(self):
+        """A predecessor (kept attached, or killed) may have served an
+        interface this config no longer lists: its program there would
+        keep running on the shared maps.  Removed, and the interfaces
+        served now recorded for the next start."""
+        from . import tc, xdp
+        from .model import DatapathError
+
+        pin_dir = self.datapath.pin_dir
+        if pin_dir is None:
+            return
+        before = (pinning.read_state(pin_dir) or {}).get("interfaces") or {}
+        for ifname, ifindex in before.items():
+            if ifname in self.ifindexes:
+                continue
+            try:
+                removed = xdp.remove_leftovers(ifname)
+                removed += tc.remove_leftovers(ifname, pin_dir, keep_pins=True)
+            except (DatapathError, OSError) as e:
+                log.warning("cannot remove what a previous wgmux left on %s, which Interface "
+                            "no longer lists: %s", ifname, e)
+                continue
+            for what in removed:
+                log.info("removed the %s (Interface no longer lists %s)", what, ifname)
+        try:
+            pinning.update_state(pin_dir, interfaces=self.ifindexes)
+        except (OSError, pinning.PinError) as e:
+            log.warning("cannot record the interfaces in %s: %s", pin_dir, e)
+
+    def _attach_xdp(self, iface: str) -> str:
+        """XDP in front of TC on `iface` as Datapath says (TC is attached
+        there already, so whatever XDP passes has somewhere to go).
+        Returns what runs there: "xdp" or "tc"."""
         from . import xdp
         from .model import DatapathError
 
-        want, iface = self.config.datapath, self.config.interface
+        want = self.config.datapath
         why_not = None
         if want == "auto":
             try:
@@ -328,7 +364,7 @@ class Daemon:
                 old = self.datapath.replaced_xdp
                 if old is not None:
                     log.info("took over from the XDP program a previous wgmux left attached "
-                             "(id %d)", old.prog_id)
+                             "to %s (id %d)", iface, old.prog_id)
                 return "xdp"
         # TC only: a predecessor's XDP program (another Datapath then) goes
         for what in xdp.remove_leftovers(iface):
@@ -360,6 +396,7 @@ class Daemon:
         if bpffs.status != preflight.OK:
             log.warning("%s; %s", bpffs.text, bpffs.hint)
             return None
+        # named after the first Interface: adding another keeps the state
         return pinning.pin_dir_for(self.config.interface)
 
     def _adopt_pinned_state(self):
@@ -466,13 +503,14 @@ class Daemon:
             keep = keep_attached and dp.pin_dir is not None and bool(dp.attachments)
             try:
                 dp.close(keep_attached=keep)
+                names = ", ".join(self.config.interfaces)
                 if keep:
                     log.info("left attached to %s on the maps pinned in %s: established "
                              "sessions keep flowing until the next start takes over (new "
                              "handshakes wait for it); `wgmux detach` removes it",
-                             self.config.interface, dp.pin_dir)
+                             names, dp.pin_dir)
                 else:
-                    log.info("detached from %s", self.config.interface)
+                    log.info("detached from %s", names)
                     if dp.pin_dir is not None:
                         log.info("pinned state kept in %s for the next start (wgmux purge "
                                  "removes it)", dp.pin_dir)
@@ -610,9 +648,13 @@ class Daemon:
                       " / ".join(str(e).splitlines()))
             return False
         problems, device = [], None
-        if new.interface != old.interface:
-            problems.append(f"Interface changed from {old.interface!r} to {new.interface!r} "
-                            f"(from {path}): it cannot change on reload; restart wgmux serve")
+        if new.interfaces != old.interfaces:
+            was, now = (i[0] if len(i) == 1 else list(i) for i in (old.interfaces,
+                                                                   new.interfaces))
+            problems.append(f"Interface changed from {was!r} to {now!r} "
+                            f"(from {path}): it cannot change on reload; restart wgmux serve"
+                            + (" (sessions are kept while the first stays the same)"
+                               if len(new.interfaces) > 1 or len(old.interfaces) > 1 else ""))
         if new.datapath != old.datapath:
             problems.append(f"Datapath changed from {old.datapath!r} to {new.datapath!r} (from "
                             f"{path}): it cannot change on reload; restart wgmux serve "
@@ -681,30 +723,36 @@ class Daemon:
 
     # -- control plane ------------------------------------------------------
     def sync_addresses(self):
-        """Give the datapath the hub's current addresses on Interface: it
-        reflects only packets addressed to one of them."""
+        """Give the datapath the hub's current addresses on its Interfaces:
+        it reflects only packets addressed to one of them."""
+        current = []
         try:
-            current = interface_addresses(self.config.interface)
+            for ifname in self.config.interfaces:
+                current.append((ifname, interface_addresses(ifname)))
         except OSError as e:
             if self.addresses is not None:    # once per failure, not every 0.5 s
                 log.warning("cannot read the addresses of %s: %s (the datapath keeps the "
-                            "last ones)", self.config.interface, e)
+                            "last ones)", ifname, e)
                 self.addresses = None
             return
         if current == self.addresses:
             return
-        left_out = self.datapath.set_hub_addresses(current)
+        where = {a: ifname for ifname, addrs in reversed(current) for a in addrs}
+        left_out = self.datapath.set_hub_addresses(where)
         served = self.datapath.hub_addresses()
+        names = ", ".join(self.config.interfaces)
         if not served:
-            log.warning("%s has no address wgmux can serve: nothing is reflected until it "
-                        "has one", self.config.interface)
+            log.warning("%s %s no address wgmux can serve: nothing is reflected until %s one",
+                        names, "has" if len(current) == 1 else "have",
+                        "it has" if len(current) == 1 else "they have")
         else:
-            log.info("serving on %s: %s", self.config.interface,
-                     " ".join(str(a) for a in served))
+            log.info("serving on %s", "; ".join(
+                f"{ifname}: {' '.join(str(a) for a in served if where.get(a) == ifname) or '-'}"
+                for ifname, _ in current))
         if left_out:
-            log.warning("%s has more than %d addresses of a family; packets to these are not "
-                        "reflected: %s", self.config.interface, MAX_HUB_ADDRS,
-                        " ".join(str(a) for a in left_out))
+            log.warning("%s %s more than %d addresses of a family; packets to these are not "
+                        "reflected: %s", names, "has" if len(current) == 1 else "have",
+                        MAX_HUB_ADDRS, " ".join(str(a) for a in left_out))
         self.addresses = current
 
     def sync_endpoints(self, device=None):
@@ -798,6 +846,7 @@ class Daemon:
                 })
             return {
                 "interface": self.config.interface,
+                "interfaces": self._interfaces_status(),
                 "device": self.config.device,
                 "hub_port": self.config.hub_port,
                 "datapath": self.mode,
@@ -816,6 +865,15 @@ class Daemon:
                 "session_idle_timeout": self.idle_timeout,
                 "max_sessions": self.datapath.max_sessions,
             }
+
+    def _interfaces_status(self) -> list:
+        """Per interface served: its ifindex, what runs there, and (with
+        several) what arrived on it and was reflected or dropped, and what
+        was reflected out of it (spec §4c)."""
+        counts = self.datapath.interface_counters() if len(self.ifindexes) > 1 else {}
+        return [{"name": name, "ifindex": ifindex, "datapath": self.modes.get(name),
+                 **counts.get(ifindex, {})}
+                for name, ifindex in self.ifindexes.items()]
 
     def _summary_now(self) -> dict:
         """The summary.  Counting a big table takes seconds (a million

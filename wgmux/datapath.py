@@ -321,11 +321,15 @@ class Datapath:
         return self._limit("port")
 
     def set_hub_addresses(self, addresses) -> List[IPAddress]:
-        """The hub's own addresses on Interface: the datapath reflects only
-        packets addressed to one of them (and takes none of them as a
-        peer's source).  Link-local and other addresses no peer can reach
-        are left out.  At most MAX_HUB_ADDRS per family are held; returns
-        the ones left out for lack of room (the caller says so)."""
+        """The hub's own addresses on its Interfaces: the datapath reflects
+        only packets addressed to one of them (and takes none of them as a
+        peer's source).  `addresses` may map each to the interface it is on
+        (interface_of() answers then).  Link-local and other addresses no
+        peer can reach are left out.  At most MAX_HUB_ADDRS per family are
+        held; returns the ones left out for lack of room (the caller says
+        so)."""
+        where = addresses if isinstance(addresses, dict) else {}
+        self._address_interface = {ipaddress.ip_address(a): i for a, i in where.items()}
         v4: List[IPAddress] = []
         v6: List[IPAddress] = []
         for a in sorted({ipaddress.ip_address(a) for a in addresses},
@@ -400,6 +404,16 @@ class Datapath:
             out.append(ipaddress.IPv6Address(ct.string_at(ct.addressof(cfg.addr6) + 16 * i,
                                                           16)))
         return out
+
+    def interface_of(self, address):
+        """The interface set_hub_addresses() was told `address` is on
+        (None: not told, or no hub address)."""
+        return getattr(self, "_address_interface", {}).get(ipaddress.ip_address(address))
+
+    @property
+    def several_interfaces(self) -> bool:
+        """Are the hub's addresses on more than one interface?"""
+        return len(set(getattr(self, "_address_interface", {}).values())) > 1
 
     def via_of(self, address) -> int:
         """A session's `via` for a peer that talks to the hub's `address`:

@@ -126,6 +126,23 @@ def render(status: dict) -> str:
             "Where the datapath runs: mode xdp (XDP in the driver, in front of TC ingress) "
             "or tc (TC ingress alone); setting: the config's Datapath.").add(
                 1, mode=status["datapath"], setting=status.get("datapath_setting", "")))
+    interfaces = status.get("interfaces") or []
+    if interfaces:
+        info = _Family("wgmux_interface_info", "gauge",
+                       "Each interface served (Interface), with what runs there (xdp or tc).")
+        for i in interfaces:
+            info.add(1, interface=i["name"], mode=i.get("datapath") or "")
+        families.append(info)
+    counted = [i for i in interfaces if "reflected_in" in i]
+    if counted:
+        per_iface = _Family(
+            "wgmux_interface_packets_total", "counter",
+            "With several interfaces: packets that arrived on each and were reflected "
+            "(reflected_in) or dropped, and packets reflected out of each (reflected_out).")
+        for i in counted:
+            for what in ("reflected_in", "reflected_out", "dropped"):
+                per_iface.add(i[what], interface=i["name"], what=what)
+        families.append(per_iface)
     return "\n".join(f.render() for f in families) + "\n"
 
 

@@ -277,10 +277,27 @@ def check_forwarding(config) -> Result:
     of cached MACs.  Each family asks its own sysctl (IPv6's only matters
     where Interface has a global IPv6 address).  wgmux does not flip them
     itself: they make the host a router for what arrives on that interface,
-    which is the operator's decision.  With several Interfaces a packet
-    reflected out of another interface than it came in on is forwarded
-    (spec §4c): the same sysctls apply."""
-    return _combined([_check_forwarding(iface) for iface in config.interfaces])
+    which is the operator's decision.  With several Interfaces (spec §4c)
+    it is more than speed: a packet reflected out of another interface
+    than it came in on is forwarded, and bpf_fib_lookup() finds no way out
+    for it from an interface without forwarding (it would leave by the one
+    it came in on, and not arrive)."""
+    if len(config.interfaces) == 1:
+        return _check_forwarding(config.interfaces[0])
+    off = [i for i in config.interfaces if not _forwarding("ipv4", i)]
+    off6 = [i for i in config.interfaces if i not in off and not _forwarding("ipv6", i)
+            and _global_ipv6(i)]
+    if not off and not off6:
+        return Result(OK, f"forwarding on {_names(config.interfaces)}: reflected packets take "
+                      "the fast path, between interfaces too")
+    what = (f"forwarding is off on {_names(off)}" if off else "") + \
+        ("; " if off and off6 else "") + (f"IPv6 forwarding is off on {_names(off6)}"
+                                          if off6 else "")
+    return Result(WARN, f"{what}: packets arriving there are not reflected out of the other "
+                  "Interfaces (peers behind those are not reached)",
+                  " ".join(f"sysctl -w net.ipv4.conf.{i}.forwarding=1;" for i in off)
+                  + (" sysctl -w net.ipv6.conf.all.forwarding=1;" if off6 else "")
+                  + " persist it in /etc/sysctl.d/")
 
 
 def _check_forwarding(iface: str) -> Result:

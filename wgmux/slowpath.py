@@ -449,22 +449,26 @@ class SlowPath:
 
     def _source(self, msg: SlowMessage, dst: Optional[Endpoint], via: int = 0):
         """The hub address an initiation re-sent to `dst` leaves from, None
-        if it cannot be sent on (TTL, or no hub address of dst's family).
-        The address it came to, for a target of its own family; for one of
-        the other family (docs/spec.md §4b) the address `via` names (the one
-        dst's owner sent to before), else the one the hub's routing picks
-        for dst: the address the hub's own WireGuard reaches it from, so
-        the one its NAT or firewall expects."""
+        if it cannot be sent on (TTL, or no hub address of dst's family):
+        the one dst's owner talks to, so that its NAT or firewall lets it
+        in.  That is the address `via` names (the one dst's owner sent to
+        before) when known.  Else, for a target of the message's own family,
+        the address it came to, unless the hub's routing reaches dst out of
+        another of its interfaces (spec §4c: two uplinks), and then the
+        address routing picks, as for one of the other family (spec §4b):
+        the address the hub's own WireGuard reaches it from."""
         if dst is None or msg.ttl <= 1:
             return None
-        if dst.ip.version == msg.dst.ip.version:
-            return msg.dst.ip
         if via:
             return self.dp.source_for(dst.ip.version, via)
+        same = dst.ip.version == msg.dst.ip.version
+        if same and not self.dp.several_interfaces:
+            return msg.dst.ip
         routed = routed_source(dst)
         if routed is not None and self.dp.via_of(routed):
-            return routed
-        return self.dp.source_for(dst.ip.version)
+            if not same or self.dp.interface_of(routed) != self.dp.interface_of(msg.dst.ip):
+                return routed
+        return msg.dst.ip if same else self.dp.source_for(dst.ip.version)
 
     def _peer_initiation(self, msg: SlowMessage, message: bytes, sender: int,
                          hub_port: int) -> Decision:

@@ -15,7 +15,8 @@ from wgmux.model import SF_TRANSPORT, EndpointLike, Session, as_endpoint, monoto
 
 # What runs (status "datapath", docs/spec.md §4a), as the start line and
 # `show` say it.
-MODE_TEXT = {"xdp": "XDP in the driver, in front of TC ingress", "tc": "TC ingress"}
+MODE_TEXT = {"xdp": "XDP in the driver, in front of TC ingress", "tc": "TC ingress",
+             "mixed": "XDP on some interfaces, TC ingress alone on the others"}
 
 
 class Clock(NamedTuple):

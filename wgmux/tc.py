@@ -97,7 +97,17 @@ def _other_filters(ipr, ifindex: int) -> bool:
 
 
 def _clsact_record(pin_dir: Optional[Path]) -> dict:
-    return (pinning.read_state(pin_dir) or {}).get("clsact") or {} if pin_dir else {}
+    """ifindex (str) -> whether wgmux added that interface's clsact qdisc.
+    A record of before several Interfaces ({"ifindex", "made"}) reads as
+    the same for its one interface."""
+    record = (pinning.read_state(pin_dir) or {}).get("clsact") or {} if pin_dir else {}
+    if "ifindex" in record:
+        return {str(record["ifindex"]): bool(record.get("made"))}
+    return record
+
+
+def _made_here(pin_dir: Optional[Path], ifindex: int) -> bool:
+    return bool(_clsact_record(pin_dir).get(str(ifindex)))
 
 
 def attach(prog_fd: int, name: str, dev: Union[str, int], netns: Optional[str] = None,
@@ -134,9 +144,7 @@ def attach(prog_fd: int, name: str, dev: Union[str, int], netns: Optional[str] =
             raise DatapathError(f"cannot attach to {where}: TC ingress pref {TC_PRIO} "
                                 f"holds a filter that is not wgmux's ({current!r})")
         if pin_dir is not None:
-            state = _clsact_record(pin_dir)
-            if (not made and replace and current is not None and state.get("made")
-                    and state.get("ifindex") == ifindex):
+            if not made and replace and current is not None and _made_here(pin_dir, ifindex):
                 made = True     # a killed predecessor added it
         try:
             ipr.tc("replace-filter" if replace else "add-filter", "bpf", ifindex,
@@ -160,8 +168,9 @@ def record_clsact(pin_dir: Path, attachment: Attachment):
     """Whether this instance added the clsact qdisc, for a successor that
     takes over after a SIGKILL to inherit (attach())."""
     try:
-        pinning.update_state(pin_dir, clsact={"ifindex": attachment.ifindex,
-                                              "made": attachment.made})
+        record = _clsact_record(pin_dir)
+        record[str(attachment.ifindex)] = attachment.made
+        pinning.update_state(pin_dir, clsact=record)
     except OSError:
         pass
 
@@ -224,8 +233,7 @@ def remove_leftovers(dev: Union[str, int], pin_dir: Optional[Path] = None,
             except NetlinkError as e:
                 if e.code not in (errno.ENOENT, errno.EINVAL):
                     raise
-        state = _clsact_record(pin_dir)
-        if (ifindex is not None and state.get("made") and state.get("ifindex") == ifindex
+        if (ifindex is not None and _made_here(pin_dir, ifindex)
                 and not _other_filters(ipr, ifindex)):
             try:
                 ipr.tc("del", "clsact", ifindex)

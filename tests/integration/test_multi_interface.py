@@ -1,0 +1,176 @@
+"""A hub with two uplinks: Interface = ["eth0", "eth1"] (docs/spec.md §4c).
+
+netlab.topology.two_uplinks: the initiator's site behind a NAT on the
+hub's eth0 segment, the responder's on eth1's, two internet segments that
+nothing routes between but the hub, and each site knows the hub by the
+address of its own uplink (198.18.0.254, 198.19.0.254).
+- The negative: with one interface configured (Interface = "eth0") the pair
+  fails: the responder's packets arrive on eth1 and never meet the program.
+- With both (TC, and XDP in front of TC, which passes what leaves by the
+  other interface to TC): handshake, ping both
+  ways, 2 MB each way over TCP; the hub's own WireGuard does not carry it;
+  what goes to the responder leaves eth1 from the hub's address there
+  (its port-restricted NAT takes nothing else), and to the initiator eth0
+  from 198.18.0.254; show, its text and the metrics count per interface.
+- Hostile input on each interface: a forged transport with the pair's live
+  index from an attacker on each segment moves nothing, reaches nobody and
+  is counted as dropped on the interface it arrived on.
+- Forwarding off on an Interface: serve says that packets arriving there
+  are not reflected out of the other (bpf_fib_lookup() refuses them), and
+  indeed the pair fails.
+- A restart with eth1 taken out of the list removes the program the last
+  start left there.
+"""
+
+import sys
+
+import pytest
+
+from harness.hub import WgmuxHub, handshake_fails
+from netlab import wait_for
+from netlab.attack import forged_transport, spoof
+from netlab.capture import Capture
+from netlab.nat import NatKind
+from netlab.topology import HUB_IP, HUB_IP2, WAN2_NET, WAN_NET, two_uplinks
+from netlab.traffic import ping, tcp_transfer
+
+pytestmark = pytest.mark.netlab
+
+PORT = 51821
+MB = 1 << 20
+KINDS = [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED]
+
+
+def uplinks(lab, interfaces, mode="tc", forwarding=True, extra=""):
+    topo = two_uplinks(lab, KINDS, wireguard=True, tx_checksum=False)
+    initiator, responder = topo.host(1), topo.host(2)
+    for host in (initiator, responder):
+        topo.hub_wg.wait_handshake(host.wg.public_key)
+    if mode == "xdp":
+        for port in ("hub", "hub1"):     # the veths' far ends take XDP_TX (netlab.xdp)
+            topo.inet.take_xdp_frames(port)
+    hub = WgmuxHub(topo, interfaces=list(interfaces), forwarding=forwarding,
+                   extra_config=f'Datapath = "{mode}"\n{extra}')
+    hub.pair(initiator, responder, PORT)
+    return topo, hub, initiator, responder
+
+
+def test_with_one_interface_configured_the_pair_fails(lab):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0"])
+    hub.start()
+    assert [i["name"] for i in hub.show()["interfaces"]] == ["eth0"]
+    handshake_fails(topo, initiator, responder, PORT)
+    assert hub.show()["counters"]["slow_initiation"] > 0   # it saw them arrive on eth0
+    # ... and sent them on to the responder, whose answers never met it
+    assert hub.show()["counters"]["reflect_response"] == 0
+
+
+@pytest.mark.parametrize("mode", ["tc", "xdp"])
+def test_reflects_between_two_uplinks(lab, mode):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"], mode,
+                                              extra='MetricsListen = "127.0.0.1:9586"')
+    hub.start()
+    st = hub.show()
+    assert [(i["name"], i["datapath"]) for i in st["interfaces"]] == \
+        [("eth0", mode), ("eth1", mode)]
+    assert st["datapath"] == mode
+
+    with Capture(topo.hub, "eth1", f"udp and dst host {responder.public_ip}") as to_r, \
+            Capture(topo.hub, "eth0", f"udp and dst host {initiator.public_ip}") as to_i:
+        wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+                 what="the first ping across the uplinks")
+        assert ping(responder.node, initiator.overlay_ip, count=3)
+    # each side hears the hub from the address it talks to
+    assert to_r.packets and {p.src for p in to_r.packets} == {HUB_IP2}, to_r.packets[:3]
+    assert to_i.packets and {p.src for p in to_i.packets} == {HUB_IP}, to_i.packets[:3]
+
+    hub_before = topo.hub_wg.peers()
+    forward = tcp_transfer(initiator.node, responder.node, responder.overlay_ip, 2 * MB,
+                           port=5001)
+    assert forward.ok, forward
+    back = tcp_transfer(responder.node, initiator.node, initiator.overlay_ip, 2 * MB, port=5002)
+    assert back.ok, back
+    hub_after = topo.hub_wg.peers()
+    for host in (initiator, responder):
+        grown = hub_after[host.wg.public_key].rx_bytes - hub_before[host.wg.public_key].rx_bytes
+        assert grown < MB, f"the hub's own WireGuard decrypted {grown} bytes from {host.name}"
+
+    st = hub.show()
+    s = [s for s in st["sessions"] if s["port"] == PORT]
+    assert len(s) == 1 and s[0]["state"] == "established", st["sessions"]
+    assert s[0]["i2r_packets"] > MB // 1500 and s[0]["r2i_packets"] > MB // 1500, s
+    per = {i["name"]: i for i in st["interfaces"]}
+    for name in ("eth0", "eth1"):
+        # each uplink carried one direction in and the other out
+        assert per[name]["reflected_in"] > MB // 1500, per
+        assert per[name]["reflected_out"] > MB // 1500, per
+    assert st["counters"]["ev_nh_fwd_disabled"] == 0
+    text = hub.show_text()
+    assert "hub: eth0, eth1 " in text and "interface eth1: " in text, text
+    metrics = topo.hub.run([sys.executable, "-c", "import urllib.request; print(urllib.request."
+                            "urlopen('http://127.0.0.1:9586/metrics').read().decode())"]).stdout
+    assert f'wgmux_interface_info{{interface="eth1",mode="{mode}"}} 1' in metrics, metrics
+    assert 'wgmux_interface_packets_total{interface="eth1",what="reflected_out"}' in metrics
+
+
+@pytest.mark.parametrize("uplink", [1, 2])
+def test_forged_transport_on_each_uplink_moves_nothing(lab, uplink):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"])
+    hub.start()
+    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+             what="the first ping across the uplinks")
+    atk = topo.add_internet_host("atk", 200, uplink=uplink)
+    atk_ip = str((WAN_NET if uplink == 1 else WAN2_NET)[200])
+    hub_ip = HUB_IP if uplink == 1 else HUB_IP2
+    before = hub.show()
+    s = [s for s in before["sessions"] if s["port"] == PORT][0]
+    dropped = {i["name"]: i["dropped"] for i in before["interfaces"]}
+    # On each uplink the index whose flow it could steal: on the initiator's
+    # (eth0) the responder's, to PORT; on the responder's (eth1) the
+    # initiator's, to HubPort.
+    index, port = ((s["responder_index"], PORT) if uplink == 1
+                   else (s["initiator_index"], topo.hub_port))
+    with Capture(topo.hub, "eth0 eth1".split()[uplink - 1], f"udp and dst host {atk_ip}") as back:
+        for counter in (0, 1 << 40):
+            spoof(atk, (atk_ip, 40000), (hub_ip, port), forged_transport(index, counter))
+        name = f"eth{uplink - 1}"
+        wait_for(lambda: {i["name"]: i["dropped"] for i in hub.show()["interfaces"]}[name]
+                 >= dropped[name] + 2, timeout=10, what=f"the forgeries counted on {name}")
+    after = hub.show()
+    moved = [x for x in after["sessions"] if x["port"] == PORT][0]
+    assert (moved["initiator"], moved["responder"]) == (s["initiator"], s["responder"])
+    assert after["counters"]["ev_roam"] == before["counters"]["ev_roam"]
+    assert not back.packets, "the hub sent something to the attacker"
+    assert ping(initiator.node, responder.overlay_ip, count=2)
+
+
+def test_restart_without_an_interface_removes_the_program_there(lab):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"])
+    hub.start()
+    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+             what="the first ping across the uplinks")
+    assert hub.stop() == 0       # not kept attached: nothing stays on either
+    for ifname in ("eth0", "eth1"):
+        assert "wgmux" not in topo.hub.run(["tc", "filter", "show", "dev", ifname,
+                                            "ingress"]).stdout
+    hub.serve_args = ["--keep-attached"]
+    hub.start()
+    hub.stop()                   # left attached to both, as a restart would
+    assert "wgmux" in topo.hub.run(["tc", "filter", "show", "dev", "eth1", "ingress"]).stdout
+    hub.interfaces = ["eth0"]
+    hub.serve_args = []
+    hub.start()
+    wait_for(lambda: "wgmux" not in topo.hub.run(["tc", "filter", "show", "dev", "eth1",
+                                                  "ingress"]).stdout,
+             timeout=5, what="the program on eth1 to go")
+    assert "wgmux" in topo.hub.run(["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout
+    assert "Interface no longer lists eth1" in hub.log(), hub.log()
+
+
+def test_forwarding_off_is_said_and_the_pair_fails(lab):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"], forwarding=False)
+    hub.start()
+    said = ("forwarding is off on 'eth0', 'eth1': packets arriving there are not reflected "
+            "out of the other Interfaces")
+    assert said in hub.log(), hub.log()
+    handshake_fails(topo, initiator, responder, PORT)
