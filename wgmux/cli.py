@@ -331,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="attach the reflector and run until SIGTERM/SIGINT",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="""\
-Validate the config, compile and attach the eBPF program to Interface, keep
-responder endpoints current from Device, collect idle sessions.
+Validate the config, compile and attach the eBPF program to Interface (to
+each, when it is a list), keep responder endpoints current from Device,
+collect idle sessions.
 
 State survives restarts: the program's maps (sessions, responders, counters)
 are pinned in /sys/fs/bpf/wgmux/<netns inode>-<Interface>/. SIGTERM/SIGINT

@@ -37,8 +37,8 @@ from harness.golden.fixtures import (
     SAME, STRANGER_IDX, Case, Env, GoldenNet, Outcome, XdpOutcome, run_case, run_case_xdp,
     slow_problem, state, xdp_finishes)
 from harness.golden.sections import (
-    amneziawg, checksums, families, handshakes, hostile, ipv6, malformed, next_hops, not_ours,
-    rate_limit, transport as transport_rows)
+    amneziawg, checksums, families, handshakes, hostile, interfaces, ipv6, malformed, next_hops,
+    not_ours, rate_limit, transport as transport_rows)
 
 __all__ = [
     "AWG1", "AWG2", "AWG3", "AWG_JUNK_RANGES", "DNS_PORT", "E_BLACKHOLE", "E_BLACKHOLE6", "E_I",
@@ -56,7 +56,7 @@ __all__ = [
 
 # cases()' order, so the test ids' and the benchmark's
 SECTIONS = (handshakes, rate_limit, transport_rows, checksums, malformed, not_ours, next_hops,
-            ipv6, families, amneziawg, hostile)
+            ipv6, families, interfaces, amneziawg, hostile)
 
 
 def cases() -> List[Case]:

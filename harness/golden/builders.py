@@ -189,6 +189,18 @@ def primed(setup: Setup, frame: bytes, dev: str = "pub0") -> Setup:
 _ANY = object()
 
 
+def established(e_i, e_r, via_i: str, via_r: str) -> Setup:
+    """The pair I <-> R on P, each entry sending from the hub address its
+    target talks to (`via_i`: I's, `via_r`: R's; docs/spec.md §4b, §4c)."""
+    def _setup(env: Env):
+        env.dp.set_responder(P, *e_r)
+        env.dp.set_session(HUB_PORT, I_IDX, e_i, P, expect=e_r, reverse=(P, R_IDX),
+                           via=env.dp.via_of(via_i))
+        env.dp.set_session(P, R_IDX, e_r, HUB_PORT, expect=e_i, reverse=(HUB_PORT, I_IDX),
+                           via=env.dp.via_of(via_r))
+    return _setup
+
+
 def expect_session(port, index, dst, src_port, expect=None, reverse=_ANY,
                    packets=None, nh_state=None, via: Optional[str] = None) -> Check:
     """`via`: the hub address the entry's translated packets leave from

@@ -142,6 +142,7 @@ class Env:
         self.dp.flush_initiators()
         self.dp.configure(HUB_PORT, classifier, roaming)
         self.dp.set_hub_addresses(HUB_ADDRESSES)
+        self.dp.set_interfaces([])
         self.dp.drain_slow_path()
         self.dp.reset_counters()
 

@@ -612,6 +612,12 @@ MUTANTS = {
     "ttl not decremented": ("\tip->ttl--;\n", "\n"),
     "computed zero checksum sent as zero": (
         "\t\tudp->check = check ? check : 0xffff;\n", "\t\tudp->check = check;\n"),
+    "same-family packets leave from the address they came to": (
+        "\t\t\t via_addr4(cfg, s, ((struct iphdr *)l3)->daddr));",
+        "\t\t\t ((struct iphdr *)l3)->daddr);"),
+    "per-interface counting skipped": (
+        "\tif (!cfg || cfg->n_ifaces <= 1)\n\t\treturn action;",
+        "\treturn action;"),
     "udp checksum misses the address change": (
         "\tsum = (partial ? udp->check : (__u16)~udp->check) + delta;\n",
         "\tsum = partial ? udp->check : (__u16)~udp->check;\n"),

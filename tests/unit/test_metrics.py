@@ -112,7 +112,12 @@ def realistic_status() -> dict:
         "peers": [{"port": 51821, "endpoint": "198.18.0.2:51820"},
                   {"port": 51822, "endpoint": "[2001:db8::2]:51820"},
                   {"port": 65535, "endpoint": None}],
-        "datapath": "xdp", "datapath_setting": "auto",
+        "datapath": "mixed", "datapath_setting": "auto",
+        "interfaces": [
+            {"name": "eth0", "ifindex": 2, "datapath": "xdp", "reflected_in": 2**40 + 5,
+             "reflected_out": 9_007_199_254_740_001, "dropped": 0},
+            {"name": "eth1.100", "ifindex": 7, "datapath": "tc", "reflected_in": 3,
+             "reflected_out": 1, "dropped": 1_000_001}],
         "slow_path": {"rate": 1000.0, "burst": 2000, "initiators": [
             {"port": 51821, "public_key": "k1", "endpoint": None, "learned": STARTED + 1.5},
             {"port": 51822, "public_key": "k2", "endpoint": None, "learned": STARTED + 2.5}]},
@@ -154,6 +159,11 @@ def expected_samples(st: dict) -> dict:
     put("wgmux_reloads_total", st["reloads"])
     if st.get("datapath"):
         put("wgmux_datapath_info", 1, mode=st["datapath"], setting=st["datapath_setting"])
+    for i in st.get("interfaces", []):
+        put("wgmux_interface_info", 1, interface=i["name"], mode=i["datapath"])
+        for what in ("reflected_in", "reflected_out", "dropped"):
+            if what in i:
+                put("wgmux_interface_packets_total", i[what], interface=i["name"], what=what)
     return out
 
 
@@ -214,3 +224,10 @@ def test_start_time_of_now_round_trips():
 def test_numbers_are_exact(value, text):
     line = render({"reloads": value}).splitlines()
     assert f"wgmux_reloads_total {text}" in line
+
+
+def test_one_interface_has_info_and_no_per_interface_counts():
+    lines = render({**STATUS, "interfaces": [{"name": "eth0", "ifindex": 2,
+                                              "datapath": "tc"}]}).splitlines()
+    assert 'wgmux_interface_info{interface="eth0",mode="tc"} 1' in lines
+    assert not [x for x in lines if x.startswith("wgmux_interface_packets_total")]

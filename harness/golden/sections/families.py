@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import List
 
 from harness.golden.builders import (
-    Table, expect_no_sessions, expect_session, hub, inbound, initiation, response, transport)
+    Table, established, expect_no_sessions, expect_session, hub, inbound, initiation, response,
+    transport)
 from harness.golden.fixtures import (
     E_I, E_I6, E_I_MOVED, E_R, E_R6, HUB4, HUB6, HUB_PORT, I_IDX, NOFWD4, P, R_IDX, Case, Env)
 
@@ -39,18 +40,6 @@ def with_half_open_4to6(env: Env):
     R (IPv6) and opened (HubPort, I's sender) -> E_I, via HUB4."""
     with_responder6_only(env)
     env.dp.set_session(HUB_PORT, I_IDX, E_I, P, expect=E_R6, via=_via(env, HUB4))
-
-
-def established(e_i, e_r, via_i: str, via_r: str):
-    """The pair I <-> R, each entry sending from the hub address its
-    target talks to."""
-    def _setup(env: Env):
-        env.dp.set_responder(P, *e_r)
-        env.dp.set_session(HUB_PORT, I_IDX, e_i, P, expect=e_r, reverse=(P, R_IDX),
-                           via=_via(env, via_i))
-        env.dp.set_session(P, R_IDX, e_r, HUB_PORT, expect=e_i, reverse=(HUB_PORT, I_IDX),
-                           via=_via(env, via_r))
-    return _setup
 
 
 with_4to6 = established(E_I, E_R6, HUB4, HUB6)      # v4 initiator, v6 responder
