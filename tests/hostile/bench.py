@@ -11,6 +11,10 @@ tests' (conftest.py).  Each attack gets a fresh lab.  Rows:
   receiving peer that lost its session answers after WireGuard's 10 s
   passive keepalive), and the bytes it delivered to the victim per byte
   sent;
+- forged transports on each uplink of a two-uplink hub (Interface =
+  ["eth0", "eth1"], docs/spec.md §4c), from an attacker on that uplink:
+  what moved, what reached the attacker, what was counted as dropped on
+  the interface they arrived on;
 - martian sources and packets not addressed to the hub: forged packets
   the hub acted on (reflected, sessions created, sessions moved);
 - a spoofed half-open entry: bytes the attacker got delivered to the
@@ -50,7 +54,8 @@ from conftest import (BUDGET, FILL_SECONDS, FLOOD_RATE, FLOOD_SECONDS_BENCH,  # 
 from netlab import Lab  # noqa: E402
 import scenarios  # noqa: E402
 
-ATTACKS = ("forged", "martians", "not-addressed", "half-open", "half-open-full", "flood")
+ATTACKS = ("forged", "uplinks", "martians", "not-addressed", "half-open", "half-open-full",
+           "flood")
 
 
 def say(msg: str):
@@ -67,6 +72,17 @@ def forged(rows, extra, args):
                              f"outage {f.outage:.1f} s; victim got {f.victim.bytes} B "
                              f"for {f.sent_bytes} B sent ({f.victim.bytes / f.sent_bytes:.0f}x)"))
         datapath_row(rows, a, "forged transports")
+
+
+def uplinks(rows, extra, args):
+    with Lab() as lab:
+        for r in scenarios.uplink_forgeries(lab, extra, datapath=args.datapath):
+            say(r.describe())
+            rows.append((f"forged transport on uplink {r.interface}, {r.where}",
+                         f"{r.dropped} of {r.sent} counted as dropped on {r.interface}; "
+                         + ("MOVED the session" if r.moved else "nothing moved")
+                         + f", {r.roams} roams, {r.to_attacker} packets to the attacker"
+                         + ("" if r.xdp_ran is not False else "; WRONG: XDP did not run")))
 
 
 def martians(rows, extra, args):
@@ -195,7 +211,7 @@ def main(argv=None) -> int:
     say("hub config: " + (extra.replace("\n", ", ") if extra else
                           f"no initiation budget keys (target {BUDGET.rate:g}/s, burst "
                           f"{BUDGET.burst})"))
-    runs = {"forged": forged, "martians": martians, "not-addressed": not_addressed,
+    runs = {"forged": forged, "uplinks": uplinks, "martians": martians, "not-addressed": not_addressed,
             "half-open": half_open, "half-open-full": half_open_full, "flood": flood}
     results = {}                    # label: {mode: text}, in the order first seen
     t0 = time.monotonic()

@@ -734,3 +734,90 @@ def handshake_messages(packets, since: float) -> List[Tuple[float, str]]:
             what += " with mac2" if any(m.mac2) else ""
         out.append((p.time - offset - since, what))
     return out
+
+
+# ---- a hub with two uplinks (docs/spec.md §4c) ------------------------------------
+
+@dataclass
+class UplinkForgery:
+    """Forged transports with the pair's live index from an attacker on
+    one uplink's segment (its own address: nothing on a real uplink stops
+    that), and what they achieved."""
+
+    interface: str              # where they arrived
+    where: str                  # "peer port 51821" / "HubPort 51820"
+    sent: int                   # forged packets
+    dropped: int                # counted as dropped on `interface`
+    moved: bool                 # the session's endpoints changed
+    roams: int                  # ev_roam
+    to_attacker: int            # packets that reached the attacker from the hub
+    xdp_ran: Optional[bool] = None   # "xdp": the program saw packets on both uplinks
+
+    @property
+    def achieved(self) -> bool:
+        return bool(self.moved or self.roams or self.to_attacker)
+
+    def describe(self) -> str:
+        return (f"{self.where} via {self.interface}: {self.sent} forged, {self.dropped} counted "
+                f"as dropped on {self.interface}, "
+                + ("session moved, " if self.moved else "nothing moved, ")
+                + f"{self.roams} roams, {self.to_attacker} packets to the attacker")
+
+
+def uplink_forgeries(lab, extra_config: str = "", datapath: str = "tc") -> List[UplinkForgery]:
+    """netlab.topology.two_uplinks with the pair across the uplinks
+    (initiator on eth0's segment, responder on eth1's), then, on each
+    uplink, an attacker there forges transports (counter 0 and a random
+    64-bit one) with the index whose flow it could steal: on eth0 the
+    responder's, to PORT; on eth1 the initiator's, to HubPort."""
+    from netlab.topology import HUB_IP, HUB_IP2, WAN2_NET, WAN_NET, two_uplinks
+
+    topo = two_uplinks(lab, [NatKind.PORT_RESTRICTED] * 2, wireguard=True, tx_checksum=False)
+    initiator, responder = topo.host(1), topo.host(2)
+    for host in topo.hosts:
+        topo.hub_wg.wait_handshake(host.wg.public_key)
+    if datapath == "xdp":
+        for port in ("hub", "hub1"):
+            topo.inet.take_xdp_frames(port)
+    hub = WgmuxHub(topo, interfaces=["eth0", "eth1"],
+                   extra_config=f'{extra_config}\nDatapath = "{datapath}"')
+    hub.pair(initiator, responder, PORT)
+    hub.start()
+    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+             what="the first ping across the uplinks")
+    results = []
+    for uplink, (ifname, net, hub_ip) in enumerate(
+            (("eth0", WAN_NET, HUB_IP), ("eth1", WAN2_NET, HUB_IP2)), start=1):
+        atk = topo.add_internet_host(f"atk{uplink}", 200, uplink=uplink)
+        atk_ip = str(net[200])
+        before = hub.show()
+        s = [s for s in before["sessions"] if s["port"] == PORT and s["state"] == "established"]
+        if len(s) != 1:
+            raise AssertionError(f"expected the pair's one session, got {before['sessions']}")
+        s = s[0]
+        index, port, where = ((s["responder_index"], PORT, f"peer port {PORT}") if uplink == 1
+                              else (s["initiator_index"], topo.hub_port,
+                                    f"HubPort {topo.hub_port}"))
+        dropped = {i["name"]: i["dropped"] for i in before["interfaces"]}[ifname]
+        forgeries = [forged_transport(index, 0), forged_transport(index, secrets.randbits(64))]
+        with Capture(atk, "eth0", f"udp and src host {hub_ip}") as heard:
+            for payload in forgeries:
+                spoof(atk, (atk_ip, 40000 + uplink), (hub_ip, port), payload)
+            # the barrier: the hub counted them where they arrived
+            now = wait_for(lambda: {i["name"]: i["dropped"] for i in hub.show()["interfaces"]}
+                           [ifname] >= dropped + len(forgeries) and hub.show(),
+                           timeout=10, what=f"the forgeries counted as dropped on {ifname}")
+        after = [x for x in now["sessions"] if x["initiator_index"] == s["initiator_index"]]
+        moved = not after or (after[0]["initiator"], after[0]["responder"]) != \
+            (s["initiator"], s["responder"])
+        results.append(UplinkForgery(
+            ifname, where, len(forgeries),
+            {i["name"]: i["dropped"] for i in now["interfaces"]}[ifname] - dropped, moved,
+            now["counters"]["ev_roam"] - before["counters"]["ev_roam"], len(heard.packets)))
+    if not ping(initiator.node, responder.overlay_ip, count=2):
+        raise AssertionError("the pair no longer answers after the forgeries")
+    if datapath == "xdp":
+        ran = all(topo.hub.xdp_stats(i).get("xdp_packets", 0) > 0 for i in ("eth0", "eth1"))
+        for r in results:
+            r.xdp_ran = ran
+    return results
