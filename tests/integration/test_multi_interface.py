@@ -17,7 +17,10 @@ address of its own uplink (198.18.0.254, 198.19.0.254).
   are not reflected out of the other (bpf_fib_lookup() refuses them), and
   indeed the pair fails.
 - A restart with eth1 taken out of the list removes the program the last
-  start left there.
+  start left there, and keeps the state (the first names the instance);
+  `wgmux detach` removes it from every interface; a missing interface is
+  refused before anything is attached; a reload that changes the list is
+  refused.
 """
 
 import sys
@@ -110,33 +113,60 @@ def test_reflects_between_two_uplinks(lab, mode):
     assert 'wgmux_interface_packets_total{interface="eth1",what="reflected_out"}' in metrics
 
 
+def filter_on(topo, ifname) -> bool:
+    return "wgmux" in topo.hub.run(["tc", "filter", "show", "dev", ifname, "ingress"]).stdout
+
+
 def test_restart_without_an_interface_removes_the_program_there(lab):
     topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"])
     hub.start()
     wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
              what="the first ping across the uplinks")
     assert hub.stop() == 0       # not kept attached: nothing stays on either
-    for ifname in ("eth0", "eth1"):
-        assert "wgmux" not in topo.hub.run(["tc", "filter", "show", "dev", ifname,
-                                            "ingress"]).stdout
+    assert not filter_on(topo, "eth0") and not filter_on(topo, "eth1")
     hub.serve_args = ["--keep-attached"]
     hub.start()
-    hub.stop()                   # left attached to both, as a restart would
-    assert "wgmux" in topo.hub.run(["tc", "filter", "show", "dev", "eth1", "ingress"]).stdout
+    hub.stop()                   # left attached to both, as for a restart
+    assert filter_on(topo, "eth0") and filter_on(topo, "eth1")
     hub.interfaces = ["eth0"]
     hub.serve_args = []
     hub.start()
-    wait_for(lambda: "wgmux" not in topo.hub.run(["tc", "filter", "show", "dev", "eth1",
-                                                  "ingress"]).stdout,
-             timeout=5, what="the program on eth1 to go")
-    assert "wgmux" in topo.hub.run(["tc", "filter", "show", "dev", "eth0", "ingress"]).stdout
+    # the same instance (named after the first): its state carried on
+    assert "reusing the pinned state" in hub.log(), hub.log()
+    wait_for(lambda: not filter_on(topo, "eth1"), timeout=5, what="the program on eth1 to go")
+    assert filter_on(topo, "eth0")
     assert "Interface no longer lists eth1" in hub.log(), hub.log()
 
 
-def test_forwarding_off_is_said_and_the_pair_fails(lab):
-    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"], forwarding=False)
+def test_detach_removes_the_program_from_every_interface(lab):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"])
+    hub.serve_args = ["--keep-attached"]
     hub.start()
-    said = ("forwarding is off on 'eth0', 'eth1': packets arriving there are not reflected "
-            "out of the other Interfaces")
-    assert said in hub.log(), hub.log()
-    handshake_fails(topo, initiator, responder, PORT)
+    hub.stop()
+    assert filter_on(topo, "eth0") and filter_on(topo, "eth1")
+    out = topo.hub.run(hub.cli("detach", "-c", str(hub.config_path))).stdout
+    assert not filter_on(topo, "eth0") and not filter_on(topo, "eth1"), out
+    assert "on eth0" in out and "on eth1" in out, out
+
+
+def test_a_missing_interface_is_refused_before_anything_is_attached(lab):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"])
+    hub.interfaces = ["eth0", "eth9"]
+    hub.write_config()
+    run = topo.hub.run(hub.cli("serve", "-c", str(hub.config_path)), check=False)
+    assert run.returncode == 1, run
+    assert "Interface 'eth9'" in run.stderr and "does not exist" in run.stderr, run.stderr
+    assert not filter_on(topo, "eth0")
+
+
+def test_a_reload_that_changes_the_list_is_refused(lab):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"])
+    hub.start()
+    hub.interfaces = ["eth0"]
+    hub.write_config()
+    said = hub.reload()
+    assert "reload rejected" in said and "Interface changed from ['eth0', 'eth1'] to 'eth0'" \
+        in said, said
+    assert [i["name"] for i in hub.show()["interfaces"]] == ["eth0", "eth1"]
+    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+             what="a ping across the uplinks after the refused reload")
