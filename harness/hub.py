@@ -26,7 +26,7 @@ from netlab.capture import Capture
 from netlab.lab import NETNS_DIR
 from netlab.nat import NatKind, Router6Kind
 from netlab.topology import Host, Topology, standard
-from netlab.traffic import ping
+from netlab.traffic import ping, tcp_transfer
 
 from wgmux import pinning
 
@@ -243,3 +243,22 @@ def handshake_fails(topo: Topology, initiator: Host, responder: Host, port: int)
     assert cap.packets, "the initiator never even tried hub:port"
     assert initiator.wg.peer(responder.wg.public_key).latest_handshake == 0
     assert responder.wg.peer(initiator.wg.public_key).latest_handshake == 0
+
+
+def transfers_past_the_hub(topo: Topology, initiator: Host, responder: Host, size: int):
+    """`size` bytes over TCP from the initiator to the responder and back
+    (netlab.traffic.tcp_transfer: checksums compared), asserting that the
+    hub's own WireGuard did not carry them (under 1 MiB more from either
+    peer): every end-to-end claim that the hub reflects and never decrypts.
+    Returns the two transfers."""
+    before = topo.hub_wg.peers()
+    forward = tcp_transfer(initiator.node, responder.node, responder.overlay_ip, size, port=5001)
+    assert forward.ok, forward
+    back = tcp_transfer(responder.node, initiator.node, initiator.overlay_ip, size, port=5002)
+    assert back.ok, back
+    after = topo.hub_wg.peers()
+    for host in (initiator, responder):
+        key = host.wg.public_key
+        grown = after[key].rx_bytes - before[key].rx_bytes
+        assert grown < 1 << 20, f"the hub's own WireGuard decrypted {grown} bytes from {host.name}"
+    return forward, back

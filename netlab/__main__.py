@@ -26,11 +26,18 @@ def cmd_ls(_args) -> int:
 
 
 def cmd_up(args) -> int:
-    from .topology import NatKind, standard
+    from .topology import NatKind, standard, two_uplinks
 
     kinds = [NatKind[k.upper()] for k in args.nat]
+    if args.two_uplinks and (len(kinds) != 2 or args.hosts != 1):
+        print("netlab: --two-uplinks has two sites (one --nat each) of one host",
+              file=sys.stderr)
+        return 2
     with Lab() as lab:
-        topo = standard(lab, kinds, hosts_per_site=args.hosts, wireguard=True)
+        if args.two_uplinks:
+            topo = two_uplinks(lab, kinds, wireguard=True)
+        else:
+            topo = standard(lab, kinds, hosts_per_site=args.hosts, wireguard=True)
         print(topo.describe())
         print(f"\nlab {lab.prefix} is up. Enter a node:  nsenter --net=/var/run/netns/{lab.prefix}-hub bash")
         print("Ctrl-C here (or `python -m netlab down`) tears it down.")
@@ -68,6 +75,10 @@ def main(argv=None) -> int:
     up.add_argument("--nat", nargs="+", default=["port_restricted", "port_restricted"],
                     help="NAT kind per site: full_cone address_restricted port_restricted symmetric")
     up.add_argument("--hosts", type=int, default=1, help="hosts behind each site's NAT")
+    up.add_argument("--two-uplinks", action="store_true",
+                    help="a hub with two uplinks, eth0 and eth1, each on an internet of its own "
+                         "with one site behind it (serve it with Interface = [\"eth0\", "
+                         "\"eth1\"])")
     up.set_defaults(fn=cmd_up)
     down = sub.add_parser("down", help="stop running labs (all, or --prefix P) and reap dead ones")
     down.add_argument("--prefix")

@@ -189,8 +189,10 @@ class Topology:
         return node
 
     def describe(self) -> str:
+        others = sorted(set(self.site_hub_ips.values()) - {self.hub_ip})
         lines = [f"lab {self.lab.prefix}: hub {self.hub.netns} at {self.hub_ip}"
                  + (f" and {self.hub_ip6}" if self.hub_ip6 else "")
+                 + "".join(f" and {ip}" for ip in others)
                  + (f", WireGuard {self.hub_wg.name} port {self.hub_port} "
                     f"({self.hub_wg.implementation}) key {self.hub_wg.public_key}"
                     if self.hub_wg else "")]

@@ -259,8 +259,12 @@ def format_status(st: dict) -> str:
         if s.get("translated"):
             families = (f", {_FAMILY.get(s['initiator_family'], '?')} -> "
                         f"{_FAMILY.get(s['responder_family'], '?')}")
+        where = ""
+        if "initiator_interface" in s:
+            where = (f", via {s['initiator_interface'] or '?'} <-> "
+                     f"{s['responder_interface'] or '?'}")
         out.append(f"  port {s['port']}: {s['initiator']} <-> {s['responder']}  "
-                   f"({s['state']}{families})")
+                   f"({s['state']}{families}{where})")
         idx = lambda v: f"{v:#010x}" if v is not None else "-"  # noqa: E731
         out.append(f"    indices: initiator {idx(s.get('initiator_index'))}, responder "
                    f"{idx(s.get('responder_index'))}")

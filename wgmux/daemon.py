@@ -911,9 +911,13 @@ class Daemon:
             pairs = [p for p in pairs if p["port"] == port]
         clock = Clock.now()
         live, stale = live_pairs(pairs, clock.mono, self.idle_timeout, self.half_open_timeout)
+        names = {i: n for n, i in self.ifindexes.items()} if len(self.ifindexes) > 1 else {}
         for p in live:
             for k in ("created", "last_seen"):
                 p[k] = clock.wall_time(p[k])
+            if names:       # which uplink each side is on (spec §4c)
+                for side in ("initiator", "responder"):
+                    p[f"{side}_interface"] = names.get(p[f"{side}_ifindex"])
         return {"sessions": live, "stale_sessions": len(stale)}
 
     def handle_request(self, req: dict) -> dict:

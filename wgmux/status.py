@@ -54,7 +54,9 @@ def session_pairs(sessions: Iterable[Session], hub_port: int,
     directions have carried transport: the full timeout applies),
     initiator_family / responder_family ("ipv4" | "ipv6" | None), translated
     (the two sides' families differ: every packet changes family at the
-    hub, docs/spec.md §4b).
+    hub, docs/spec.md §4b), initiator_ifindex / responder_ifindex (the
+    interface packets to that side leave by, 0 until the datapath resolved
+    it; docs/spec.md §4c).
     """
     by_key = {s.key: s for s in sessions}
     conv = Clock.now().wall_time if wall_clock else (lambda t: t)
@@ -94,8 +96,15 @@ def session_pairs(sessions: Iterable[Session], hub_port: int,
             "responder_family": _family(responder),
             "translated": bool(initiator and responder
                                and _family(initiator) != _family(responder)),
+            # the interface each side's packets leave by (0: not resolved yet)
+            "initiator_ifindex": _egress(r2i),
+            "responder_ifindex": _egress(i2r),
         })
     return out
+
+
+def _egress(s: Optional[Session]) -> int:
+    return s.next_hop.ifindex if s is not None and s.next_hop.state != "none" else 0
 
 
 def _family(ep: Optional[EndpointLike]) -> Optional[str]:

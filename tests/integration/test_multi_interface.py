@@ -27,12 +27,12 @@ import sys
 
 import pytest
 
-from harness.hub import WgmuxHub, handshake_fails
+from harness.hub import WgmuxHub, handshake_fails, transfers_past_the_hub
 from netlab import wait_for
 from netlab.capture import Capture
 from netlab.nat import NatKind
 from netlab.topology import HUB_IP, HUB_IP2, two_uplinks
-from netlab.traffic import ping, tcp_transfer
+from netlab.traffic import ping
 
 pytestmark = pytest.mark.netlab
 
@@ -84,21 +84,13 @@ def test_reflects_between_two_uplinks(lab, mode):
     assert to_r.packets and {p.src for p in to_r.packets} == {HUB_IP2}, to_r.packets[:3]
     assert to_i.packets and {p.src for p in to_i.packets} == {HUB_IP}, to_i.packets[:3]
 
-    hub_before = topo.hub_wg.peers()
-    forward = tcp_transfer(initiator.node, responder.node, responder.overlay_ip, 2 * MB,
-                           port=5001)
-    assert forward.ok, forward
-    back = tcp_transfer(responder.node, initiator.node, initiator.overlay_ip, 2 * MB, port=5002)
-    assert back.ok, back
-    hub_after = topo.hub_wg.peers()
-    for host in (initiator, responder):
-        grown = hub_after[host.wg.public_key].rx_bytes - hub_before[host.wg.public_key].rx_bytes
-        assert grown < MB, f"the hub's own WireGuard decrypted {grown} bytes from {host.name}"
+    transfers_past_the_hub(topo, initiator, responder, 2 * MB)
 
     st = hub.show()
     s = [s for s in st["sessions"] if s["port"] == PORT]
     assert len(s) == 1 and s[0]["state"] == "established", st["sessions"]
     assert s[0]["i2r_packets"] > MB // 1500 and s[0]["r2i_packets"] > MB // 1500, s
+    assert (s[0]["initiator_interface"], s[0]["responder_interface"]) == ("eth0", "eth1"), s
     per = {i["name"]: i for i in st["interfaces"]}
     for name in ("eth0", "eth1"):
         # each uplink carried one direction in and the other out
@@ -107,6 +99,7 @@ def test_reflects_between_two_uplinks(lab, mode):
     assert st["counters"]["ev_nh_fwd_disabled"] == 0
     text = hub.show_text()
     assert "hub: eth0, eth1 " in text and "interface eth1: " in text, text
+    assert "(established, via eth0 <-> eth1)" in text, text
     metrics = topo.hub.run([sys.executable, "-c", "import urllib.request; print(urllib.request."
                             "urlopen('http://127.0.0.1:9586/metrics').read().decode())"]).stdout
     assert f'wgmux_interface_info{{interface="eth1",mode="{mode}"}} 1' in metrics, metrics
