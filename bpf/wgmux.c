@@ -933,7 +933,7 @@ static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, st
  *                 the neighbour (queueing the packet); do not cache, so the
  *                 next packet retries the lookup and caches once resolved
  *   FWD_DISABLED  bpf_fib_lookup() refuses when forwarding is off on the
- *                 ingress device (BPF_FIB_LOOKUP_OUTPUT too); cache NEIGH
+ *                 ingress device; cache NEIGH
  *                 mode on the ingress device (correct for a single-homed
  *                 hub, but every packet then takes the kernel's route +
  *                 neighbour path; with several interfaces, spec §4c, a

@@ -284,12 +284,16 @@ def check_frame(frame: bytes, res: Optional[TestRunResult], error: Optional[str]
     return problems + check_reflection(frame, out, name, classifier, session_before)
 
 
-def translated_source(version: int, via: int):
-    """The hub address a packet translated to IP `version` leaves from
-    (docs/spec.md §4b): the one `via` counts to among the hub's addresses
-    of that family in address order, else the first."""
+def translated_source(version: int, via: int, arrival=None):
+    """The hub address a packet reflected as IP `version` leaves from
+    (docs/spec.md §4b, §4c): the one `via` counts to among the hub's
+    addresses of that family in address order, else (via 0 or past them)
+    the address it arrived at when it keeps its family (`arrival`), the
+    first when it changes family."""
     same = sorted(a for a in map(ipaddress.ip_address, HUB_ADDRESSES) if a.version == version)
-    return same[via - 1] if 0 < via <= len(same) else same[0]
+    if 0 < via <= len(same):
+        return same[via - 1]
+    return ipaddress.ip_address(arrival) if arrival is not None else same[0]
 
 
 def kernel_refuses(frame: bytes) -> bool:
@@ -391,8 +395,6 @@ def check_reflection(frame: bytes, out: bytes, counted: Optional[str],
     # where it goes
     if fo.ttl != fi.ttl - 1:
         bad(f"TTL {fi.ttl} -> {fo.ttl}")
-    if not translated and fo.src != fi.dst:
-        bad(f"source {fo.src}: not the address the input was sent to ({fi.dst})")
     if kind is not None and kind is not I:
         index, = struct.unpack_from("<I", fi.payload, off + wire.RECEIVER_OFFSETS[kind])
         s = session_before((fi.dport, index))
@@ -405,6 +407,10 @@ def check_reflection(frame: bytes, out: bytes, counted: Optional[str],
                 bad(f"sent from port {fo.sport}, the session's is {s.src_port}")
             if translated and fo.src != translated_source(fo.version, s.via):
                 bad(f"translated from {fo.src}, not the hub address its via ({s.via}) names")
+            elif not translated and ipaddress.ip_address(fo.src) != translated_source(
+                    fo.version, s.via, fi.dst):
+                bad(f"source {fo.src}: neither the hub address its via ({s.via}) names nor, "
+                    f"without one, the address the input was sent to ({fi.dst})")
     if fi.dst not in HUB_ADDRESSES:
         bad(f"the input was addressed to {fi.dst}, not to a hub address", "hub_address")
     if is_martian(fo.dst):

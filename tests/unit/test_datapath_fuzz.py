@@ -184,7 +184,8 @@ def test_datapath_fuzz(fuzz_env, hook):
 
 def _session(dst, src_port):
     from wgmux.model import Endpoint
-    return SimpleNamespace(dst=Endpoint(ipaddress.ip_address(dst[0]), dst[1]), src_port=src_port)
+    return SimpleNamespace(dst=Endpoint(ipaddress.ip_address(dst[0]), dst[1]), src_port=src_port,
+                           via=0)
 
 
 def _judge(frame, out, retval=TC_ACT_REDIRECT, delta=None, sessions=None):

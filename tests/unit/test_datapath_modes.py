@@ -138,7 +138,7 @@ def daemon(tmp_path, dp, veth):
             d.datapath = dp
             with inside(veth.netns):
                 dp.attach(interface, replace=True)
-                d.mode = d._attach_xdp()
+                d.mode = d._attach_xdp(interface)
             return d
 
     yield Serve()

@@ -256,7 +256,7 @@ def test_show_counts_a_table_too_big_to_list(monkeypatch):
                        reverse=(g.HUB_PORT, g.I_IDX))
         dp.set_session(g.HUB_PORT, g.I_IDX, g.E_I, g.P, expect=g.E_R, reverse=(g.P, g.R_IDX))
         d = dmod.Daemon.__new__(dmod.Daemon)
-        d.datapath, d._lock = dp, threading.Lock()
+        d.datapath, d._lock, d.ifindexes = dp, threading.Lock(), {"pub0": 2}
         d.idle_timeout, d.half_open_timeout = 540.0, 30.0
         listed = d._sessions_status()
         assert [p["port"] for p in listed["sessions"]] == [g.P]
