@@ -226,14 +226,21 @@ def _names(ifaces) -> str:
     return ", ".join(repr(i) for i in ifaces)
 
 
-def _combined(results: list) -> Result:
-    """One Result for a check made per Interface: the worst status, every
-    interface's text (one interface: its result as it is)."""
+def _combined(results: dict) -> Result:
+    """One Result for a check made per Interface ({interface: Result}):
+    said once for all when it says the same of each, else the worst status
+    and every interface's text (one interface: its result as it is)."""
     if len(results) == 1:
-        return results[0]
-    worst = next(st for st in (FAIL, WARN, OK) if any(r.status == st for r in results))
-    hints = [r.hint for r in results if r.hint and r.status == worst]
-    return Result(worst, "; ".join(r.text for r in results), hints[0] if hints else None)
+        return next(iter(results.values()))
+    shapes = {(r.status, r.text.replace(repr(i), "\0"), (r.hint or "").replace(i, "\1"))
+              for i, r in results.items()}
+    if len(shapes) == 1:
+        status, text, hint = shapes.pop()
+        return Result(status, text.replace("\0", _names(results)),
+                      hint.replace("\1", " / ".join(results)) or None)
+    worst = next(st for st in (FAIL, WARN, OK) if any(r.status == st for r in results.values()))
+    hints = [r.hint for r in results.values() if r.hint and r.status == worst]
+    return Result(worst, "; ".join(r.text for r in results.values()), hints[0] if hints else None)
 
 
 def check_interface(config) -> Result:
@@ -323,7 +330,7 @@ def check_xdp(config) -> Result:
     some drivers attaching resets the interface: this check attaches
     nothing, it says what `serve` will try and what stands in its way (a
     program that is not wgmux's, a veth)."""
-    return _combined([_check_xdp(config.datapath, iface) for iface in config.interfaces])
+    return _combined({iface: _check_xdp(config.datapath, iface) for iface in config.interfaces})
 
 
 def _check_xdp(want: str, iface: str) -> Result:
