@@ -175,8 +175,8 @@ def test_serve_xdp_takes_over_a_predecessors_program(daemon, veth, caplog):
     with caplog.at_level(logging.INFO, logger="wgmux"):
         d = daemon("xdp")
     assert d.mode == "xdp" and xdp.attached("a0", veth.netns).prog_id != before
-    assert f"took over from the XDP program a previous wgmux left attached (id {before})" \
-        in caplog.text
+    assert ("took over from the XDP program a previous wgmux left attached to a0 "
+            f"(id {before})") in caplog.text
 
 
 def test_serve_xdp_fails_clearly_without_native_xdp(daemon):
