@@ -35,13 +35,17 @@ SELF="$REPO/scripts/kernel-matrix.sh"
 # test_without_wgmux_the_handshake_fails*: each waits out a window of 6 s
 # times the guest's slowness factor (about 5 minutes at 49, eight of them),
 # and they check the lab's topology (nothing gets through without wgmux),
-# which the host's `make test` does.
+# which the host's `make test` does. Nor
+# test_restart_changes_the_datapath_and_keeps_the_session: it asserts that
+# five `wgmux serve` starts (five bcc compiles, 60-90 s each in a guest)
+# fit before WireGuard's own rekey, 120 s of wall clock that no factor
+# stretches (docs/kernel-matrix.md).
 DEFAULT_SELECTION=(tests/unit/test_datapath.py
                    tests/integration/test_discovery.py
                    tests/integration/test_baseline_hub_and_spoke.py
                    tests/integration/test_reflect.py
                    tests/integration/test_slowpath.py
-                   -k "not mutants and not without_wgmux_the_handshake_fails")
+                   -k "not mutants and not without_wgmux_the_handshake_fails and not test_restart_changes_the_datapath_and_keeps_the_session")
 
 say() { printf 'kernel-matrix: %s\n' "$*"; }
 die() { printf 'kernel-matrix: %s\n' "$*" >&2; exit 2; }
