@@ -28,7 +28,7 @@ help:
 	@echo "make netlab-test       integration tests on netlab (namespaces, real WireGuard)"
 	@echo "make netlab-test-slow  the minutes-long tests (rekeys, idle timeouts)"
 	@echo "make kernel-matrix     datapath table, discovery, slow path and end-to-end tests in virtme-ng"
-	@echo "                       guests booting Debian kernels 6.1 and 6.12 (kernel WireGuard; ~30 min)"
+	@echo "                       guests booting Debian kernels 6.1 and 6.12 (kernel WireGuard; 1-2 h)"
 	@echo "make verifier-test     the datapath table on Debian 12's 6.1 kernel in a guest (CI runs it)"
 	@echo "make bench             datapath micro-benchmark (BPF_PROG_TEST_RUN); TC vs XDP vs plain forwarding"
 	@echo "                       on a single-interface hub (pps, hub CPU per packet; ~1 min); end to end"
