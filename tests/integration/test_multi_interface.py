@@ -163,3 +163,12 @@ def test_a_reload_that_changes_the_list_is_refused(lab):
     assert [i["name"] for i in hub.show()["interfaces"]] == ["eth0", "eth1"]
     wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
              what="a ping across the uplinks after the refused reload")
+
+
+def test_forwarding_off_is_said_and_the_pair_fails(lab):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"], forwarding=False)
+    hub.start()
+    said = ("forwarding is off on 'eth0', 'eth1': packets arriving there are not reflected "
+            "out of the other Interfaces")
+    assert said in hub.log(), hub.log()
+    handshake_fails(topo, initiator, responder, PORT)
