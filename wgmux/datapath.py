@@ -223,6 +223,8 @@ class Datapath:
         self._attached_xdp: List[xdp.XdpAttachment] = []
         self.replaced_filter: Optional[str] = None
         self.replaced_xdp: Optional[xdp.Attached] = None
+        # hub address -> the interface it is on, as set_hub_addresses() was told
+        self._address_interface: Dict[IPAddress, object] = {}
         self._closed = False
         if self.reused:
             self.previous_hub_port = socket.ntohs(self._config[self._config.Key(0)].hub_port)
@@ -408,12 +410,12 @@ class Datapath:
     def interface_of(self, address):
         """The interface set_hub_addresses() was told `address` is on
         (None: not told, or no hub address)."""
-        return getattr(self, "_address_interface", {}).get(ipaddress.ip_address(address))
+        return self._address_interface.get(ipaddress.ip_address(address))
 
     @property
     def several_interfaces(self) -> bool:
         """Are the hub's addresses on more than one interface?"""
-        return len(set(getattr(self, "_address_interface", {}).values())) > 1
+        return len(set(self._address_interface.values())) > 1
 
     def via_of(self, address) -> int:
         """A session's `via` for a peer that talks to the hub's `address`:
