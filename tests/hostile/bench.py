@@ -50,7 +50,7 @@ for path in (HERE, HERE.parent.parent):
         sys.path.insert(0, str(path))
 
 from conftest import (BUDGET, FILL_SECONDS, FLOOD_RATE, FLOOD_SECONDS_BENCH,  # noqa: E402
-                      FLOOD_SOURCES, HANDSHAKE_WAIT, HANDSHAKE_WITHIN, hub_config)
+                      FLOOD_SOURCES, HANDSHAKE_WAIT, HANDSHAKE_WITHIN, P99_TARGET, hub_config)
 from netlab import Lab  # noqa: E402
 import scenarios  # noqa: E402
 
@@ -181,8 +181,11 @@ def datapath_row(rows, a, name):
 
 
 def probe_text(p):
-    return (f"loss {p.loss:.2%} ({p.lost}/{p.sent}), p50 {ms(p.p50)}, p99 {ms(p.p99)}, "
-            f"max {ms(p.rtt(100))}")
+    verdict = ("" if p.p99 is None
+               else f" ({'within' if p.p99 < P99_TARGET else 'OVER'} the "
+                    f"{P99_TARGET * 1000:.0f} ms target)")
+    return (f"loss {p.loss:.2%} ({p.lost}/{p.sent}), p50 {ms(p.p50)}, p99 {ms(p.p99)}"
+            f"{verdict}, max {ms(p.rtt(100))}")
 
 
 def ms(seconds):

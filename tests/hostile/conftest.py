@@ -59,6 +59,14 @@ FLOOD_SECONDS_TEST = 10.0
 FLOOD_SECONDS_BENCH = 30.0
 HANDSHAKE_WITHIN = 7.0          # a fresh wireguard-go handshake during a flood, seconds
 HANDSHAKE_WAIT = 10.0           # how long the tests watch for it (the figure, if later)
+# The established pair's p99 RTT through a flood.  The 50 ms target is a
+# speed figure: `make hostile` reports it against the target.  The test holds
+# the pair to a bound that only a starved pair misses: without the defences
+# the pair's RTT reached seconds (up to 13 s, docs/security.md), while a
+# busy machine (a TCG guest on both cores) pushed a defended hub's p99 to
+# 77 ms, over the target and nowhere near the bound.
+P99_TARGET = 0.050
+P99_STARVED = 0.500
 FILL_SECONDS = 20.0             # at most, to fill the half-open space before a handshake
 
 
