@@ -33,9 +33,13 @@ def cmd_up(args) -> int:
         print("netlab: --two-uplinks has two sites (one --nat each) of one host",
               file=sys.stderr)
         return 2
+    if args.families and not args.two_uplinks:
+        print("netlab: --families is --two-uplinks' (a family per uplink)", file=sys.stderr)
+        return 2
     with Lab() as lab:
         if args.two_uplinks:
-            topo = two_uplinks(lab, kinds, wireguard=True)
+            topo = two_uplinks(lab, kinds, wireguard=True,
+                               families=args.families or ("v4", "v4"))
         else:
             topo = standard(lab, kinds, hosts_per_site=args.hosts, wireguard=True)
         print(topo.describe())
@@ -79,6 +83,9 @@ def main(argv=None) -> int:
                     help="a hub with two uplinks, eth0 and eth1, each on an internet of its own "
                          "with one site behind it (serve it with Interface = [\"eth0\", "
                          "\"eth1\"])")
+    up.add_argument("--families", nargs=2, choices=("v4", "v6"), metavar="FAMILY",
+                    help="with --two-uplinks: v4 or v6 for each uplink and its site, e.g. "
+                         "--families v4 v6 (IPv4 on eth0, IPv6 on eth1; default v4 v4)")
     up.set_defaults(fn=cmd_up)
     down = sub.add_parser("down", help="stop running labs (all, or --prefix P) and reap dead ones")
     down.add_argument("--prefix")

@@ -53,6 +53,13 @@ own uplink:
           └── r1 wan 198.18.0.1 NAT ── r1h0 10.1.0.2
     inet  bridge br1, 198.19.0.0/24 ── hub eth1 198.19.0.254
           └── r2 wan 198.19.0.2 NAT ── r2h0 10.2.0.2
+
+`two_uplinks(families=...)` makes a site, and its uplink, IPv6-only
+(IPv4 and IPv6 on different NICs): site 1's segment is 2001:db8::/64
+(the hub 2001:db8::fe), site 2's 2001:db8:0:1::/64 (the hub
+2001:db8:0:1::fe), each site's IPv6 router of `kinds6`.  E.g.
+families=("v4", "v6"): an IPv4 initiator on eth0, an IPv6-only responder
+on eth1, every packet between them changing family and interface.
 """
 
 from __future__ import annotations
@@ -85,6 +92,8 @@ HUB_LINK_NET = ipaddress.IPv4Network("198.18.1.0/24")
 # two_uplinks(): the second internet, and the hub's address on it
 WAN2_NET = ipaddress.IPv4Network("198.19.0.0/24")  # RFC 2544 benchmarking space too
 HUB_IP2 = str(WAN2_NET[254])
+WAN6_2_NET = ipaddress.IPv6Network("2001:db8:0:1::/64")  # two_uplinks' second, IPv6
+HUB_IP6_2 = str(WAN6_2_NET[0xfe])                        # 2001:db8:0:1::fe
 GATEWAY_WAN_IP = str(WAN_NET[253])
 GATEWAY_HUB_IP = str(HUB_LINK_NET[1])
 SINGLE_HUB_IP = str(HUB_LINK_NET[254])
@@ -138,14 +147,15 @@ class Topology:
     # IPv6 routes every node on the internet needs: (FIREWALL site LAN, via)
     routes6: List[tuple] = field(default_factory=list)
     # two_uplinks(): site index -> the hub address that site reaches (the
-    # hub's on the site's uplink); a site not named reaches hub_ip
+    # hub's on the site's uplink, of the site's one family); a site not
+    # named reaches hub_ip / hub_ip6
     site_hub_ips: Dict[int, str] = field(default_factory=dict)
 
     def hub_address(self, family: "str | Host") -> str:
         """The hub's address of `family` ("v4"/"v6", or a Host's family:
         for a Host, the address its site reaches the hub at)."""
-        if isinstance(family, Host) and family.family == "v4" \
-                and family.site.index in self.site_hub_ips:
+        if isinstance(family, Host) and family.site.index in self.site_hub_ips \
+                and family_of(self.site_hub_ips[family.site.index]) == family.family:
             return self.site_hub_ips[family.site.index]
         family = family.family if isinstance(family, Host) else family
         if family == "v6":
@@ -170,14 +180,16 @@ class Topology:
         """A host with a public address on the internet segment (no NAT):
         WAN_NET[address_index], and WAN6_NET[address_index] (hex) when the
         topology has IPv6.  `uplink` 2: on two_uplinks()'s second segment
-        (WAN2_NET[address_index]) instead."""
-        node = self.lab.add_node(name)
+        (WAN2_NET[address_index], or WAN6_2_NET's when it is IPv6) instead."""
         if uplink == 2:
-            if HUB_IP2 not in self.site_hub_ips.values():
+            if 2 not in self.site_hub_ips:
                 raise ValueError("only two_uplinks() has a second internet segment")
+            net = WAN6_2_NET if family_of(self.site_hub_ips[2]) == "v6" else WAN2_NET
+            node = self.lab.add_node(name)
             attach(self.lab, node, "eth0", self.inet, "br1", f"y{address_index}",
-                   f"{WAN2_NET[address_index]}/{WAN2_NET.prefixlen}")
+                   f"{net[address_index]}/{net.prefixlen}")
             return node
+        node = self.lab.add_node(name)
         addrs = [f"{WAN_NET[address_index]}/{WAN_NET.prefixlen}"]
         if self.hub_ip6 is not None:
             addrs.append(f"{WAN6_NET[address_index]}/{WAN6_NET.prefixlen}")
@@ -189,7 +201,7 @@ class Topology:
         return node
 
     def describe(self) -> str:
-        others = sorted(set(self.site_hub_ips.values()) - {self.hub_ip})
+        others = sorted(set(self.site_hub_ips.values()) - {self.hub_ip, self.hub_ip6})
         lines = [f"lab {self.lab.prefix}: hub {self.hub.netns} at {self.hub_ip}"
                  + (f" and {self.hub_ip6}" if self.hub_ip6 else "")
                  + "".join(f" and {ip}" for ip in others)
@@ -367,29 +379,54 @@ def single_interface(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED,
 def two_uplinks(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED),
                 wireguard: bool = False, hub_port: int = HUB_PORT, keepalive: int = 1,
                 peer_listen_port: "int | Sequence[int] | Callable[[Host], int]" = 51820,
-                tx_checksum: bool = True) -> Topology:
+                tx_checksum: bool = True, families: Sequence[str] = ("v4", "v4"),
+                kinds6: "Router6Kind | str | Sequence" = Router6Kind.NAT66) -> Topology:
     """The hub with two uplinks (`eth0` on 198.18.0.0/24, `eth1` on
     198.19.0.0/24, each its own internet segment), site 1 behind a NAT on
     the first and site 2 on the second; see the module doc.  Nothing
     routes between the two segments but the hub, and the hub does not
     forward (as standard()'s): only wgmux carries a packet from one to the
-    other.  The other parameters are standard()'s."""
+    other.
+
+    `families`: per site (and so per uplink) "v4" or "v6": an IPv6 site
+    sits behind an IPv6 router of `kinds6` (one for all or one per site)
+    on an IPv6-only segment (2001:db8::/64, 2001:db8:0:1::/64), and the
+    hub's uplink there has only IPv6.  The other parameters are
+    standard()'s."""
     if len(kinds) != 2:
         raise ValueError(f"two_uplinks has two sites, one per uplink, not {len(kinds)}")
+    families = list(families)
+    if len(families) != 2 or not set(families) <= {"v4", "v6"}:
+        raise ValueError(f"two_uplinks takes a family per site, each \"v4\" or \"v6\", "
+                         f"not {families!r}")
+    kinds6 = _per_site(kinds6, 2, "IPv6 kinds")
     inet = lab.add_node("inet")
     hub = lab.add_node("hub")
-    sites = []
-    for index, (bridge, wan, hub_ip, ifname, port) in enumerate(
-            (("br0", WAN_NET, HUB_IP, "eth0", "hub"), ("br1", WAN2_NET, HUB_IP2, "eth1", "hub1")),
-            start=1):
+    sites, hub_ips = [], {}
+    for index, (bridge, wan, wan6, ifname, port) in enumerate(
+            (("br0", WAN_NET, WAN6_NET, "eth0", "hub"),
+             ("br1", WAN2_NET, WAN6_2_NET, "eth1", "hub1")), start=1):
+        v6 = families[index - 1] == "v6"
+        net = wan6 if v6 else wan
+        hub_ips[index] = str(net[0xfe if v6 else 254])
         lab.bridge(inet, bridge)
-        attach(lab, hub, ifname, inet, bridge, port, f"{hub_ip}/{wan.prefixlen}")
-        sites.append(add_site(lab, inet, bridge, index, kinds[index - 1], wan_net=str(wan)))
-    topo = Topology(lab, inet, hub, HUB_IP, sites, hub_port=hub_port,
-                    site_hub_ips={1: HUB_IP, 2: HUB_IP2})
-    for site in sites:
+        attach(lab, hub, ifname, inet, bridge, port, f"{hub_ips[index]}/{net.prefixlen}")
+        sites.append(add_site(lab, inet, bridge, index, None if v6 else kinds[index - 1],
+                              wan_net=str(wan), kind6=kinds6[index - 1] if v6 else None,
+                              wan6_net=str(wan6)))
+    v4_ips = [ip for ip in hub_ips.values() if family_of(ip) == "v4"]
+    v6_ips = [ip for ip in hub_ips.values() if family_of(ip) == "v6"]
+    topo = Topology(lab, inet, hub, v4_ips[0] if v4_ips else v6_ips[0], sites,
+                    hub_port=hub_port, hub_ip6=v6_ips[0] if v6_ips else None,
+                    site_hub_ips=hub_ips)
+    for site, family in zip(sites, families):
+        if site.nat6 and not site.nat6.kind.translates:   # a FIREWALL's global LAN
+            hub.add_route(str(site.lan6), gateway=site.public_ip6)
+            topo.routes6.append((str(site.lan6), site.public_ip6))
         for j, node in enumerate(site.hosts):
-            topo.hosts.append(Host(site, j, node, site.host_ips[j]))
+            topo.hosts.append(Host(site, j, node, site.host_ips[j] if site.nat else None,
+                                   lan_ip6=site.host_ips6[j] if site.nat6 else None,
+                                   family=family))
     if not tx_checksum:
         _tx_checksum_off(topo, [(hub, "eth1")])
     if wireguard:

@@ -12,6 +12,11 @@ address of its own uplink (198.18.0.254, 198.19.0.254).
   what goes to the responder leaves eth1 from the hub's address there
   (its port-restricted NAT takes nothing else), and to the initiator eth0
   from 198.18.0.254; show, its text and the metrics count per interface.
+- IPv4 on one NIC and IPv6 on the other (two_uplinks(families=...)): an
+  IPv4 initiator on eth0 and an IPv6-only responder on eth1 (and the
+  reverse), every packet changing family and interface at once (§4b,
+  §4c), in TC and XDP (which passes them to TC); the negative with eth0
+  alone.
 - Hostile input on each interface: tests/hostile/test_uplinks.py.
 - Forwarding off on an Interface: serve says that packets arriving there
   are not reflected out of the other (bpf_fib_lookup() refuses them), and
@@ -31,7 +36,7 @@ from harness.hub import WgmuxHub, handshake_fails, transfers_past_the_hub
 from netlab import wait_for
 from netlab.capture import Capture
 from netlab.nat import NatKind
-from netlab.topology import HUB_IP, HUB_IP2, two_uplinks
+from netlab.topology import HUB_IP, HUB_IP2, HUB_IP6, HUB_IP6_2, two_uplinks
 from netlab.traffic import ping
 
 pytestmark = pytest.mark.netlab
@@ -41,9 +46,10 @@ MB = 1 << 20
 KINDS = [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED]
 
 
-def uplinks(lab, interfaces, mode="tc", forwarding=True, extra=""):
-    topo = two_uplinks(lab, KINDS, wireguard=True, tx_checksum=False)
+def uplinks(lab, interfaces, mode="tc", forwarding=True, extra="", families=("v4", "v4")):
+    topo = two_uplinks(lab, KINDS, wireguard=True, tx_checksum=False, families=families)
     initiator, responder = topo.host(1), topo.host(2)
+    assert (initiator.family, responder.family) == tuple(families)
     for host in (initiator, responder):
         topo.hub_wg.wait_handshake(host.wg.public_key)
     if mode == "xdp":
@@ -104,6 +110,56 @@ def test_reflects_between_two_uplinks(lab, mode):
                             "urlopen('http://127.0.0.1:9586/metrics').read().decode())"]).stdout
     assert f'wgmux_interface_info{{interface="eth1",mode="{mode}"}} 1' in metrics, metrics
     assert 'wgmux_interface_packets_total{interface="eth1",what="reflected_out"}' in metrics
+
+
+SPLIT = {"v4-on-eth0": ("v4", "v6"), "v6-on-eth0": ("v6", "v4")}
+HUB_ADDRESSES = {("v4", 1): HUB_IP, ("v6", 1): HUB_IP6, ("v4", 2): HUB_IP2, ("v6", 2): HUB_IP6_2}
+
+
+def test_with_one_family_s_interface_configured_the_split_pair_fails(lab):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0"], families=("v4", "v6"))
+    hub.start()
+    handshake_fails(topo, initiator, responder, PORT)
+    # eth1's IPv6 address is not the hub's to wgmux: an initiation for the
+    # IPv6 responder has no source to leave from (spec §4b)
+    c = hub.show()["counters"]
+    assert c["drop_family"] > 0 and c["slow_initiation"] == 0, c
+
+
+@pytest.mark.parametrize("mode", ["tc", "xdp"])
+@pytest.mark.parametrize("split", SPLIT)
+def test_ipv4_and_ipv6_on_different_uplinks(lab, split, mode):
+    families = SPLIT[split]
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"], mode, families=families)
+    hub.start()
+    from_hub = {side: HUB_ADDRESSES[(host.family, side)]
+                for side, host in ((1, initiator), (2, responder))}
+    with Capture(topo.hub, "eth1", f"udp and dst host {responder.public_ip}") as to_r, \
+            Capture(topo.hub, "eth0", f"udp and dst host {initiator.public_ip}") as to_i:
+        wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+                 what="the first ping across the uplinks and the families")
+        assert ping(responder.node, initiator.overlay_ip, count=3)
+    # each side hears the hub from its own uplink's address, in its family
+    assert to_r.packets and {p.src for p in to_r.packets} == {from_hub[2]}, to_r.packets[:3]
+    assert to_i.packets and {p.src for p in to_i.packets} == {from_hub[1]}, to_i.packets[:3]
+
+    before = hub.show()["counters"]
+    transfers_past_the_hub(topo, initiator, responder, 2 * MB)
+    st = hub.show()
+    c = st["counters"]
+    for event in ("ev_translated_4to6", "ev_translated_6to4"):
+        assert c[event] - before[event] > MB // 1500, (event, before[event], c[event])
+    for reason in ("drop_too_big", "drop_translate", "drop_family", "ev_nh_fwd_disabled"):
+        assert c[reason] == 0, (reason, c)
+    (s,) = [s for s in st["sessions"] if s["port"] == PORT]
+    want = {"v4": "ipv4", "v6": "ipv6"}
+    assert (s["state"], s["initiator_family"], s["responder_family"], s["translated"]) == \
+        ("established", want[families[0]], want[families[1]], True), s
+    assert (s["initiator_interface"], s["responder_interface"]) == ("eth0", "eth1"), s
+    per = {i["name"]: i for i in st["interfaces"]}
+    for name in ("eth0", "eth1"):
+        assert per[name]["reflected_in"] > MB // 1500, per
+        assert per[name]["reflected_out"] > MB // 1500, per
 
 
 def filter_on(topo, ifname) -> bool:
