@@ -11,6 +11,8 @@ touching labs that are still alive (parallel xdist workers, other users).
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import ipaddress
 import math
 import os
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
 
 from .netns import NETNS_DIR, inside
 
@@ -351,6 +354,22 @@ class Lab:
             for cidr in ([addr] if isinstance(addr, str) else (addr or ())):
                 node.add_address(ifname, cidr)
 
+    def vlan(self, node: Node, parent: str, ifname: str, vlan_id: int,
+             addr: "Optional[str | list]" = None):
+        """An 802.1Q interface `ifname` on `parent` (tag `vlan_id`), up,
+        optional addresses."""
+        try:
+            node.ipr.link("add", ifname=ifname, kind="vlan", link=node.index(parent),
+                          vlan_id=vlan_id)
+        except NetlinkError as e:
+            if e.code != errno.EOPNOTSUPP:
+                raise
+            raise RuntimeError(f"cannot create VLAN {ifname} on {node.name}: this kernel has "
+                               "no 802.1Q support (8021q); see vlans_available()") from None
+        node.up(ifname)
+        for cidr in ([addr] if isinstance(addr, str) else (addr or ())):
+            node.add_address(ifname, cidr)
+
     def bridge(self, node: Node, ifname: str = "br0", addr: Optional[str] = None):
         # Multicast snooping off: the bridge floods IPv6 neighbour discovery
         # (solicited-node multicast) to every port, as a plain switch would,
@@ -369,6 +388,20 @@ class Lab:
         if len(name) > 15:
             raise ValueError(f"interface name {name!r} longer than 15 characters")
         return name
+
+
+@functools.lru_cache(maxsize=None)
+def vlans_available() -> bool:
+    """True when this kernel can create 802.1Q interfaces (probed in a
+    scratch netns): not every kernel has 8021q built in."""
+    with Lab() as lab:
+        node = lab.add_node("probe")
+        lab.link(node, "a", node, "b")
+        try:
+            lab.vlan(node, "a", "a.5", 5)
+        except RuntimeError:
+            return False
+        return True
 
 
 def _in_main_thread() -> bool:

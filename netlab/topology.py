@@ -54,6 +54,10 @@ own uplink:
     inet  bridge br1, 198.19.0.0/24 ── hub eth1 198.19.0.254
           └── r2 wan 198.19.0.2 NAT ── r2h0 10.2.0.2
 
+`two_uplinks(vlans=True)` carries both uplinks on one cable: the hub's
+`eth0` and `eth1` are 802.1Q interfaces (tags 100 and 200) on its one
+veth `trunk`, and the internet side splits the tags onto br0 and br1.
+
 `two_uplinks(families=...)` makes a site, and its uplink, IPv6-only
 (IPv4 and IPv6 on different NICs): site 1's segment is 2001:db8::/64
 (the hub 2001:db8::fe), site 2's 2001:db8:0:1::/64 (the hub
@@ -94,6 +98,7 @@ WAN2_NET = ipaddress.IPv4Network("198.19.0.0/24")  # RFC 2544 benchmarking space
 HUB_IP2 = str(WAN2_NET[254])
 WAN6_2_NET = ipaddress.IPv6Network("2001:db8:0:1::/64")  # two_uplinks' second, IPv6
 HUB_IP6_2 = str(WAN6_2_NET[0xfe])                        # 2001:db8:0:1::fe
+VLAN_TAGS = (100, 200)      # two_uplinks(vlans=True): eth0's tag, eth1's
 GATEWAY_WAN_IP = str(WAN_NET[253])
 GATEWAY_HUB_IP = str(HUB_LINK_NET[1])
 SINGLE_HUB_IP = str(HUB_LINK_NET[254])
@@ -380,7 +385,8 @@ def two_uplinks(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PO
                 wireguard: bool = False, hub_port: int = HUB_PORT, keepalive: int = 1,
                 peer_listen_port: "int | Sequence[int] | Callable[[Host], int]" = 51820,
                 tx_checksum: bool = True, families: Sequence[str] = ("v4", "v4"),
-                kinds6: "Router6Kind | str | Sequence" = Router6Kind.NAT66) -> Topology:
+                kinds6: "Router6Kind | str | Sequence" = Router6Kind.NAT66,
+                vlans: bool = False) -> Topology:
     """The hub with two uplinks (`eth0` on 198.18.0.0/24, `eth1` on
     198.19.0.0/24, each its own internet segment), site 1 behind a NAT on
     the first and site 2 on the second; see the module doc.  Nothing
@@ -391,8 +397,9 @@ def two_uplinks(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PO
     `families`: per site (and so per uplink) "v4" or "v6": an IPv6 site
     sits behind an IPv6 router of `kinds6` (one for all or one per site)
     on an IPv6-only segment (2001:db8::/64, 2001:db8:0:1::/64), and the
-    hub's uplink there has only IPv6.  The other parameters are
-    standard()'s."""
+    hub's uplink there has only IPv6.  `vlans`: eth0 and eth1 are VLANs
+    (VLAN_TAGS) on one veth, `trunk`, instead of two veths.  The other
+    parameters are standard()'s."""
     if len(kinds) != 2:
         raise ValueError(f"two_uplinks has two sites, one per uplink, not {len(kinds)}")
     families = list(families)
@@ -402,6 +409,8 @@ def two_uplinks(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PO
     kinds6 = _per_site(kinds6, 2, "IPv6 kinds")
     inet = lab.add_node("inet")
     hub = lab.add_node("hub")
+    if vlans:
+        lab.link(hub, "trunk", inet, "hubtrunk")
     sites, hub_ips = [], {}
     for index, (bridge, wan, wan6, ifname, port) in enumerate(
             (("br0", WAN_NET, WAN6_NET, "eth0", "hub"),
@@ -410,7 +419,13 @@ def two_uplinks(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PO
         net = wan6 if v6 else wan
         hub_ips[index] = str(net[0xfe if v6 else 254])
         lab.bridge(inet, bridge)
-        attach(lab, hub, ifname, inet, bridge, port, f"{hub_ips[index]}/{net.prefixlen}")
+        if vlans:
+            tag = VLAN_TAGS[index - 1]
+            lab.vlan(hub, "trunk", ifname, tag, f"{hub_ips[index]}/{net.prefixlen}")
+            lab.vlan(inet, "hubtrunk", f"hubtrunk.{tag}", tag)
+            lab.enslave(inet, f"hubtrunk.{tag}", bridge)
+        else:
+            attach(lab, hub, ifname, inet, bridge, port, f"{hub_ips[index]}/{net.prefixlen}")
         sites.append(add_site(lab, inet, bridge, index, None if v6 else kinds[index - 1],
                               wan_net=str(wan), kind6=kinds6[index - 1] if v6 else None,
                               wan6_net=str(wan6)))
@@ -428,7 +443,7 @@ def two_uplinks(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PO
                                    lan_ip6=site.host_ips6[j] if site.nat6 else None,
                                    family=family))
     if not tx_checksum:
-        _tx_checksum_off(topo, [(hub, "eth1")])
+        _tx_checksum_off(topo, [(hub, "eth1")] + ([(hub, "trunk")] if vlans else []))
     if wireguard:
         add_wireguard(topo, keepalive=keepalive, listen_port=peer_listen_port)
     return topo

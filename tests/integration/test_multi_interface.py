@@ -12,6 +12,9 @@ address of its own uplink (198.18.0.254, 198.19.0.254).
   what goes to the responder leaves eth1 from the hub's address there
   (its port-restricted NAT takes nothing else), and to the initiator eth0
   from 198.18.0.254; show, its text and the metrics count per interface.
+- The same over two VLANs on one cable (two_uplinks(vlans=True): eth0
+  and eth1 are 802.1Q interfaces on the hub's one veth), where the kernel
+  has 8021q (the host here has not; the kernel matrix's guests have).
 - IPv4 on one NIC and IPv6 on the other (two_uplinks(families=...)): an
   IPv4 initiator on eth0 and an IPv6-only responder on eth1 (and the
   reverse), every packet changing family and interface at once (§4b,
@@ -34,6 +37,7 @@ import pytest
 
 from harness.hub import WgmuxHub, handshake_fails, transfers_past_the_hub
 from netlab import wait_for
+from netlab.lab import vlans_available
 from netlab.capture import Capture
 from netlab.nat import NatKind
 from netlab.topology import HUB_IP, HUB_IP2, HUB_IP6, HUB_IP6_2, two_uplinks
@@ -46,15 +50,17 @@ MB = 1 << 20
 KINDS = [NatKind.PORT_RESTRICTED, NatKind.PORT_RESTRICTED]
 
 
-def uplinks(lab, interfaces, mode="tc", forwarding=True, extra="", families=("v4", "v4")):
-    topo = two_uplinks(lab, KINDS, wireguard=True, tx_checksum=False, families=families)
+def uplinks(lab, interfaces, mode="tc", forwarding=True, extra="", families=("v4", "v4"),
+            vlans=False):
+    topo = two_uplinks(lab, KINDS, wireguard=True, tx_checksum=False, families=families,
+                       vlans=vlans)
     initiator, responder = topo.host(1), topo.host(2)
     assert (initiator.family, responder.family) == tuple(families)
     for host in (initiator, responder):
         topo.hub_wg.wait_handshake(host.wg.public_key)
     if mode == "xdp":
-        for port in ("hub", "hub1"):     # the veths' far ends take XDP_TX (netlab.xdp)
-            topo.inet.take_xdp_frames(port)
+        for port in (("hubtrunk",) if vlans else ("hub", "hub1")):
+            topo.inet.take_xdp_frames(port)     # the veths' far ends take XDP_TX (netlab.xdp)
     hub = WgmuxHub(topo, interfaces=list(interfaces), forwarding=forwarding,
                    extra_config=f'Datapath = "{mode}"\n{extra}')
     hub.pair(initiator, responder, PORT)
@@ -72,9 +78,14 @@ def test_with_one_interface_configured_the_pair_fails(lab):
 
 
 @pytest.mark.parametrize("mode", ["tc", "xdp"])
-def test_reflects_between_two_uplinks(lab, mode):
+@pytest.mark.parametrize("cable", ["veths", "vlans"])
+def test_reflects_between_two_uplinks(lab, cable, mode):
+    if cable == "vlans" and not vlans_available():
+        pytest.skip("this kernel cannot create 802.1Q interfaces (no 8021q); "
+                    "the kernel matrix's guests can")
     topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"], mode,
-                                              extra='MetricsListen = "127.0.0.1:9586"')
+                                              extra='MetricsListen = "127.0.0.1:9586"',
+                                              vlans=cable == "vlans")
     hub.start()
     st = hub.show()
     assert [(i["name"], i["datapath"]) for i in st["interfaces"]] == \
