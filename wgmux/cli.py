@@ -356,8 +356,10 @@ purge` that and the pinned maps; --fresh starts without them.
 SIGHUP reloads the config: peers added start working, peers removed stop
 (their sessions end), the others are untouched; Device/WgUtil, AmneziaWG
 parameters, HandshakeRate/HandshakeBurst and InitiationRate/InitiationBurst
-may change. An invalid file, one that changes Interface or HubPort (those
-two need a restart), one that is not a regular file or takes over 5 s to
+may change, and Interfaces after the first may be added (attached after
+the start checks) or removed (detached). An invalid file, one that changes
+the first Interface, HubPort, Datapath or MaxSessions (those need a
+restart), one that is not a regular file or takes over 5 s to
 read, or any other failure is rejected with a log line and the running
 config stays. A SIGHUP (or SIGTERM) while serve is still starting is
 acted on as soon as it serves.

@@ -28,11 +28,13 @@ A predecessor's XDP program is replaced atomically, or removed when this
 start keeps to TC.
 
 Reload (SIGHUP): the file is read and validated again; an invalid file, or
-one that changes Interface, HubPort, Datapath or MaxSessions, is rejected
-with one log line and the running config stays.  Interface names the TC attachment, the
-pin directory and the control socket; HubPort keys every session; Datapath
-says what is attached: changing any of them means a restart (which keeps
-the sessions, except for HubPort).  A new Device/WgUtil is taken if it passes the
+one that changes the first Interface, HubPort, Datapath or MaxSessions, is
+rejected with one log line and the running config stays.  The first
+Interface names the pin directory and the control socket; HubPort keys
+every session; Datapath says what is attached: changing any of them means
+a restart (which keeps the sessions, except for HubPort).  Interfaces
+after the first may come and go: an added one is attached (after its
+checks), a removed one detached, the sessions untouched.  A new Device/WgUtil is taken if it passes the
 start checks (it exists, its listen port is HubPort).  AmneziaWG parameters
 are applied to the datapath.  Peers: a new port starts working, a removed
 port stops (its sessions are deleted), a port whose PublicKey changed is
@@ -648,13 +650,16 @@ class Daemon:
                       " / ".join(str(e).splitlines()))
             return False
         problems, device = [], None
-        if new.interfaces != old.interfaces:
+        if new.interface != old.interface:
             was, now = (i[0] if len(i) == 1 else list(i) for i in (old.interfaces,
                                                                    new.interfaces))
-            problems.append(f"Interface changed from {was!r} to {now!r} "
-                            f"(from {path}): it cannot change on reload; restart wgmux serve"
-                            + (" (sessions are kept while the first stays the same)"
-                               if len(new.interfaces) > 1 or len(old.interfaces) > 1 else ""))
+            problems.append(f"Interface changed from {was!r} to {now!r} (from {path}): the "
+                            f"first one names the instance (pin directory, control socket) "
+                            f"and cannot change on reload; restart wgmux serve")
+        elif new.interfaces != old.interfaces:
+            present = preflight.check_interface(new)
+            if present.status == preflight.FAIL:
+                problems.append(present.text)
         if new.datapath != old.datapath:
             problems.append(f"Datapath changed from {old.datapath!r} to {new.datapath!r} (from "
                             f"{path}): it cannot change on reload; restart wgmux serve "
@@ -672,6 +677,11 @@ class Daemon:
             try:
                 device = preflight.hub_device(new)
             except preflight.Failed as e:
+                problems.append(str(e))
+        if not problems and new.interfaces != old.interfaces:
+            try:
+                self._change_interfaces(new.interfaces)
+            except ServeError as e:
                 problems.append(str(e))
         if problems:
             for problem in problems:
@@ -712,6 +722,11 @@ class Daemon:
                 self.device = device
             self.config = new
             self.reloads += 1
+        if new.interfaces != old.interfaces:
+            self.sync_addresses()            # the new list's addresses, at once
+            forwarding = preflight.check_forwarding(new)
+            if forwarding.status == preflight.WARN:
+                log.warning("%s; %s", forwarding.text, forwarding.hint)
         self._record_peers()
         try:
             self.sync_endpoints(device)
@@ -720,6 +735,57 @@ class Daemon:
         log.info("reloaded %s: %d port(s) added, %d removed, %d unchanged", path, len(added),
                  len(removed), len(set(new_peers) - set(added)))
         return True
+
+    def _change_interfaces(self, interfaces):
+        """Serve `interfaces` (the first unchanged) from now on: attach to
+        the added ones as a start would, then detach from the removed ones.
+        ServeError, with whatever this attached removed again, when an
+        added one cannot be served."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        from .model import DatapathError
+
+        added = [i for i in interfaces if i not in self.ifindexes]
+        removed = [i for i in self.ifindexes if i not in interfaces]
+        done = []
+        try:
+            for ifname in added:
+                ifindex = self.datapath.attach(ifname, replace=True)
+                done.append(ifname)
+                self.ifindexes[ifname] = ifindex
+                self.modes[ifname] = self._attach_xdp(ifname)
+        except (DatapathError, ServeError) as e:
+            for ifname in done:
+                self.datapath.detach_interface(self.ifindexes.pop(ifname))
+                self.modes.pop(ifname, None)
+            raise ServeError(f"cannot serve Interface {ifname!r}: {e}") from None
+        stuck = {}      # still recorded, for the next start or `wgmux detach` to remove
+        for ifname in removed:
+            ifindex = self.ifindexes.pop(ifname)
+            self.modes.pop(ifname)
+            try:
+                self.datapath.detach_interface(ifindex)
+            except (NetlinkError, OSError) as e:
+                stuck[ifname] = ifindex
+                log.warning("reload: cannot remove the program from %s, which Interface no "
+                            "longer lists (the next start, or wgmux detach after a stop, "
+                            "removes it): %s", ifname, e)
+        self.ifindexes = {i: self.ifindexes[i] for i in interfaces}
+        self.modes = {i: self.modes[i] for i in interfaces}
+        # an interface whose slot changes starts its counts again
+        self.datapath.set_interfaces(list(self.ifindexes.values()))
+        modes = set(self.modes.values())
+        self.mode = modes.pop() if len(modes) == 1 else "mixed"
+        if self.datapath.pin_dir is not None:
+            try:
+                pinning.update_state(self.datapath.pin_dir,
+                                     interfaces={**self.ifindexes, **stuck})
+            except (OSError, pinning.PinError) as e:
+                log.warning("cannot record the interfaces in %s: %s", self.datapath.pin_dir, e)
+        log.info("reload: Interface now %s%s%s", ", ".join(
+            f"{i} ({MODE_TEXT[self.modes[i]]})" for i in interfaces),
+            f"; attached to {', '.join(added)}" if added else "",
+            f"; removed from {', '.join(removed)}" if removed else "")
 
     # -- control plane ------------------------------------------------------
     def sync_addresses(self):

@@ -507,6 +507,16 @@ class Datapath:
         while self._attached:
             tc.detach(self._attached.pop(), self.filter_name)
 
+    def detach_interface(self, ifindex: int):
+        """detach(), on one interface only: a reload that takes it out of
+        Interface (spec §4c).  XDP first, as detach()."""
+        for attachment in [a for a in self._attached_xdp if a.ifindex == ifindex]:
+            self._attached_xdp.remove(attachment)
+            xdp.detach(attachment)
+        for attachment in [a for a in self._attached if a.ifindex == ifindex]:
+            self._attached.remove(attachment)
+            tc.detach(attachment, self.filter_name)
+
     def purge(self):
         """Unpin this instance's maps (after close(), or to start over)."""
         if self.pin_dir is not None:

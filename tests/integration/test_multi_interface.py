@@ -27,8 +27,11 @@ address of its own uplink (198.18.0.254, 198.19.0.254).
 - A restart with eth1 taken out of the list removes the program the last
   start left there, and keeps the state (the first names the instance);
   `wgmux detach` removes it from every interface; a missing interface is
-  refused before anything is attached; a reload that changes the list is
-  refused.
+  refused before anything is attached.
+- A reload adds an interface (attached, the pair across it works) and
+  removes it (detached, the pair stops); one that changes the first
+  interface (the instance's name) or lists a missing one is refused, and
+  serving goes on.
 """
 
 import sys
@@ -219,17 +222,60 @@ def test_a_missing_interface_is_refused_before_anything_is_attached(lab):
     assert not filter_on(topo, "eth0")
 
 
-def test_a_reload_that_changes_the_list_is_refused(lab):
-    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"])
+def test_a_reload_adds_and_removes_an_interface(lab):
+    """eth1 comes and goes on SIGHUP, without a restart: the pair that
+    needs it starts working when it is added and stops when it is removed,
+    and the instance (named after eth0) serves on throughout."""
+    topo, hub, initiator, responder = uplinks(lab, ["eth0"])
     hub.start()
+    assert not filter_on(topo, "eth1")
+    hub.interfaces = ["eth0", "eth1"]
+    hub.write_config()
+    said = hub.reload()
+    assert "reload: Interface now eth0 (TC ingress), eth1 (TC ingress); attached to eth1" \
+        in said and "reloaded " in said, said
+    # the added interface's checks run as at a start: forwarding is off there
+    assert "forwarding is off on 'eth1'" in said, said
+    topo.hub.sysctls({"net.ipv4.conf.eth1.forwarding": 1})
+    assert filter_on(topo, "eth1")
+    assert [i["name"] for i in hub.show()["interfaces"]] == ["eth0", "eth1"]
+    wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+             what="a ping across the uplinks once the reload added eth1")
+    (s,) = [s for s in hub.show()["sessions"] if s["port"] == PORT]
+    assert (s["initiator_interface"], s["responder_interface"]) == ("eth0", "eth1"), s
+
     hub.interfaces = ["eth0"]
     hub.write_config()
     said = hub.reload()
-    assert "reload rejected" in said and "Interface changed from ['eth0', 'eth1'] to 'eth0'" \
-        in said, said
-    assert [i["name"] for i in hub.show()["interfaces"]] == ["eth0", "eth1"]
+    assert "removed from eth1" in said and "reloaded " in said, said
+    assert not filter_on(topo, "eth1") and filter_on(topo, "eth0")
+    assert [i["name"] for i in hub.show()["interfaces"]] == ["eth0"]
+    # the responder's packets arrive on eth1 again, where nothing reflects them
+    assert not ping(initiator.node, responder.overlay_ip, count=3)
+    assert hub.stop() == 0
+    assert not filter_on(topo, "eth0") and not filter_on(topo, "eth1")
+
+
+def test_a_reload_that_cannot_serve_the_new_list_is_refused(lab):
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"])
+    hub.start()
     wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
-             what="a ping across the uplinks after the refused reload")
+             what="the first ping across the uplinks")
+    for interfaces, expected in [
+            (["eth1", "eth0"], "Interface changed from ['eth0', 'eth1'] to ['eth1', 'eth0']"
+                               " (from " + str(hub.config_path) + "): the first one names the "
+                               "instance"),
+            (["eth0", "eth1", "eth9"], "Interface 'eth9' (from " + str(hub.config_path)
+                                       + ") does not exist")]:
+        hub.interfaces = interfaces
+        hub.write_config()
+        said = hub.reload()
+        assert "reload rejected, the running config stays: " + expected in said, said
+        hub.interfaces = ["eth0", "eth1"]
+        hub.write_config()           # for `show`, which finds the instance by the file
+        assert [i["name"] for i in hub.show()["interfaces"]] == ["eth0", "eth1"]
+        assert filter_on(topo, "eth0") and filter_on(topo, "eth1")
+    assert ping(initiator.node, responder.overlay_ip, count=3)
 
 
 def test_forwarding_off_is_said_and_the_pair_fails(lab):
