@@ -140,6 +140,14 @@ class ControlServer:
             pass
 
 
+def serving(interface: str) -> bool:
+    """Whether a live wgmux daemon in this network namespace is named after
+    `interface` (its first Interface): a daemon serving it as another of
+    its list must not take it over (spec §4c)."""
+    path = address(interface)
+    return (path.exists() or path.is_symlink()) and _answers(path)
+
+
 def _answers(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(1)

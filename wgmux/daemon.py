@@ -279,6 +279,9 @@ class Daemon:
             if early is not None:
                 early.commit()
             self._adopt_pinned_state()
+            for ifname in self.config.interfaces[1:]:
+                if control.serving(ifname):
+                    raise ServeError(self._taken(ifname))
             for ifname in self.config.interfaces:
                 try:
                     # replace: a killed predecessor's program is swapped out
@@ -736,6 +739,11 @@ class Daemon:
                  len(removed), len(set(new_peers) - set(added)))
         return True
 
+    def _taken(self, ifname: str) -> str:
+        return (f"Interface {ifname!r} (from {self.config.path}) is served by another wgmux "
+                f"(the one whose first Interface it is, {control.address(ifname)}): one "
+                f"program per interface; stop that one or take {ifname!r} out of this list")
+
     def _change_interfaces(self, interfaces):
         """Serve `interfaces` (the first unchanged) from now on: attach to
         the added ones as a start would, then detach from the removed ones.
@@ -747,6 +755,9 @@ class Daemon:
 
         added = [i for i in interfaces if i not in self.ifindexes]
         removed = [i for i in self.ifindexes if i not in interfaces]
+        for ifname in added:
+            if control.serving(ifname):
+                raise ServeError(self._taken(ifname))
         done = []
         try:
             for ifname in added:

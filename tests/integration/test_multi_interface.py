@@ -31,7 +31,8 @@ address of its own uplink (198.18.0.254, 198.19.0.254).
 - A reload adds an interface (attached, the pair across it works) and
   removes it (detached, the pair stops); one that changes the first
   interface (the instance's name) or lists a missing one is refused, and
-  serving goes on.
+  serving goes on.  An interface another wgmux is named after is never
+  taken over, by a start or a reload.
 """
 
 import sys
@@ -220,6 +221,29 @@ def test_a_missing_interface_is_refused_before_anything_is_attached(lab):
     assert run.returncode == 1, run
     assert "Interface 'eth9'" in run.stderr and "does not exist" in run.stderr, run.stderr
     assert not filter_on(topo, "eth0")
+
+
+def test_an_interface_another_wgmux_is_named_after_is_not_taken_over(lab):
+    """Another instance, named after eth1, serves it: neither a start nor a
+    reload that lists eth1 after eth0 replaces that one's program."""
+    topo, hub, initiator, responder = uplinks(lab, ["eth0", "eth1"])
+    other = WgmuxHub(topo, interfaces=["eth1"])
+    other.write_config()
+    other.start()
+    theirs = topo.hub.run(["tc", "filter", "show", "dev", "eth1", "ingress"]).stdout
+    run = topo.hub.run(hub.cli("serve", "-c", str(hub.config_path)), check=False)
+    assert run.returncode == 1, run
+    assert "Interface 'eth1'" in run.stderr and "is served by another wgmux" in run.stderr, \
+        run.stderr
+    assert not filter_on(topo, "eth0")
+    hub.interfaces = ["eth0"]
+    hub.start()
+    hub.interfaces = ["eth0", "eth1"]
+    hub.write_config()
+    said = hub.reload()
+    assert "reload rejected" in said and "is served by another wgmux" in said, said
+    assert topo.hub.run(["tc", "filter", "show", "dev", "eth1", "ingress"]).stdout == theirs
+    assert [i["name"] for i in other.show()["interfaces"]] == ["eth1"]
 
 
 def test_a_reload_adds_and_removes_an_interface(lab):
