@@ -245,6 +245,26 @@ def handshake_fails(topo: Topology, initiator: Host, responder: Host, port: int)
     assert responder.wg.peer(initiator.wg.public_key).latest_handshake == 0
 
 
+def translated_session(before: dict, status: dict, families, port: int,
+                       packets: int) -> dict:
+    """The pair on `port` in `status` (`show --json`, after a transfer
+    across families, spec §4b; `before`: the counters before it): at
+    least `packets` changed family each way, none was dropped for it, and
+    the pair is established with each side's family and `translated`.
+    `families`: ("v4", "v6") or ("v6", "v4"), initiator first.  Returns
+    the session."""
+    c = status["counters"]
+    for event in ("ev_translated_4to6", "ev_translated_6to4"):
+        assert c[event] - before[event] >= packets, (event, before[event], c[event])
+    for reason in ("drop_too_big", "drop_translate", "drop_no_checksum", "drop_family"):
+        assert c[reason] == 0, (reason, c)
+    (s,) = [s for s in status["sessions"] if s["port"] == port]
+    want = {"v4": "ipv4", "v6": "ipv6"}
+    assert (s["state"], s["initiator_family"], s["responder_family"], s["translated"]) == \
+        ("established", want[families[0]], want[families[1]], True), s
+    return s
+
+
 def transfers_past_the_hub(topo: Topology, initiator: Host, responder: Host, size: int):
     """`size` bytes over TCP from the initiator to the responder and back
     (netlab.traffic.tcp_transfer: checksums compared), asserting that the

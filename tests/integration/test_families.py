@@ -23,7 +23,7 @@ from netlab import wait_for
 from netlab.nat import NatKind, Router6Kind
 from netlab.topology import standard
 from netlab.traffic import ping
-from harness.hub import WgmuxHub, handshake_fails, transfers_past_the_hub
+from harness.hub import WgmuxHub, handshake_fails, translated_session, transfers_past_the_hub
 
 pytestmark = pytest.mark.netlab
 
@@ -74,16 +74,7 @@ def test_pairs_across_families(lab, families, mode):
     before = hub.show()["counters"]
     forward, back = transfers_past_the_hub(topo, initiator, responder, 10 * MB)
 
-    status = hub.show()
-    c = status["counters"]
-    for event in ("ev_translated_4to6", "ev_translated_6to4"):
-        assert c[event] - before[event] >= PACKETS_10MB, (event, before[event], c[event])
-    for reason in ("drop_too_big", "drop_translate", "drop_no_checksum", "drop_family"):
-        assert c[reason] == 0, (reason, c)
-    (s,) = [s for s in status["sessions"] if s["port"] == PORT]
-    want = {"v4": "ipv4", "v6": "ipv6"}
-    assert (s["state"], s["initiator_family"], s["responder_family"], s["translated"]) == \
-        ("established", want[families[0]], want[families[1]], True), s
+    s = translated_session(before, hub.show(), families, PORT, PACKETS_10MB)
     assert s["i2r_bytes"] > 10 * MB and s["r2i_bytes"] > 10 * MB, s
     said = {"v4": "IPv4", "v6": "IPv6"}
     assert f"(established, {said[families[0]]} -> {said[families[1]]})" in hub.show_text()
