@@ -54,6 +54,11 @@ own uplink:
     inet  bridge br1, 198.19.0.0/24 ── hub eth1 198.19.0.254
           └── r2 wan 198.19.0.2 NAT ── r2h0 10.2.0.2
 
+`two_providers` is a hub multi-homed to two providers on one internet:
+both sites reach both of its addresses, each provider forwards only the
+address it gave the hub (BCP 38), and the hub's source policy routing
+sends each address out by its provider (see its doc).
+
 `two_uplinks(vlans=True)` carries both uplinks on one cable: the hub's
 `eth0` and `eth1` are 802.1Q interfaces (tags 100 and 200) on its one
 veth `trunk`, and the internet side splits the tags onto br0 and br1.
@@ -69,6 +74,7 @@ on eth1, every packet between them changing family and interface.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -99,6 +105,10 @@ HUB_IP2 = str(WAN2_NET[254])
 WAN6_2_NET = ipaddress.IPv6Network("2001:db8:0:1::/64")  # two_uplinks' second, IPv6
 HUB_IP6_2 = str(WAN6_2_NET[0xfe])                        # 2001:db8:0:1::fe
 VLAN_TAGS = (100, 200)      # two_uplinks(vlans=True): eth0's tag, eth1's
+# two_providers(): the hub's link to each provider, provider ::1, hub ::254
+PROVIDER_NETS = (ipaddress.IPv4Network("198.18.1.0/24"), ipaddress.IPv4Network("198.18.2.0/24"))
+PROVIDER_WAN_IPS = (str(WAN_NET[251]), str(WAN_NET[252]))
+PROVIDER_TABLE = 102        # the hub's routing table for its second provider's address
 GATEWAY_WAN_IP = str(WAN_NET[253])
 GATEWAY_HUB_IP = str(HUB_LINK_NET[1])
 SINGLE_HUB_IP = str(HUB_LINK_NET[254])
@@ -447,6 +457,68 @@ def two_uplinks(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED, NatKind.PO
     if wireguard:
         add_wireguard(topo, keepalive=keepalive, listen_port=peer_listen_port)
     return topo
+
+
+def two_providers(lab: Lab, kinds: Sequence = (NatKind.PORT_RESTRICTED,
+                                               NatKind.PORT_RESTRICTED),
+                  wireguard: bool = False, hub_port: int = HUB_PORT, keepalive: int = 1,
+                  tx_checksum: bool = True, policy_routing: bool = True) -> Topology:
+    """A hub multi-homed to two providers, as on the internet: both sites
+    sit on the one internet segment (br0, as in standard()) and reach both
+    of the hub's addresses; what tells the hub's uplinks apart is routing.
+
+        inet br0 198.18.0.0/24 ── r1, r2 (NATed sites, as standard())
+          ├── pA wan 198.18.0.251 ── 198.18.1.1  ── hub eth0 198.18.1.254
+          └── pB wan 198.18.0.252 ── 198.18.2.1  ── hub eth1 198.18.2.254
+
+    Each provider forwards from the hub only packets from the address it
+    gave it (BCP 38: a packet from 198.18.2.254 sent to pA is dropped,
+    counted in pA's nftables `netlab_bcp38`).  The hub's main table has
+    the default route via pA; with `policy_routing` (what a multi-homed
+    host needs), packets from 198.18.2.254 use table PROVIDER_TABLE, whose
+    default route is via pB.  Site 1 knows the hub by 198.18.1.254 (pA),
+    site 2 by 198.18.2.254 (pB).  The other parameters are standard()'s."""
+    inet = lab.add_node("inet")
+    lab.bridge(inet, "br0")
+    hub = lab.add_node("hub")
+    hub_ips = {}
+    for n, (net, wan_ip, ifname) in enumerate(zip(PROVIDER_NETS, PROVIDER_WAN_IPS,
+                                                  ("eth0", "eth1")), start=1):
+        provider = lab.add_node(f"p{'AB'[n - 1]}", forwarding=True)
+        attach(lab, provider, "wan", inet, "br0", f"p{n}", f"{wan_ip}/{WAN_NET.prefixlen}")
+        hub_ips[n] = str(net[254])
+        lab.link(provider, "hub0", hub, ifname, a_addr=f"{net[1]}/{net.prefixlen}",
+                 b_addr=f"{hub_ips[n]}/{net.prefixlen}")
+        provider.sysctl("net.ipv4.conf.all.send_redirects", 0)
+        provider.run(["nft", "-f", "-"], input=(
+            "table inet netlab_bcp38 {\n  chain forward {\n"
+            "    type filter hook forward priority 0; policy accept;\n"
+            f'    iifname "hub0" ip saddr != {net} counter drop\n  }}\n}}\n'))
+    hub.add_route("default", gateway=str(PROVIDER_NETS[0][1]))
+    if policy_routing:
+        hub.ipr.route("add", dst="0.0.0.0/0", gateway=str(PROVIDER_NETS[1][1]),
+                      table=PROVIDER_TABLE)
+        hub.ipr.rule("add", src=hub_ips[2], src_len=32, table=PROVIDER_TABLE, priority=100)
+    topo = _with_sites(lab, inet, hub, hub_ips[1], kinds, 1, hub_port)
+    topo.site_hub_ips = hub_ips
+    for site in topo.sites:
+        for net, wan_ip in zip(PROVIDER_NETS, PROVIDER_WAN_IPS):
+            site.router.add_route(str(net), gateway=wan_ip)
+    if not tx_checksum:
+        _tx_checksum_off(topo, [(hub, "eth1")])
+    if wireguard:
+        add_wireguard(topo, keepalive=keepalive)
+    return topo
+
+
+def bcp38_drops(topo: Topology) -> Dict[str, int]:
+    """two_providers(): per provider ("pA", "pB"), the packets from the hub
+    it dropped for a source address it did not give the hub."""
+    out = {}
+    for name in ("pA", "pB"):
+        text = topo.lab.nodes[name].run(["nft", "list", "table", "inet", "netlab_bcp38"]).stdout
+        out[name] = sum(int(n) for n in re.findall(r"counter packets (\d+)", text))
+    return out
 
 
 def host_listen_port(listen_port, n: int, host: Host) -> int:

@@ -33,9 +33,19 @@ decides, with public keys only (wgmux.mac1):
 
 Packets are re-sent through the hub's own stack with raw sockets (IP header
 included, so addresses, ports, TTL - 1, TOS, id and DF are ours; the UDP
-checksum is computed here, the IPv4 one by the kernel).  They leave by the
-egress path, so they never meet the TC ingress program again.  Raw sockets
-need CAP_NET_RAW.
+checksum is computed here, the IPv4 one by the kernel), routed as the
+hub's own packets from that source are (IP_PKTINFO: source policy rules
+of a multi-homed hub apply).  They leave by the egress path, so they
+never meet the TC ingress program again.  Raw sockets need CAP_NET_RAW.
+
+**Which hub address** a re-sent initiation leaves from: the one its
+target's owner talks to, which its NAT or firewall requires (_sources).
+Known when a session names it (`via`); else guessed; and with several
+interfaces (spec §4c) the guess can be wrong (two providers: the hub's
+routing cannot tell which of its addresses a peer was given), so the
+initiation is then sent from each of the hub's addresses of the target's
+family, the guess first: the target's NAT takes the right one, and its
+answer, to that address, fixes the session's `via`.
 
 **Under load** (a peer port over its initiation budget, measured by the
 datapath) the hub speaks WireGuard's cookie mechanism for the responder
@@ -68,6 +78,7 @@ import collections
 import ipaddress
 import logging
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -214,10 +225,17 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
+# Linux's value; Python's socket module names only IPV6_PKTINFO
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+
+
 class RawSender:
     """Send a UDP datagram with addresses, ports and IP header fields of our
     choosing through this network namespace's stack (raw sockets with
-    IPPROTO_RAW, which implies IP_HDRINCL / IPV6_HDRINCL)."""
+    IPPROTO_RAW, which implies IP_HDRINCL / IPV6_HDRINCL).  The route is
+    looked up with the datagram's source (IP_PKTINFO / IPV6_PKTINFO; a
+    raw socket's header alone does not set it), so that a multi-homed
+    hub's source rules send it out by the uplink that address belongs to."""
 
     def __init__(self):
         try:
@@ -237,12 +255,16 @@ class RawSender:
         if dst.ip.version == 4:
             frame = pk.ipv4(src.ip, dst.ip, seg, ttl=ttl, tos=tos, ident=ip_id,
                             flags=pk.IP_DF if df else 0)
-            self.v4.sendto(frame, (str(dst.ip), 0))
+            info = struct.pack("=i4s4s", 0, src.ip.packed, bytes(4))
+            self.v4.sendmsg([frame], [(socket.IPPROTO_IP, IP_PKTINFO, info)],
+                            0, (str(dst.ip), 0))
         else:
             if self.v6 is None:
                 raise OSError("IPv6 raw socket unavailable")
             frame = pk.ipv6(src.ip, dst.ip, seg, hop_limit=ttl, traffic_class=tos)
-            self.v6.sendto(frame, (str(dst.ip), 0))
+            info = struct.pack("=16sI", src.ip.packed, 0)
+            self.v6.sendmsg([frame], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)],
+                            0, (str(dst.ip), 0))
 
     def close(self):
         for s in (self.v4, self.v6):
@@ -427,25 +449,51 @@ class SlowPath:
             return None, False          # the same initiation again: resend it
         return "sp_drop_index_clash", False
 
-    def _send(self, msg: SlowMessage, src: Endpoint, dst: Endpoint, key: Tuple[int, int],
-              created: bool, ok: str) -> Decision:
-        try:
-            # AmneziaWG: the hub's own Jc junk first, so the second leg of a
-            # reflected initiation looks like the first (docs/spec.md §12).
-            amnezia = getattr(self._config(), "amnezia", None)
-            if amnezia is not None and amnezia.jc:
-                junk.send_junk(lambda datagram: self.sender.send(src, dst, datagram,
-                                                                 ttl=msg.ttl - 1, tos=msg.tos),
-                               amnezia)
-            self.sender.send(src, dst, msg.payload, ttl=msg.ttl - 1, tos=msg.tos,
-                             ip_id=msg.ip_id, df=msg.df)
-        except OSError as e:
-            log.warning("slow path: cannot send the initiation %s -> %s: %s", src, dst, e)
+    def _send(self, msg: SlowMessage, sources: List[Endpoint], dst: Endpoint,
+              key: Tuple[int, int], created: bool, ok: str) -> Decision:
+        """Send the initiation to `dst` from each of `sources` (_sources);
+        sp_drop_send (and the half-open entry it opened removed) only when
+        none could be sent."""
+        amnezia = getattr(self._config(), "amnezia", None)
+        sent, errors = None, []
+        for src in sources:
+            try:
+                # AmneziaWG: the hub's own Jc junk first, so the second leg of a
+                # reflected initiation looks like the first (docs/spec.md §12).
+                if amnezia is not None and amnezia.jc:
+                    junk.send_junk(lambda datagram: self.sender.send(
+                        src, dst, datagram, ttl=msg.ttl - 1, tos=msg.tos), amnezia)
+                self.sender.send(src, dst, msg.payload, ttl=msg.ttl - 1, tos=msg.tos,
+                                 ip_id=msg.ip_id, df=msg.df)
+            except OSError as e:
+                errors.append(f"{src} -> {dst}: {e}")
+                continue
+            sent = sent or src
+        if sent is None:
+            log.warning("slow path: cannot send the initiation %s", "; ".join(errors))
             if created:
                 self.dp.delete_session(*key)
                 self.half_open.discard(key)
             return Decision("sp_drop_send")
-        return Decision(ok, sent=(src, dst), session=key)
+        if errors:
+            log.debug("slow path: the initiation also left from %s, but not %s", sent,
+                      "; ".join(errors))
+        return Decision(ok, sent=(sent, dst), session=key)
+
+    def _sources(self, msg: SlowMessage, dst: Optional[Endpoint], hub_port: int,
+                 via: int = 0) -> List[Endpoint]:
+        """Where an initiation re-sent to `dst` leaves from (the module doc):
+        _source()'s address, and with several interfaces and no `via`, after
+        it every other hub address of its family (at most MAX_HUB_ADDRS,
+        within the port's budget: the copies go to the configured target
+        only).  Empty if it cannot be sent on."""
+        best = self._source(msg, dst, via)
+        if best is None:
+            return []
+        out = [best]
+        if not via and self.dp.several_interfaces:
+            out += [a for a in self.dp.hub_addresses() if a.version == best.version and a != best]
+        return [Endpoint(a, hub_port) for a in out]
 
     def _source(self, msg: SlowMessage, dst: Optional[Endpoint], via: int = 0):
         """The hub address an initiation re-sent to `dst` leaves from, None
@@ -483,8 +531,8 @@ class SlowPath:
             log.debug("slow path: initiation from %s to port %d: mac1 not for its responder, "
                       "dropped", msg.src, port)
             return Decision("sp_drop_mac1")
-        source = self._source(msg, r.endpoint)
-        if source is None:
+        sources = self._sources(msg, r.endpoint, hub_port)
+        if not sources:
             return Decision("sp_drop_unreflectable")
         ok = "sp_reflect_initiation"
         if msg.load != LOAD_NONE:
@@ -505,8 +553,7 @@ class SlowPath:
                                   via=self.dp.via_of(msg.dst.ip))
         if why:
             return Decision(why)
-        return self._send(msg, Endpoint(source, hub_port), r.endpoint, (hub_port, sender),
-                          created, ok)
+        return self._send(msg, sources, r.endpoint, (hub_port, sender), created, ok)
 
     def _cookie_reply(self, msg: SlowMessage, message: bytes, responder_key: str) -> Decision:
         """Answer for the responder: a cookie for the initiation's source,
@@ -563,8 +610,8 @@ class SlowPath:
         s = self.dp.session(hub_port, li.index)
         if s is not None and s.src_port == port and s.dst is not None:
             e_i, via = s.dst, s.via
-        source = self._source(msg, e_i, via)
-        if source is None:
+        sources = self._sources(msg, e_i, port, via)
+        if not sources:
             return Decision("sp_drop_unreflectable")
         why, created = self._open(port, sender, msg.src, hub_port, e_i, msg.src,
                                   via=self.dp.via_of(msg.dst.ip))
@@ -572,8 +619,7 @@ class SlowPath:
             return Decision(why)
         log.debug("slow path: responder-initiated handshake %s -> %s… via port %d",
                   msg.src, _b64(li.public_key)[:8], port)
-        d = self._send(msg, Endpoint(source, port), e_i, (port, sender), created,
-                       "sp_reflect_hub_initiation")
+        d = self._send(msg, sources, e_i, (port, sender), created, "sp_reflect_hub_initiation")
         if d.sent:
             with self._lock:
                 self._answered[(port, li.public_key)] = (port, sender)

@@ -20,6 +20,11 @@ address of its own uplink (198.18.0.254, 198.19.0.254).
   reverse), every packet changing family and interface at once (§4b,
   §4c), in TC and XDP (which passes them to TC); the negative with eth0
   alone.
+- A hub multi-homed to two providers (two_providers: one internet, each
+  provider dropping what the hub sends from the other's address): the
+  first initiation leaves from each hub address (the hub cannot tell which
+  one the responder was given) and each packet by its address's provider,
+  in TC and XDP; the negative with eth0 alone.
 - Hostile input on each interface: tests/hostile/test_uplinks.py.
 - Forwarding off on an Interface: serve says that packets arriving there
   are not reflected out of the other (bpf_fib_lookup() refuses them), and
@@ -44,7 +49,8 @@ from netlab import wait_for
 from netlab.lab import vlans_available
 from netlab.capture import Capture
 from netlab.nat import NatKind
-from netlab.topology import HUB_IP, HUB_IP2, HUB_IP6, HUB_IP6_2, two_uplinks
+from netlab.topology import (HUB_IP, HUB_IP2, HUB_IP6, HUB_IP6_2, PROVIDER_NETS, bcp38_drops,
+                             two_providers, two_uplinks)
 from netlab.traffic import ping
 
 pytestmark = pytest.mark.netlab
@@ -168,6 +174,47 @@ def test_ipv4_and_ipv6_on_different_uplinks(lab, split, mode):
     for name in ("eth0", "eth1"):
         assert per[name]["reflected_in"] > MB // 1500, per
         assert per[name]["reflected_out"] > MB // 1500, per
+
+
+def providers(lab, interfaces, mode="tc"):
+    topo = two_providers(lab, KINDS, wireguard=True, tx_checksum=False)
+    initiator, responder = topo.host(1), topo.host(2)
+    for host in (initiator, responder):
+        topo.hub_wg.wait_handshake(host.wg.public_key)
+    if mode == "xdp":
+        for name in ("pA", "pB"):    # the veths' far ends take XDP_TX (netlab.xdp)
+            lab.nodes[name].take_xdp_frames("hub0")
+    hub = WgmuxHub(topo, interfaces=list(interfaces), extra_config=f'Datapath = "{mode}"')
+    hub.pair(initiator, responder, PORT)
+    return topo, hub, initiator, responder
+
+
+def test_between_two_providers_with_one_interface_configured_the_pair_fails(lab):
+    topo, hub, initiator, responder = providers(lab, ["eth0"])
+    hub.start()
+    handshake_fails(topo, initiator, responder, PORT)
+
+
+@pytest.mark.parametrize("mode", ["tc", "xdp"])
+def test_reflects_between_two_providers(lab, mode):
+    """The multi-homed hub (two_providers): both peers reach both of its
+    addresses over one internet, and only the hub's source routing (and
+    wgmux's choice of source) sends each packet out by the provider that
+    gave that address, which drops anything else (BCP 38)."""
+    topo, hub, initiator, responder = providers(lab, ["eth0", "eth1"], mode)
+    hub.start()
+    a, b = (str(net[254]) for net in PROVIDER_NETS)
+    with Capture(topo.hub, "eth1", f"udp and dst host {responder.public_ip}") as to_r, \
+            Capture(topo.hub, "eth0", f"udp and dst host {initiator.public_ip}") as to_i:
+        wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+                 what="the first ping across the providers")
+        assert ping(responder.node, initiator.overlay_ip, count=3)
+    assert to_r.packets and {p.src for p in to_r.packets} == {b}, to_r.packets[:3]
+    assert to_i.packets and {p.src for p in to_i.packets} == {a}, to_i.packets[:3]
+    transfers_past_the_hub(topo, initiator, responder, 2 * MB)
+    assert bcp38_drops(topo) == {"pA": 0, "pB": 0}
+    (s,) = [s for s in hub.show()["sessions"] if s["port"] == PORT]
+    assert (s["initiator_interface"], s["responder_interface"]) == ("eth0", "eth1"), s
 
 
 def filter_on(topo, ifname) -> bool:

@@ -44,12 +44,13 @@ def ep(t) -> Endpoint:
 
 
 class FakeSender:
-    def __init__(self, fail: bool = False):
+    def __init__(self, fail: bool = False, fail_from=()):
         self.sent = []
         self.fail = fail
+        self.fail_from = {ep((a, 0)).ip for a in fail_from}   # sources that cannot send
 
     def send(self, src, dst, payload, ttl, tos=0, ip_id=0, df=False):
-        if self.fail:
+        if self.fail or src.ip in self.fail_from:
             raise OSError(101, "Network is unreachable")
         self.sent.append(SimpleNamespace(src=src, dst=dst, payload=payload, ttl=ttl, tos=tos,
                                          ip_id=ip_id, df=df))
@@ -181,6 +182,37 @@ def test_send_failure_counted_and_session_removed(env):
     hub.slow.sender = FakeSender(fail=True)
     assert hub.one(g.E_I, g.hub(g.P), init_for(R_KEY)).counter == "sp_drop_send"
     assert env.dp.sessions() == []
+
+
+# The hub's addresses as a hub with two interfaces has them (spec §4c): the
+# golden net's two IPv4 addresses on interfaces of their own.
+TWO_INTERFACES = {g.HUB4: "pub0", g.HUB6: "pub0", g.NOFWD4: "nofwd0"}
+
+
+def test_with_several_interfaces_the_first_initiation_leaves_from_each_address(env):
+    """Which of the hub's addresses R talks to is unknown before R answers
+    (two providers: routing cannot tell), so the initiation leaves from
+    each address of R's family, the one it came to first; with one
+    interface (the tests above: the same two addresses, interfaces
+    unknown) from the one it came to only."""
+    hub = Hub(env)
+    env.dp.set_hub_addresses(TWO_INTERFACES)
+    d = hub.one(g.E_I, g.hub(g.P), init_for(R_KEY))
+    assert d.counter == "sp_reflect_initiation" and d.sent == (ep(g.hub(g.HUB_PORT)), ep(g.E_R))
+    assert [(s.src, s.dst) for s in hub.sender.sent] == [
+        (ep(g.hub(g.HUB_PORT)), ep(g.E_R)), (ep((g.NOFWD4, g.HUB_PORT)), ep(g.E_R))]
+    assert counters(env, "slow_initiation", "sp_reflect_initiation") == {
+        "slow_initiation": 1, "sp_reflect_initiation": 1}
+
+
+def test_with_several_interfaces_one_address_that_sends_is_enough(env):
+    hub = Hub(env)
+    env.dp.set_hub_addresses(TWO_INTERFACES)
+    hub.slow.sender = FakeSender(fail_from=[g.HUB4])
+    d = hub.one(g.E_I, g.hub(g.P), init_for(R_KEY))
+    assert d.counter == "sp_reflect_initiation", d
+    assert d.sent == (ep((g.NOFWD4, g.HUB_PORT)), ep(g.E_R))
+    assert env.dp.session(g.HUB_PORT, g.I_IDX) is not None
 
 
 def test_sessions_full():
