@@ -26,12 +26,15 @@ def cmd_ls(_args) -> int:
 
 
 def cmd_up(args) -> int:
-    from .topology import NatKind, standard, two_uplinks
+    from .topology import NatKind, standard, two_providers, two_uplinks
 
     kinds = [NatKind[k.upper()] for k in args.nat]
-    if args.two_uplinks and (len(kinds) != 2 or args.hosts != 1):
-        print("netlab: --two-uplinks has two sites (one --nat each) of one host",
-              file=sys.stderr)
+    if args.two_uplinks and args.two_providers:
+        print("netlab: --two-uplinks or --two-providers, not both", file=sys.stderr)
+        return 2
+    two = "--two-uplinks" if args.two_uplinks else "--two-providers" if args.two_providers else ""
+    if two and (len(kinds) != 2 or args.hosts != 1):
+        print(f"netlab: {two} has two sites (one --nat each) of one host", file=sys.stderr)
         return 2
     if args.families and not args.two_uplinks:
         print("netlab: --families is --two-uplinks' (a family per uplink)", file=sys.stderr)
@@ -40,6 +43,8 @@ def cmd_up(args) -> int:
         if args.two_uplinks:
             topo = two_uplinks(lab, kinds, wireguard=True,
                                families=args.families or ("v4", "v4"))
+        elif args.two_providers:
+            topo = two_providers(lab, kinds, wireguard=True)
         else:
             topo = standard(lab, kinds, hosts_per_site=args.hosts, wireguard=True)
         print(topo.describe())
@@ -83,6 +88,10 @@ def main(argv=None) -> int:
                     help="a hub with two uplinks, eth0 and eth1, each on an internet of its own "
                          "with one site behind it (serve it with Interface = [\"eth0\", "
                          "\"eth1\"])")
+    up.add_argument("--two-providers", action="store_true",
+                    help="a hub multi-homed to two providers (eth0 198.18.1.254 via pA, eth1 "
+                         "198.18.2.254 via pB, source policy routing), both sites on one "
+                         "internet (serve it with Interface = [\"eth0\", \"eth1\"])")
     up.add_argument("--families", nargs=2, choices=("v4", "v6"), metavar="FAMILY",
                     help="with --two-uplinks: v4 or v6 for each uplink and its site, e.g. "
                          "--families v4 v6 (IPv4 on eth0, IPv6 on eth1; default v4 v4)")
