@@ -89,6 +89,7 @@ def run_checks(path, emit: Callable[[Result], None] = lambda r: None) -> List[Re
         add(preflight.check_datapath(config))
     if add(preflight.check_interface(config)).status == OK:
         add(preflight.check_forwarding(config))
+        add(preflight.check_source_routes(config))
         add(preflight.check_xdp(config))
     device, r = preflight.check_device(config)
     add(r)

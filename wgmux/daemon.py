@@ -301,9 +301,7 @@ class Daemon:
                      ", ".join(f"{i} ({MODE_TEXT[m]})" for i, m in self.modes.items()),
                      self.config.hub_port, len(self.config.peers),
                      " ".join(str(p.port) for p in self.config.peers) or "-")
-            forwarding = preflight.check_forwarding(self.config)
-            if forwarding.status == preflight.WARN:
-                log.warning("%s; %s", forwarding.text, forwarding.hint)
+            self._warn_routing(self.config)
             self._record_peers()
             self.sync_endpoints(self.device)
             self._start_slowpath()
@@ -727,9 +725,7 @@ class Daemon:
             self.reloads += 1
         if new.interfaces != old.interfaces:
             self.sync_addresses()            # the new list's addresses, at once
-            forwarding = preflight.check_forwarding(new)
-            if forwarding.status == preflight.WARN:
-                log.warning("%s; %s", forwarding.text, forwarding.hint)
+            self._warn_routing(new)
         self._record_peers()
         try:
             self.sync_endpoints(device)
@@ -738,6 +734,15 @@ class Daemon:
         log.info("reloaded %s: %d port(s) added, %d removed, %d unchanged", path, len(added),
                  len(removed), len(set(new_peers) - set(added)))
         return True
+
+    @staticmethod
+    def _warn_routing(config):
+        """What makes reflected packets slow or lost but does not stop
+        serving: forwarding off, an address routed out by another
+        interface (preflight)."""
+        for result in (preflight.check_forwarding(config), preflight.check_source_routes(config)):
+            if result.status == preflight.WARN:
+                log.warning("%s; %s", result.text, result.hint)
 
     def _taken(self, ifname: str) -> str:
         return (f"Interface {ifname!r} (from {self.config.path}) is served by another wgmux "

@@ -307,6 +307,54 @@ def check_forwarding(config) -> Result:
                   + " persist it in /etc/sysctl.d/")
 
 
+# Where a packet to "anywhere" goes: the probe destinations of
+# check_source_routes() (a route lookup, nothing is sent).
+ROUTE_PROBES = {4: "1.1.1.1", 6: "2606:4700:4700::1111"}
+
+
+def check_source_routes(config) -> Result:
+    """With several Interfaces (spec §4c), does each interface's address
+    route out by that interface?  wgmux sends from the address a peer
+    talks to, and the kernel routes by its table: on a hub multi-homed to
+    two providers, without a source rule the second provider's address
+    leaves by the first, whose source filter (BCP 38) drops it.  Only the
+    default route is probed (where an address has none, nothing is said)."""
+    if len(config.interfaces) == 1:
+        return Result(OK, f"source routes: one Interface ({config.interfaces[0]!r})")
+    import ipaddress
+
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    wrong = []
+    with IPRoute() as ipr:
+        names = {}
+        for iface in config.interfaces:
+            for index in ipr.link_lookup(ifname=iface):
+                names[index] = iface
+        for index, iface in names.items():
+            for a in ipr.get_addr(index=index):
+                addr = ipaddress.ip_address(a.get_attr("IFA_ADDRESS"))
+                if addr.is_link_local or addr.is_loopback or addr.is_multicast:
+                    continue
+                try:
+                    route = ipr.route("get", dst=ROUTE_PROBES[addr.version], src=str(addr))
+                except NetlinkError:
+                    continue           # no route from it: nothing to say
+                out = route[0].get_attr("RTA_OIF") if route else None
+                if out is not None and out != index:
+                    wrong.append((addr, iface, names.get(out) or f"ifindex {out}"))
+    if not wrong:
+        return Result(OK, f"source routes: the addresses of {_names(config.interfaces)} each "
+                      "route out by their own interface")
+    return Result(WARN, "source routes: " + "; ".join(
+        f"packets from {a} ({i!r}) leave by {o!r}" for a, i, o in wrong)
+        + ": an uplink that filters sources (BCP 38) drops them, and peers that talk to "
+          "those addresses are not reached",
+        " ".join(f"ip{' -6' if a.version == 6 else ''} rule add from {a} table <N> (a table "
+                 f"whose default route leaves by {i});" for a, i, _o in wrong))
+
+
 def _check_forwarding(iface: str) -> Result:
     v4 = _forwarding("ipv4", iface)
     v6 = _forwarding("ipv6", iface) or not _global_ipv6(iface)

@@ -217,6 +217,23 @@ def test_reflects_between_two_providers(lab, mode):
     assert (s["initiator_interface"], s["responder_interface"]) == ("eth0", "eth1"), s
 
 
+@pytest.mark.parametrize("policy", [True, False], ids=["source-rule", "no-source-rule"])
+def test_check_says_whether_each_address_routes_out_by_its_interface(lab, policy):
+    """Without the source rule, pB's address would leave by pA, which drops
+    it: `wgmux check` says so, naming the address and both interfaces."""
+    topo = two_providers(lab, KINDS, wireguard=True, policy_routing=policy)
+    hub = WgmuxHub(topo, interfaces=["eth0", "eth1"])
+    hub.write_config()
+    out = topo.hub.run(hub.cli("check", "-c", str(hub.config_path)), check=False).stdout
+    (said,) = [line for line in out.splitlines() if "source routes:" in line]
+    b = str(PROVIDER_NETS[1][254])
+    if policy:
+        assert said.startswith("[ ok ]") and "each route out by their own interface" in said, out
+    else:
+        assert said.startswith("[warn]") and f"packets from {b} ('eth1') leave by 'eth0'" in said, out
+        assert f"ip rule add from {b} table <N>" in out, out
+
+
 def filter_on(topo, ifname) -> bool:
     return "wgmux" in topo.hub.run(["tc", "filter", "show", "dev", ifname, "ingress"]).stdout
 
