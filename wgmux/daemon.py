@@ -753,45 +753,43 @@ class Daemon:
         """Serve `interfaces` (the first unchanged) from now on: attach to
         the added ones as a start would, then detach from the removed ones.
         ServeError, with whatever this attached removed again, when an
-        added one cannot be served."""
+        added one cannot be served.  `ifindexes` and `modes` are replaced,
+        not changed in place: `status` reads them from the control thread."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         from .model import DatapathError
 
-        added = [i for i in interfaces if i not in self.ifindexes]
-        removed = [i for i in self.ifindexes if i not in interfaces]
+        ifindexes, modes = dict(self.ifindexes), dict(self.modes)
+        added = [i for i in interfaces if i not in ifindexes]
+        removed = [i for i in ifindexes if i not in interfaces]
         for ifname in added:
             if control.serving(ifname):
                 raise ServeError(self._taken(ifname))
         done = []
         try:
             for ifname in added:
-                ifindex = self.datapath.attach(ifname, replace=True)
+                ifindexes[ifname] = self.datapath.attach(ifname, replace=True)
                 done.append(ifname)
-                self.ifindexes[ifname] = ifindex
-                self.modes[ifname] = self._attach_xdp(ifname)
-        except (DatapathError, ServeError) as e:
-            for ifname in done:
-                self.datapath.detach_interface(self.ifindexes.pop(ifname))
-                self.modes.pop(ifname, None)
+                modes[ifname] = self._attach_xdp(ifname)
+        except (DatapathError, ServeError, NetlinkError, OSError) as e:
+            for attached in done:
+                self.datapath.detach_interface(ifindexes[attached])
             raise ServeError(f"cannot serve Interface {ifname!r}: {e}") from None
         stuck = {}      # still recorded, for the next start or `wgmux detach` to remove
         for ifname in removed:
-            ifindex = self.ifindexes.pop(ifname)
-            self.modes.pop(ifname)
             try:
-                self.datapath.detach_interface(ifindex)
+                self.datapath.detach_interface(ifindexes[ifname])
             except (NetlinkError, OSError) as e:
-                stuck[ifname] = ifindex
+                stuck[ifname] = ifindexes[ifname]
                 log.warning("reload: cannot remove the program from %s, which Interface no "
                             "longer lists (the next start, or wgmux detach after a stop, "
                             "removes it): %s", ifname, e)
-        self.ifindexes = {i: self.ifindexes[i] for i in interfaces}
-        self.modes = {i: self.modes[i] for i in interfaces}
+        self.ifindexes = {i: ifindexes[i] for i in interfaces}
+        self.modes = {i: modes[i] for i in interfaces}
         # an interface whose slot changes starts its counts again
         self.datapath.set_interfaces(list(self.ifindexes.values()))
-        modes = set(self.modes.values())
-        self.mode = modes.pop() if len(modes) == 1 else "mixed"
+        kinds = set(self.modes.values())
+        self.mode = kinds.pop() if len(kinds) == 1 else "mixed"
         if self.datapath.pin_dir is not None:
             try:
                 pinning.update_state(self.datapath.pin_dir,
