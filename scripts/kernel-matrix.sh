@@ -20,7 +20,7 @@
 # release's linux-headers-amd64) or "6.12" (linux-headers-6.12-amd64, from
 # backports), or an exact ABI such as "6.1.0-56-amd64".
 #
-# Environment: KM_KERNELS ("6.1 6.12"), KM_MEMORY (2G), KM_CPUS (2),
+# Environment: KM_KERNELS ("6.1 6.12"), KM_MEMORY (3G: two workers, each may compile at once), KM_CPUS (2),
 # KM_WORKERS (pytest-xdist workers in the guest, KM_CPUS; 1: none),
 # KM_TIMEOUT (seconds per kernel, 5400), KM_VNG_DIR (/opt/wgmux-vng),
 # KM_LOGDIR (/tmp/wgmux-kernel-matrix), KM_NO_INSTALL=1 (install nothing),
@@ -251,7 +251,7 @@ fi
 # On the host.
 # ---------------------------------------------------------------------------
 KERNELS=${KM_KERNELS:-"6.1 6.12"}
-MEMORY=${KM_MEMORY:-2G}
+MEMORY=${KM_MEMORY:-3G}
 CPUS=${KM_CPUS:-2}
 TIMEOUT=${KM_TIMEOUT:-5400}
 VNG_DIR=${KM_VNG_DIR:-/opt/wgmux-vng}
