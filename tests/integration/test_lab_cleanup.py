@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from netlab import Lab, leftovers, reap, wait_for
+from netlab.lab import scaled
 from netlab.capture import Capture
 from netlab.wireguard import WireGuard
 
@@ -75,7 +76,27 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.fixture
 def run_child():
+    """Start a child process that holds a populated lab; whatever happens in
+    the test, the child is killed and its leftovers reaped afterwards (a
+    child whose own cleanup overran the test's wait must not leak)."""
+    children = []
+
+    def start():
+        child, prefix = _start_child()
+        children.append(child)
+        return child, prefix
+
+    yield start
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    reap()
+
+
+def _start_child():
     import os
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
@@ -87,15 +108,15 @@ def run_child():
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_cleanup_on_signal(sig):
+def test_cleanup_on_signal(run_child, sig):
     child, prefix = run_child()
     assert leftovers(prefix)
     child.send_signal(sig)
-    child.wait(30)
+    child.wait(scaled(30))
     assert leftovers(prefix) == []
 
 
-def test_reaper_removes_a_killed_labs_leftovers():
+def test_reaper_removes_a_killed_labs_leftovers(run_child):
     child, prefix = run_child()
     child.kill()
     child.wait(30)
