@@ -234,7 +234,7 @@ EOF
     [ "${KM_WORKERS:-1}" -gt 1 ] && workers=(-n "$KM_WORKERS")
     echo "KM-GUEST pytest workers=${KM_WORKERS:-1}"
     start=$(date +%s)
-    .venv/bin/python -m pytest -p no:cacheprovider -q -rfEs "${workers[@]}" "$@"
+    .venv/bin/python -m pytest -p no:cacheprovider -q -rfEs --durations=30 "${workers[@]}" "$@"
     rc=$?
     echo "KM-GUEST wireguard-go starts=$(wc -l < /run/km-wireguard-go.log)"
     echo "KM-GUEST pytest rc=$rc seconds=$(( $(date +%s) - start ))"
