@@ -15,6 +15,10 @@ tests' (conftest.py).  Each attack gets a fresh lab.  Rows:
   ["eth0", "eth1"], docs/spec.md §4c), from an attacker on that uplink:
   what moved, what reached the attacker, what was counted as dropped on
   the interface they arrived on;
+- a flood of valid-mac1 initiations to a peer port of a hub multi-homed
+  to two providers: what the slow path forwarded against the budget, and
+  the copies of each (one per hub address, docs/security.md §3.5) at the
+  responder's NAT, past it, and anywhere else;
 - martian sources and packets not addressed to the hub: forged packets
   the hub acted on (reflected, sessions created, sessions moved);
 - a spoofed half-open entry: bytes the attacker got delivered to the
@@ -54,8 +58,8 @@ from conftest import (BUDGET, FILL_SECONDS, FLOOD_RATE, FLOOD_SECONDS_BENCH,  # 
 from netlab import Lab  # noqa: E402
 import scenarios  # noqa: E402
 
-ATTACKS = ("forged", "uplinks", "martians", "not-addressed", "half-open", "half-open-full",
-           "flood")
+ATTACKS = ("forged", "uplinks", "fan-out", "martians", "not-addressed", "half-open",
+           "half-open-full", "flood")
 
 
 def say(msg: str):
@@ -83,6 +87,21 @@ def uplinks(rows, extra, args):
                          + ("MOVED the session" if r.moved else "nothing moved")
                          + f", {r.roams} roams, {r.to_attacker} packets to the attacker"
                          + ("" if r.xdp_ran is not False else "; WRONG: XDP did not run")))
+
+
+def fan_out(rows, extra, args):
+    with Lab() as lab:
+        r = scenarios.fan_out_flood(lab, extra, datapath=args.datapath)
+        say(r.describe())
+        allowed = BUDGET.allows(r.seconds)
+        rows.append(("hub on two providers, valid-mac1 initiation flood to a peer port: "
+                     "fan-out to the responder",
+                     f"{r.sent} sent, {r.forwarded} forwarded (budget {allowed:.0f} in "
+                     f"{r.seconds:.0f} s); {r.copies} copies at the responder's NAT "
+                     f"({r.copies / r.forwarded if r.forwarded else 0:.1f} per forwarded, "
+                     f"{r.addresses} addresses), {r.into_responder} let in; "
+                     f"{r.elsewhere} elsewhere; BCP 38 drops "
+                     f"{sum(r.bcp38.values())}"))
 
 
 def martians(rows, extra, args):
@@ -214,7 +233,8 @@ def main(argv=None) -> int:
     say("hub config: " + (extra.replace("\n", ", ") if extra else
                           f"no initiation budget keys (target {BUDGET.rate:g}/s, burst "
                           f"{BUDGET.burst})"))
-    runs = {"forged": forged, "uplinks": uplinks, "martians": martians, "not-addressed": not_addressed,
+    runs = {"forged": forged, "uplinks": uplinks, "fan-out": fan_out, "martians": martians,
+            "not-addressed": not_addressed,
             "half-open": half_open, "half-open-full": half_open_full, "flood": flood}
     results = {}                    # label: {mode: text}, in the order first seen
     t0 = time.monotonic()

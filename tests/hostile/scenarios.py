@@ -25,6 +25,7 @@ datapath_problems() says whether the mode really ran.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import struct
@@ -821,3 +822,104 @@ def uplink_forgeries(lab, extra_config: str = "", datapath: str = "tc") -> List[
         for r in results:
             r.xdp_ran = ran
     return results
+
+
+# ---- a hub multi-homed to two providers: the slow path's fan-out (§4c) -------------
+
+FAN_OUT_MARKER = b"fanout!"
+
+
+@dataclass
+class FanOut:
+    """A flood of valid-mac1 initiations for the responder, to its peer
+    port on a hub multi-homed to two providers, and how many copies the
+    slow path's fan-out (one per hub address, docs/security.md §3.5) sent
+    the responder."""
+
+    sent: int                       # initiations the attacker sent
+    seconds: float
+    forwarded: int                  # initiations the slow path passed on (sp_reflect_*)
+    at_responder: Dict[str, int]    # hub address -> the flood's initiations at the responder's NAT
+    into_responder: int             # ... that its NAT let through to the responder
+    elsewhere: int                  # the flood's initiations the hub sent anyone else
+    bcp38: Dict[str, int]           # what each provider dropped for a wrong source address
+
+    @property
+    def copies(self) -> int:
+        return sum(self.at_responder.values())
+
+    @property
+    def addresses(self) -> int:
+        return len(self.at_responder)
+
+    def describe(self) -> str:
+        per = ", ".join(f"{n} from {a}" for a, n in self.at_responder.items())
+        return (f"{self.sent} valid-mac1 initiations in {self.seconds:.1f} s: "
+                f"{self.forwarded} forwarded; at the responder's NAT {self.copies} ({per}), "
+                f"{self.into_responder} let in; {self.elsewhere} sent anywhere else; "
+                f"BCP 38 drops {self.bcp38}")
+
+
+def fan_out_flood(lab, extra_config: str = "", rate: float = 5000, seconds: float = 5.0,
+                  sources: int = 200, datapath: str = "tc") -> FanOut:
+    """netlab.topology.two_providers, responder (host 2) configured on PORT
+    and never contacted by its initiator; an attacker on the internet floods
+    hub address A:PORT with valid-mac1 initiations for the responder (its
+    public key is all it takes) from `sources` spoofed addresses.  Counted:
+    what the slow path forwarded, and the flood's initiations (marked) at
+    the responder's NAT from each hub address and past it.  `datapath`:
+    the hub's Datapath (XDP passes initiations to TC and the slow path)."""
+    from netlab.topology import PROVIDER_NETS, PROVIDER_WAN_IPS, bcp38_drops, two_providers
+
+    topo = two_providers(lab, [NatKind.PORT_RESTRICTED] * 2, wireguard=True, tx_checksum=False)
+    initiator, responder = topo.host(1), topo.host(2)
+    topo.hub_wg.wait_handshake(responder.wg.public_key)
+    if datapath == "xdp":
+        for name in ("pA", "pB"):      # the veths' far ends take XDP_TX (netlab.xdp)
+            lab.nodes[name].take_xdp_frames("hub0")
+    hub = WgmuxHub(topo, interfaces=["eth0", "eth1"],
+                   extra_config=f'{extra_config}\nDatapath = "{datapath}"')
+    hub.pair(initiator, responder, PORT)
+    initiator.wg.remove_peer(responder.wg.public_key)    # only the attacker initiates
+    hub.start()
+    atk = topo.add_internet_host("atk", 200)
+    for key in ("all", "default", "eth0"):
+        atk.sysctl(f"net.ipv4.conf.{key}.rp_filter", 0)
+    for net, wan_ip in zip(PROVIDER_NETS, PROVIDER_WAN_IPS):
+        atk.add_route(str(net), gateway=wan_ip)
+    addresses = [str(net[254]) for net in PROVIDER_NETS]
+    spoofed = [str(ipaddress.ip_address("198.19.0.1") + i) for i in range(sources)]
+    frames = build_frames(atk, (addresses[0], PORT), spoofed,
+                          initiations(responder.wg.public_key, marker=FAN_OUT_MARKER),
+                          int(rate * seconds))
+    mark = match_marker(FAN_OUT_MARKER, 8)
+    at_nat = Observer(responder.site.router, {
+        f"a{i}": f"{match_udp(src=a, iifname='wan')} {match_initiation()} {mark}"
+        for i, a in enumerate(addresses)}).start()
+    past_nat = Observer(responder.node, {"init": f"{match_initiation()} {mark}"}).start()
+    # the flood's initiations the hub sends anywhere but the responder,
+    # seen where they leave the hub: at each provider
+    elsewhere = [Observer(lab.nodes[name], {"init": f'iifname "hub0" ip daddr != '
+                                            f'{responder.public_ip} {match_initiation()} {mark}'}
+                          ).start() for name in ("pA", "pB")]
+    before = hub.show()["counters"]
+    flooder = Flooder(atk, frames, rate=rate, duration=seconds, count=len(frames)).start()
+    lab.on_close(flooder.stop)
+    result = flooder.wait(timeout=seconds + 30)
+    # the barrier: every message the datapath queued for the slow path
+    # (slow_*) has ended in its one sp_* counter, sends included
+    def handled():
+        c = hub.show()["counters"]
+        moved = {k: c.get(k, 0) - before.get(k, 0) for k in c}
+        queued = sum(v for k, v in moved.items() if k.startswith("slow_"))
+        return queued and sum(v for k, v in moved.items() if k.startswith("sp_")) >= queued and c
+
+    counters = wait_for(handled, timeout=60, interval=0.5,
+                        what="the slow path to finish with the flood")
+    at, past = at_nat.read(), past_nat.read()
+    forwarded = sum(counters.get(k, 0) - before.get(k, 0)
+                    for k in ("sp_reflect_initiation", "sp_reflect_mac2"))
+    return FanOut(result.sent, result.seconds, forwarded,
+                  {a: at[f"a{i}"].packets for i, a in enumerate(addresses)},
+                  past["init"].packets, sum(o["init"].packets for o in elsewhere),
+                  bcp38_drops(topo))

@@ -7,11 +7,16 @@ they could steal: nothing moves, nothing reaches the attacker, and each is
 counted as dropped on the interface it arrived on; the pair goes on.
 Positive control: the pair's own traffic crosses the uplinks (the first
 ping, and the last).
+
+A hub multi-homed to two providers sends each initiation it forwards from
+each of its addresses (the slow path's fan-out, docs/security.md §3.5): a
+flood of valid-mac1 initiations then reaches the responder at most twice
+the port's budget, all to the responder, one copy of each through its NAT.
 """
 
 import pytest
 
-from scenarios import uplink_forgeries
+from scenarios import fan_out_flood, uplink_forgeries
 
 pytestmark = pytest.mark.netlab
 
@@ -25,3 +30,18 @@ def test_forged_transport_on_each_uplink_moves_nothing(lab, extra_config, datapa
     assert all(r.dropped == r.sent for r in results), report
     if datapath == "xdp":
         assert all(r.xdp_ran for r in results), "wgmux_xdp did not run on both uplinks"
+
+
+def test_fan_out_of_a_flood_stays_within_the_budget_per_address(lab, extra_config, budget):
+    """The fan-out is the slow path's (the same in TC and XDP): one mode."""
+    r = fan_out_flood(lab, extra_config)
+    print(r.describe())
+    assert r.sent >= 1000, r.describe()
+    # the fan-out happened (the test means something): copies from both addresses
+    assert r.addresses == 2 and all(r.at_responder.values()), r.describe()
+    assert r.forwarded <= budget.allows(r.seconds), r.describe()
+    assert r.copies <= r.addresses * r.forwarded, r.describe()
+    # the responder's NAT takes the copy from the address it talks to, drops the other
+    assert r.into_responder <= r.forwarded, r.describe()
+    assert r.elsewhere == 0, r.describe()
+    assert r.bcp38 == {"pA": 0, "pB": 0}, r.describe()
