@@ -45,7 +45,10 @@ interfaces (spec §4c) the guess can be wrong (two providers: the hub's
 routing cannot tell which of its addresses a peer was given), so the
 initiation is then sent from each of the hub's addresses of the target's
 family, the guess first: the target's NAT takes the right one, and its
-answer, to that address, fixes the session's `via`.
+answer, to that address, fixes the session's `via`.  A responder's `via`
+is then read from the pair that handshake made (_responder_via), so that
+later initiations to it (rekeys, other initiators) leave from its address
+alone while that pair is in the table.
 
 **Under load** (a peer port over its initiation budget, measured by the
 datapath) the hub speaks WireGuard's cookie mechanism for the responder
@@ -309,6 +312,11 @@ class SlowPath:
         # last responder-initiated handshake to it: once I has answered, its
         # reverse entry holds I's new index and endpoint
         self._answered: Dict[Tuple[int, bytes], Tuple[int, int]] = {}
+        # peer port -> session keys (HubPort, I's sender) of initiations
+        # forwarded to its responder: the latest, and the latest known to
+        # have completed (_responder_via)
+        self._forwarded: Dict[int, Tuple[int, int]] = {}
+        self._completed: Dict[int, Tuple[int, int]] = {}
         self._peer_keys: Tuple[tuple, dict] = ((), {})
         self.last: Optional[Decision] = None   # the latest decision (tests)
         self.cookies = cookie.CookieSecret()
@@ -531,7 +539,7 @@ class SlowPath:
             log.debug("slow path: initiation from %s to port %d: mac1 not for its responder, "
                       "dropped", msg.src, port)
             return Decision("sp_drop_mac1")
-        sources = self._sources(msg, r.endpoint, hub_port)
+        sources = self._sources(msg, r.endpoint, hub_port, self._responder_via(port, r.endpoint))
         if not sources:
             return Decision("sp_drop_unreflectable")
         ok = "sp_reflect_initiation"
@@ -553,7 +561,29 @@ class SlowPath:
                                   via=self.dp.via_of(msg.dst.ip))
         if why:
             return Decision(why)
-        return self._send(msg, sources, r.endpoint, (hub_port, sender), created, ok)
+        d = self._send(msg, sources, r.endpoint, (hub_port, sender), created, ok)
+        if d.sent:
+            self._forwarded[port] = (hub_port, sender)
+        return d
+
+    def _responder_via(self, port: int, endpoint: Endpoint) -> int:
+        """The hub address (`via`) the responder of `port` talks to, as a
+        handshake forwarded to it learned: its response set `via` on its
+        direction of the pair (spec §4c); 0 if no such pair is in the table
+        (none yet, or expired).  Only that is known before R answers, so
+        only without it does an initiation leave from each address."""
+        if not self.dp.several_interfaces:
+            return 0
+        for keys in (self._forwarded, self._completed):
+            key = keys.get(port)
+            s = self.dp.session(*key) if key else None
+            if s is None or s.reverse is None:
+                continue
+            back = self.dp.session(*s.reverse)
+            if back is not None and back.dst == endpoint and back.via:
+                self._completed[port] = key
+                return back.via
+        return 0
 
     def _cookie_reply(self, msg: SlowMessage, message: bytes, responder_key: str) -> Decision:
         """Answer for the responder: a cookie for the initiation's source,
@@ -680,6 +710,8 @@ class SlowPath:
         with self._lock:
             gone = self._learned.pop(port, {})
             self._answered = {k: v for k, v in self._answered.items() if k[0] != port}
+            self._forwarded.pop(port, None)
+            self._completed.pop(port, None)
             self._warnings = {pair: text for pair, text in self._warnings.items()
                               if port not in pair}
         for li in self.dp.initiators():

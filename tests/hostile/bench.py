@@ -17,8 +17,9 @@ tests' (conftest.py).  Each attack gets a fresh lab.  Rows:
   the interface they arrived on;
 - a flood of valid-mac1 initiations to a peer port of a hub multi-homed
   to two providers: what the slow path forwarded against the budget, and
-  the copies of each (one per hub address, docs/security.md §3.5) at the
-  responder's NAT, past it, and anywhere else;
+  the copies of each (one per hub address until a handshake tells the
+  responder's, docs/security.md §3.5) at the responder's NAT, past it,
+  and anywhere else, before and after the pair's handshake;
 - martian sources and packets not addressed to the hub: forged packets
   the hub acted on (reflected, sessions created, sessions moved);
 - a spoofed half-open entry: bytes the attacker got delivered to the
@@ -90,18 +91,21 @@ def uplinks(rows, extra, args):
 
 
 def fan_out(rows, extra, args):
-    with Lab() as lab:
-        r = scenarios.fan_out_flood(lab, extra, datapath=args.datapath)
-        say(r.describe())
-        allowed = BUDGET.allows(r.seconds)
-        rows.append(("hub on two providers, valid-mac1 initiation flood to a peer port: "
-                     "fan-out to the responder",
-                     f"{r.sent} sent, {r.forwarded} forwarded (budget {allowed:.0f} in "
-                     f"{r.seconds:.0f} s); {r.copies} copies at the responder's NAT "
-                     f"({r.copies / r.forwarded if r.forwarded else 0:.1f} per forwarded, "
-                     f"{r.addresses} addresses), {r.into_responder} let in; "
-                     f"{r.elsewhere} elsewhere; BCP 38 drops "
-                     f"{sum(r.bcp38.values())}"))
+    for paired in (False, True):
+        with Lab() as lab:
+            r = scenarios.fan_out_flood(lab, extra, datapath=args.datapath, paired=paired)
+            say(r.describe())
+            allowed = BUDGET.allows(r.seconds)
+            per = " + ".join(str(n) for n in r.at_responder.values())
+            rows.append(("hub on two providers, valid-mac1 initiation flood to a peer port, "
+                         + ("after the pair's handshake" if paired else "no handshake yet")
+                         + ": copies to the responder",
+                         f"{r.sent} sent, {r.forwarded} forwarded (budget {allowed:.0f} in "
+                         f"{r.seconds:.0f} s); at the responder's NAT {per} from the "
+                         f"{r.addresses} addresses "
+                         f"({r.copies / r.forwarded if r.forwarded else 0:.1f} per forwarded), "
+                         f"{r.into_responder} let in; {r.elsewhere} elsewhere; BCP 38 drops "
+                         f"{sum(r.bcp38.values())}"))
 
 
 def martians(rows, extra, args):

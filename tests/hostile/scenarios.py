@@ -861,14 +861,16 @@ class FanOut:
 
 
 def fan_out_flood(lab, extra_config: str = "", rate: float = 5000, seconds: float = 5.0,
-                  sources: int = 200, datapath: str = "tc") -> FanOut:
+                  sources: int = 200, datapath: str = "tc", paired: bool = False) -> FanOut:
     """netlab.topology.two_providers, responder (host 2) configured on PORT
     and never contacted by its initiator; an attacker on the internet floods
     hub address A:PORT with valid-mac1 initiations for the responder (its
     public key is all it takes) from `sources` spoofed addresses.  Counted:
     what the slow path forwarded, and the flood's initiations (marked) at
     the responder's NAT from each hub address and past it.  `datapath`:
-    the hub's Datapath (XDP passes initiations to TC and the slow path)."""
+    the hub's Datapath (XDP passes initiations to TC and the slow path).
+    With `paired`, the initiator's handshake through the hub comes first:
+    the hub then knows which of its addresses the responder talks to."""
     from netlab.topology import PROVIDER_NETS, PROVIDER_WAN_IPS, bcp38_drops, two_providers
 
     topo = two_providers(lab, [NatKind.PORT_RESTRICTED] * 2, wireguard=True, tx_checksum=False)
@@ -880,8 +882,12 @@ def fan_out_flood(lab, extra_config: str = "", rate: float = 5000, seconds: floa
     hub = WgmuxHub(topo, interfaces=["eth0", "eth1"],
                    extra_config=f'{extra_config}\nDatapath = "{datapath}"')
     hub.pair(initiator, responder, PORT)
-    initiator.wg.remove_peer(responder.wg.public_key)    # only the attacker initiates
+    if not paired:
+        initiator.wg.remove_peer(responder.wg.public_key)    # only the attacker initiates
     hub.start()
+    if paired:
+        wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
+                 what="the pair's first ping across the providers")
     atk = topo.add_internet_host("atk", 200)
     for key in ("all", "default", "eth0"):
         atk.sysctl(f"net.ipv4.conf.{key}.rp_filter", 0)

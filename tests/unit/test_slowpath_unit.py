@@ -215,6 +215,31 @@ def test_with_several_interfaces_one_address_that_sends_is_enough(env):
     assert env.dp.session(g.HUB_PORT, g.I_IDX) is not None
 
 
+@pytest.mark.parametrize("answered_at", ["first", "other"])
+def test_with_several_interfaces_once_r_answered_its_address_alone(env, answered_at):
+    """R's response came to one hub address, which the datapath wrote into
+    R's direction of the pair (`via`): the next initiation to R (a rekey,
+    or anyone's) leaves from that address alone; before, from each."""
+    hub = Hub(env)
+    env.dp.set_hub_addresses(TWO_INTERFACES)
+    address = g.HUB4 if answered_at == "first" else g.NOFWD4
+    assert hub.one(g.E_I, g.hub(g.P), init_for(R_KEY)).counter == "sp_reflect_initiation"
+    assert len(hub.sender.sent) == 2
+    _res, ds = hub.packet(g.E_R, (address, g.HUB_PORT), response_for(I_KEY), TC_ACT_REDIRECT)
+    assert [x.counter for x in ds] == ["sp_learn_initiator"]
+    hub.sender.sent.clear()
+    d = hub.one(g.E_I, g.hub(g.P), init_for(R_KEY, sender=0x11110077))
+    assert d.counter == "sp_reflect_initiation", d
+    assert [(s.src, s.dst) for s in hub.sender.sent] == [
+        (ep((address, g.HUB_PORT)), ep(g.E_R))]
+    # the pair gone (expired), unknown again: from each
+    for s in env.dp.sessions():
+        env.dp.delete_session(s.port, s.index)
+    hub.sender.sent.clear()
+    hub.one(g.E_I, g.hub(g.P), init_for(R_KEY, sender=0x11110078))
+    assert len(hub.sender.sent) == 2, hub.sender.sent
+
+
 def test_sessions_full():
     with g.GoldenNet() as net, Datapath(g.HUB_PORT, max_sessions=2) as dp:
         env = g.Env(dp, net)
