@@ -10,7 +10,8 @@ import os
 import signal
 import sys
 
-from .lab import Lab, _pid_alive, leftovers, owner_pid, reap, registrations
+from .lab import (Lab, _pid_alive, leftovers, owner_pid, reap, registrations,
+                  wait_for_signal)
 
 
 def cmd_ls(_args) -> int:
@@ -52,7 +53,7 @@ def cmd_up(args) -> int:
         print("Ctrl-C here (or `python -m netlab down`) tears it down.")
         sys.stdout.flush()
         try:
-            signal.pause()
+            wait_for_signal()
         except KeyboardInterrupt:
             print("tearing down")
     return 0

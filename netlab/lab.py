@@ -418,6 +418,17 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def wait_for_signal():
+    """Block until SIGINT (KeyboardInterrupt) or, inside a Lab, SIGTERM
+    raises.  Not signal.pause(): a signal that lands after Python's last
+    check and before pause() has run its handler already, and pause() then
+    waits for another one (a lab held that way once outlived a test's
+    SIGINT).  Python checks for signals between the sleeps, at most a
+    second late."""
+    while True:
+        time.sleep(1)
+
+
 def _new_prefix() -> str:
     existing = set(netns.listnetns())
     while True:

@@ -64,15 +64,16 @@ def test_cleanup_on_exception():
 
 
 CHILD = textwrap.dedent("""
-    import sys, signal
+    import sys
     sys.path.insert(0, {root!r})
     sys.path.insert(0, {tests!r})
     from netlab import Lab
+    from netlab.lab import wait_for_signal
     from test_lab_cleanup import populate
     with Lab() as lab:
         populate(lab)
         print(lab.prefix, flush=True)
-        signal.pause()
+        wait_for_signal()
 """)
 
 
