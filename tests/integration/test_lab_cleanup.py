@@ -64,7 +64,12 @@ def test_cleanup_on_exception():
 
 
 CHILD = textwrap.dedent("""
-    import sys
+    import faulthandler, signal, sys
+    # SIGINT as an interactive shell leaves it: a job started in the
+    # background of a script inherits it ignored (POSIX), and the test
+    # would then wait out a signal that does nothing
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    faulthandler.register(signal.SIGUSR1)     # where it is, if it hangs
     sys.path.insert(0, {root!r})
     sys.path.insert(0, {tests!r})
     from netlab import Lab
@@ -113,7 +118,17 @@ def test_cleanup_on_signal(run_child, sig):
     child, prefix = run_child()
     assert leftovers(prefix)
     child.send_signal(sig)
-    child.wait(scaled(30))
+    try:
+        child.wait(scaled(30))
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGUSR1)     # its threads' stacks to stderr
+        try:
+            child.wait(2)                     # (the dump is written as it lands)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        _out, err = child.communicate()
+        pytest.fail(f"the lab's owner did not exit within {scaled(30):g} s of "
+                    f"{sig.name}; where it was:\n{err}")
     assert leftovers(prefix) == []
 
 
