@@ -25,7 +25,6 @@ datapath_problems() says whether the mode really ran.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import struct
@@ -871,6 +870,7 @@ def fan_out_flood(lab, extra_config: str = "", rate: float = 5000, seconds: floa
     the hub's Datapath (XDP passes initiations to TC and the slow path).
     With `paired`, the initiator's handshake through the hub comes first:
     the hub then knows which of its addresses the responder talks to."""
+    from netlab.attack import SPOOF_NET
     from netlab.topology import PROVIDER_NETS, PROVIDER_WAN_IPS, bcp38_drops, two_providers
 
     topo = two_providers(lab, [NatKind.PORT_RESTRICTED] * 2, wireguard=True, tx_checksum=False)
@@ -894,7 +894,7 @@ def fan_out_flood(lab, extra_config: str = "", rate: float = 5000, seconds: floa
     for net, wan_ip in zip(PROVIDER_NETS, PROVIDER_WAN_IPS):
         atk.add_route(str(net), gateway=wan_ip)
     addresses = [str(net[254]) for net in PROVIDER_NETS]
-    spoofed = [str(ipaddress.ip_address("198.19.0.1") + i) for i in range(sources)]
+    spoofed = [str(SPOOF_NET[1 + i]) for i in range(sources)]
     frames = build_frames(atk, (addresses[0], PORT), spoofed,
                           initiations(responder.wg.public_key, marker=FAN_OUT_MARKER),
                           int(rate * seconds))
