@@ -890,7 +890,10 @@ class Daemon:
                         # its established sessions follow at once, instead
                         # of waiting for it to send first (a receiving
                         # responder may not, until WireGuard re-handshakes).
-                        n = self.datapath.retarget(old, endpoint, self.config.hub_port)
+                        # Those the datapath already followed to a mapping
+                        # that went since (a second rebinding) come too.
+                        n = self.datapath.retarget(old, endpoint, self.config.hub_port,
+                                                   peer_port=peer.port)
                         if n:
                             log.info("responder on port %d moved from %s: %d session entr%s "
                                      "follow", peer.port, endpoint_text(old), n,

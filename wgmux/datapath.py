@@ -769,26 +769,44 @@ class Datapath:
             self.delete_session(*other)
         return True
 
-    def retarget(self, old: EndpointLike, new: EndpointLike, via_port: int) -> int:
+    def retarget(self, old: EndpointLike, new: EndpointLike, via_port: int,
+                 peer_port: Optional[int] = None) -> int:
         """A peer that the hub reaches from its port `via_port` moved from
         `old` to `new` (the control plane learned it, e.g. from the hub's own
         WireGuard): sessions sent to `old` from `via_port` now go to `new`
         (next hop resolved again), and sessions arriving on `via_port` that
-        expected `old` now expect `new`.  Only existing entries are written
-        (a packet counted between the read and the write is lost from the
-        counters).  Returns the entries changed."""
+        expected `old` now expect `new`.
+
+        `peer_port`: the responder of that peer port is the one that moved.
+        Its sessions (the entries arriving on `peer_port` and sent from
+        `via_port`, and their reverse ones arriving on `via_port` and sent
+        from `peer_port`) also follow from any other port of `old`'s or
+        `new`'s address: the datapath may have followed the responder there
+        between two reads of the device (a roam, then a second rebinding
+        before the device's next report), and sessions left at a mapping
+        that is gone would wait for a new handshake.
+
+        Only existing entries are written (a packet counted between the read
+        and the write is lost from the counters).  Returns the entries
+        changed."""
         from bcc.libbcc import lib
 
         old, new = as_endpoint(old), as_endpoint(new)
         port = socket.htons(check_port(via_port))
+        peer = socket.htons(check_port(peer_port)) if peer_port is not None else None
+        near = {old.ip, new.ip}
+
+        def stale(ep: Optional[Endpoint], of_peer: bool) -> bool:
+            return ep is not None and (ep == old or (of_peer and ep != new and ep.ip in near))
+
         changed = 0
         for k, v in self._sessions.items():
             touched = False
-            if v.src_port == port and read_endpoint(v.dst) == old:
+            if v.src_port == port and stale(read_endpoint(v.dst), k.port == peer):
                 write_endpoint(v.dst, new)
                 v.nh.state = 0
                 touched = True
-            if k.port == port and read_endpoint(v.expect) == old:
+            if k.port == port and stale(read_endpoint(v.expect), v.src_port == peer):
                 write_endpoint(v.expect, new)
                 touched = True
             if touched and lib.bpf_update_elem(self._sessions.map_fd, ct.byref(k), ct.byref(v),

@@ -119,7 +119,9 @@ def roams_mid_transfer(lab, side, how, pair):
     for f in flows:
         f.wait_flowing(n=10, after=moved, timeout=20)
         gap, at = f.largest_gap(moved - 0.5)
-        assert gap < 4.0, f"{f.src.name}->{f.dst.name}: nothing for {gap:.1f}s after the move"
+        assert gap < 4.0, (f"{f.src.name}->{f.dst.name}: nothing for {gap:.1f}s after the move, "
+                           f"from +{at - moved:.1f}s\n"
+                           + move_diagnostics(hub, mover, moved, mark))
     result = tcp.result()
     assert result.ok, result
     assert (initiator.wg.peer(responder.wg.public_key).latest_handshake,
@@ -153,6 +155,22 @@ def test_silent_responder_is_followed_from_the_hub_device_ipv6(lab):
     pair = serving_pair(lab, port=PORT, families="v6",
                         kinds6=[Router6Kind.FIREWALL, Router6Kind.NAT66_SYMMETRIC])
     silent_responder_is_followed(lab, pair)
+
+
+def move_diagnostics(hub, mover, moved, mark) -> str:
+    """What tells a failed recovery apart: where the hub sends the pair, what
+    the mover's NAT maps now, the hub's handshakes and roam counters, and
+    the daemon's log since the move."""
+    status = hub.show()
+    nat = mover.site.nat or mover.site.nat6
+    lines = [f"at +{time.monotonic() - moved:.1f}s"]
+    lines += [f"session {s['initiator']} <-> {s['responder']}" for s in status["sessions"]
+              if s["port"] == PORT]
+    lines.append("counters: " + ", ".join(
+        f"{c} {n}" for c, n in status["counters"].items()
+        if n and (c.startswith("ev_") or "roam" in c or "expect" in c)))
+    lines += [f"mover's NAT: {m.inside} as {m.public} -> {m.remote}" for m in nat.mappings()]
+    return "\n".join(lines) + "\nhub log since the move:\n" + hub.log(mark)
 
 
 def silent_responder_is_followed(lab, pair):

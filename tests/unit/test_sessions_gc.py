@@ -172,6 +172,48 @@ def test_daemon_moves_sessions_when_the_responder_moves(caplog):
 
 
 @root
+def test_daemon_moves_sessions_the_datapath_followed_to_a_mapping_gone_since(caplog):
+    """R's NAT rebinds twice between two reads of the device: R's packet
+    from the first new mapping roams its sessions there (the datapath),
+    then that mapping goes too, and the device reports the second.  The
+    sessions follow from the mapping they are at, not only from the one
+    the daemon last read; another port's responder behind the same NAT
+    address stays where it is."""
+    config = _config()
+    key = config.peers[0].public_key
+    first = (g.E_R[0], 40000)
+    second = (g.E_R[0], 40001)
+    neighbour = (g.E_R[0], 50000)             # another responder, same NAT
+    with g.GoldenNet() as net, Datapath(g.HUB_PORT) as dp:
+        env = g.Env(dp, net)
+        g.with_established(env)
+        dp.set_session(g.P + 1, 9, neighbour, g.HUB_PORT)
+        d = dmod.Daemon(config)
+        d.datapath = dp
+        d.sync_endpoints(_device(key, g.E_R))
+
+        roams = dp.counters()["ev_roam"]
+        env.run(g.inbound(first, g.hub(g.HUB_PORT), g.transport(g.I_IDX, counter=1000)))
+        assert dp.counters()["ev_roam"] == roams + 1
+        assert str(dp.session(g.P, g.R_IDX).dst) == "203.0.113.20:40000"
+
+        with caplog.at_level(logging.INFO, logger="wgmux"):
+            d.sync_endpoints(_device(key, second))
+        assert f"responder on port {g.P} moved from {g.E_R[0]}:{g.E_R[1]}: 2 session " \
+               f"entries follow" in caplog.text
+        to_r = dp.session(g.P, g.R_IDX)
+        to_i = dp.session(g.HUB_PORT, g.I_IDX)
+        assert (str(to_r.dst), str(to_i.expect)) == ("203.0.113.20:40001",) * 2
+        assert str(to_i.dst) == "198.51.100.10:43210"
+        assert str(dp.session(g.P + 1, 9).dst) == "203.0.113.20:50000"
+
+        res = env.run(g.inbound(g.E_I, g.hub(g.P), g.transport(g.R_IDX, counter=8)))
+        assert res.retval == TC_ACT_REDIRECT
+        out = pk.parse(res.data)
+        assert (str(out.dst), out.dport) == second
+
+
+@root
 def test_retarget_touches_only_sessions_sent_from_that_port():
     with Datapath(g.HUB_PORT) as dp:
         shared = ("198.51.100.50", 51820)     # one socket: R for P, I towards P2
