@@ -132,6 +132,16 @@ def _device(key, endpoint):
                       {key: PeerInfo(key, endpoint, 1, 0, 0)}, "test")
 
 
+def _follow(d, key, endpoint, caplog):
+    """The device reports R at `endpoint`: the daemon says R's two session
+    entries follow from E_R; they are returned (towards R, towards I)."""
+    with caplog.at_level(logging.INFO, logger="wgmux"):
+        d.sync_endpoints(_device(key, endpoint))
+    assert f"responder on port {g.P} moved from {g.E_R[0]}:{g.E_R[1]}: 2 session " \
+           f"entries follow" in caplog.text
+    return d.datapath.session(g.P, g.R_IDX), d.datapath.session(g.HUB_PORT, g.I_IDX)
+
+
 @root
 def test_daemon_moves_sessions_when_the_responder_moves(caplog):
     """sync_endpoints: the hub's device reports a new endpoint for R; R's
@@ -149,12 +159,7 @@ def test_daemon_moves_sessions_when_the_responder_moves(caplog):
         d.sync_endpoints(_device(key, g.E_R))
         assert dp.responders()[g.P].endpoint.port == g.E_R[1]
 
-        with caplog.at_level(logging.INFO, logger="wgmux"):
-            d.sync_endpoints(_device(key, moved))
-        assert f"responder on port {g.P} moved from {g.E_R[0]}:{g.E_R[1]}: 2 session " \
-               f"entries follow" in caplog.text
-        to_r = dp.session(g.P, g.R_IDX)
-        to_i = dp.session(g.HUB_PORT, g.I_IDX)
+        to_r, to_i = _follow(d, key, moved, caplog)
         assert (str(to_r.dst), str(to_r.expect)) == ("203.0.113.21:40000", "198.51.100.10:43210")
         assert (str(to_i.dst), str(to_i.expect)) == ("198.51.100.10:43210", "203.0.113.21:40000")
         assert to_r.next_hop.state == "none"     # resolved again for the new target
@@ -197,12 +202,7 @@ def test_daemon_moves_sessions_the_datapath_followed_to_a_mapping_gone_since(cap
         assert dp.counters()["ev_roam"] == roams + 1
         assert str(dp.session(g.P, g.R_IDX).dst) == "203.0.113.20:40000"
 
-        with caplog.at_level(logging.INFO, logger="wgmux"):
-            d.sync_endpoints(_device(key, second))
-        assert f"responder on port {g.P} moved from {g.E_R[0]}:{g.E_R[1]}: 2 session " \
-               f"entries follow" in caplog.text
-        to_r = dp.session(g.P, g.R_IDX)
-        to_i = dp.session(g.HUB_PORT, g.I_IDX)
+        to_r, to_i = _follow(d, key, second, caplog)
         assert (str(to_r.dst), str(to_i.expect)) == ("203.0.113.20:40001",) * 2
         assert str(to_i.dst) == "198.51.100.10:43210"
         assert str(dp.session(g.P + 1, 9).dst) == "203.0.113.20:50000"
