@@ -468,6 +468,12 @@ struct scratch {
 };
 WGMUX_TABLE("percpu_array", __u32, struct scratch, scratch, 1);
 
+/* Built with WGMUX_MAPS_ONLY, the source ends here: the maps above and
+ * nothing that uses them.  wgmux/bytecode.py compiles it so when it loads
+ * the programs from bytecode kept from a full compile (docs/spec.md §10):
+ * bcc still creates, pins and describes every map, in a fraction of the
+ * time. */
+#ifndef WGMUX_MAPS_ONLY
 static __always_inline int verdict(__u32 reason, int action)
 {
 	__u64 *c = counters.lookup(&reason);
@@ -1850,3 +1856,4 @@ int wgmux_bench_xdp_base(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 #endif
+#endif /* WGMUX_MAPS_ONLY */

@@ -195,6 +195,11 @@ if [ "$1" = "purge" ]; then
 \tfi
 fi
 # End automatically added section
+# wgmux's own: the compiled datapath kept between starts (the unit's
+# CacheDirectory=, wgmux/bytecode.py)
+if [ "$1" = "purge" ]; then
+\trm -rf /var/cache/wgmux
+fi
 """
 
 

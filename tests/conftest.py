@@ -25,6 +25,14 @@ def _is_worker(config) -> bool:
 
 
 def pytest_configure(config):
+    if not _is_worker(config) and "WGMUX_BYTECODE_CACHE" not in os.environ:
+        # The datapath's compile cache (wgmux/bytecode.py) of this run alone,
+        # shared by its workers and the daemons they start: the first start
+        # of a build compiles in full, the others load what it kept, and
+        # nothing is left in /var/cache on the machine that runs the tests.
+        import tempfile
+        os.environ["WGMUX_BYTECODE_CACHE"] = tempfile.mkdtemp(prefix="wgmux-bytecode-")
+        config._bytecode_cache = os.environ["WGMUX_BYTECODE_CACHE"]
     if not _is_worker(config) and os.geteuid() == 0:
         run_dir = Path("/run/netlab-runs")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -37,6 +45,10 @@ def pytest_configure(config):
 def pytest_sessionfinish(session, exitstatus):
     if _is_worker(session.config):
         return
+    cache = getattr(session.config, "_bytecode_cache", None)
+    if cache:
+        import shutil
+        shutil.rmtree(cache, ignore_errors=True)
     log = os.environ.get("NETLAB_RUN_LOG")
     if not log or not os.path.exists(log):
         return

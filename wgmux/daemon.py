@@ -406,6 +406,7 @@ class Daemon:
         """Fill the ports map for the config, keeping what a previous
         instance left pinned where it still applies."""
         dp = self.datapath
+        log.info("datapath: %s", dp.program.bytecode)
         for why in dp.fresh_reasons:
             log.warning("pinned state in %s not reused (%s): starting with no sessions",
                         dp.pin_dir, why)

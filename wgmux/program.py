@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
-from wgmux import bulk, pinning
+from wgmux import bulk, bytecode, pinning
 from wgmux.config import MAX_INTERFACES
 from wgmux.model import DatapathError
 
@@ -53,6 +53,18 @@ def _on_disk(source) -> Path:
                 (tmp / member.name).write_bytes(member.read_bytes())
         _extracted = tmp / source.name
     return _extracted
+
+
+class _KeptBytecodeRefused(Exception):
+    """The kernel did not load a program from kept bytecode."""
+
+
+def _bcc_version() -> str:
+    try:
+        from bcc.version import __version__
+    except ImportError:
+        return "unknown"
+    return __version__
 
 
 class Program:
@@ -96,23 +108,22 @@ class Program:
         # MaxSessions changed: sessions carried over into the resized table,
         # and those left out for lack of room (the oldest)
         self.resized_sessions: Optional[Tuple[int, int]] = None
-        if self.pin_dir is not None:
-            self._prepare_pins(flags)
+        self._cache = bytecode.directory() if source is None and not bench else None
+        self._entry: Optional[bytecode.Entry] = None
+        self._loaded: List[int] = []       # fds of programs loaded from kept bytecode
+        # what became of the compile (docs/spec.md §10, compile cache), for the log
+        self.bytecode = "compiled"
         try:
-            self._compile(flags)
-            if (self.pin_dir is not None and not self._adopt_pins()
-                    and not self._resize_sessions(flags)):
-                self._start_over(flags)
             try:
-                self._fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
-            except Exception as e:
-                if not self.reused:
-                    raise
-                # the checks passed but the verifier disagrees: do not keep
-                # failing on the same pinned maps
-                self.fresh_reasons.append(f"the program does not load with them: {e}")
-                self._start_over(flags)
-                self._fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
+                self._build(flags)
+            except _KeptBytecodeRefused as e:
+                # cannot be the kernel's verdict on this build (it is the
+                # same code), so the entry is not trusted again
+                bytecode.forget(self._cache, self._key)
+                self.close()
+                self._cache, self._entry = None, None
+                self._build(flags)
+                self.bytecode = f"compiled: the kept bytecode did not load ({e})"
         except DatapathError:
             raise
         except Exception as e:
@@ -121,9 +132,29 @@ class Program:
                                 f"for bcc under /lib/modules/{os.uname().release}/build?)"
                                 ) from e
 
+    def _build(self, flags: List[str]):
+        if self.pin_dir is not None:
+            self._prepare_pins(flags)
+        self._compile(flags)
+        if (self.pin_dir is not None and not self._adopt_pins()
+                and not self._resize_sessions(flags)):
+            self._start_over(flags)
+        try:
+            self._fd = self._load(PROGRAM, self._BPF.SCHED_CLS)
+        except _KeptBytecodeRefused:
+            raise
+        except Exception as e:
+            if not self.reused:
+                raise
+            # the checks passed but the verifier disagrees: do not keep
+            # failing on the same pinned maps
+            self.fresh_reasons.append(f"the program does not load with them: {e}")
+            self._start_over(flags)
+            self._fd = self._load(PROGRAM, self._BPF.SCHED_CLS)
+
     @property
     def fd(self) -> int:
-        return self._fn.fd
+        return self._fd
 
     @property
     def xdp_fd(self) -> int:
@@ -140,14 +171,52 @@ class Program:
     def load_func(self, name: str, xdp: bool = False) -> int:
         """fd of another program in the same object (XDP ones with `xdp`;
         the benchmark ones)."""
-        kind = self._BPF.XDP if xdp else self._BPF.SCHED_CLS
-        return self.bpf.load_func(name.encode(), kind).fd
+        return self._load(name, self._BPF.XDP if xdp else self._BPF.SCHED_CLS)
+
+    def _load(self, name: str, kind: int) -> int:
+        if self._entry is None or name not in self._entry.functions:
+            return self.bpf.load_func(name.encode(), kind).fd
+        try:
+            fd = bytecode.load(self._entry, name, kind, bytecode.map_fds(self.bpf))
+        except OSError as e:
+            raise _KeptBytecodeRefused(str(e)) from None
+        self._loaded.append(fd)
+        return fd
 
     def close(self):
+        for fd in self._loaded:
+            os.close(fd)
+        self._loaded = []
         self.bpf.cleanup()
 
     def _compile(self, flags: List[str]):
-        self.bpf = self._BPF(src_file=str(self.source).encode(), cflags=flags)
+        """A full compile, or with kept bytecode for this build only the
+        maps (the programs are loaded from it, _load)."""
+        source = str(self.source).encode()
+        if self._cache is None:
+            self.bpf = self._BPF(src_file=source, cflags=flags)
+            return
+        self._key = bytecode.key(self._sources(), flags, _bcc_version())
+        entry, why = bytecode.read(self._cache, self._key)
+        if entry is not None:
+            self.bpf = self._BPF(src_file=source, cflags=flags + [bytecode.MAPS_ONLY])
+            missing = sorted(set(entry.maps()) - set(bytecode.map_fds(self.bpf)))
+            if not missing:
+                self._entry = entry
+                self.bytecode = f"reused the bytecode kept in {self._cache}"
+                return
+            self.bpf.cleanup()
+            why = f"the kept bytecode names maps this build lacks ({', '.join(missing)})"
+        self._entry = None
+        self.bpf = self._BPF(src_file=source, cflags=flags)
+        try:
+            kept = bytecode.write(self._cache, self._key, bytecode.capture(self.bpf))
+        except ValueError as e:
+            kept = f"not kept: {e}"
+        self.bytecode = f"compiled ({why}); {kept}"
+
+    def _sources(self) -> List[Path]:
+        return sorted(p for p in self.source.parent.iterdir() if p.suffix in (".c", ".h"))
 
     def _resize_sessions(self, flags: List[str]) -> bool:
         """The pinned maps fit this build but for the session table's size
