@@ -270,16 +270,30 @@ def write(cache: Path, k: str, entry: Entry) -> str:
         if problem:
             return f"not kept: {problem}"
         tmp = cache / f".{k}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(entry.dumps())
-        os.replace(tmp, cache / f"{k}.json")
-        entries = sorted(cache.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in entries[KEEP:]:
-            old.unlink(missing_ok=True)
-        return f"kept in {cache}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(entry.dumps())
+            os.replace(tmp, cache / f"{k}.json")
+        finally:
+            tmp.unlink(missing_ok=True)      # a write that failed half-way
     except OSError as e:
         return f"not kept in {cache}: {e.strerror or e}"
+    _evict(cache)
+    return f"kept in {cache}"
+
+
+def _evict(cache: Path):
+    """Down to KEEP entries, the least recently written first (another
+    start may be doing the same: whatever it removed first is gone)."""
+    entries = []
+    for path in cache.glob("*.json"):
+        try:
+            entries.append((path.stat().st_mtime, path))
+        except OSError:
+            pass
+    for _, old in sorted(entries, reverse=True)[KEEP:]:
+        old.unlink(missing_ok=True)
 
 
 def forget(cache: Path, k: str):

@@ -201,3 +201,15 @@ def test_kept_bytecode_the_kernel_refuses_is_dropped_and_the_start_compiles(cach
         assert p.bytecode.endswith(f"kept in {cache}")
     finally:
         p.close()
+
+
+def test_no_more_than_keep_entries_the_oldest_go_first(tmp_path):
+    cache = tmp_path / "cache"
+    entry = Entry({"p": (EXIT, [])}, "GPL")
+    for i in range(bytecode.KEEP + 2):
+        assert bytecode.write(cache, f"k{i}", entry) == f"kept in {cache}"
+        os.utime(cache / f"k{i}.json", (1000 + i, 1000 + i))
+    kept = sorted(p.stem for p in cache.glob("*"))
+    assert kept == sorted(f"k{i}" for i in range(2, bytecode.KEEP + 2))
+    assert bytecode.read(cache, f"k{bytecode.KEEP + 1}")[1] == "reused"
+    assert bytecode.read(cache, "k0") == (None, "no entry for this build")
