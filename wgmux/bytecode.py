@@ -36,6 +36,8 @@ import stat
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from wgmux.pinning import bcc_lib
+
 FORMAT = 1
 DEFAULT_DIR = "/var/cache/wgmux"
 # A directory, or "off": no cache (every start compiles in full).
@@ -134,30 +136,9 @@ def unlink(insns: bytes, names_by_fd: Dict[int, str]) -> Tuple[bytes, List[Tuple
 
 # ---- bcc's module ---------------------------------------------------------------
 
-def _lib():
-    from bcc.libbcc import lib
-
-    lib.bpf_num_tables.argtypes = [ct.c_void_p]
-    lib.bpf_num_tables.restype = ct.c_size_t
-    lib.bpf_table_name.argtypes = [ct.c_void_p, ct.c_size_t]
-    lib.bpf_table_name.restype = ct.c_char_p
-    lib.bpf_table_fd_id.argtypes = [ct.c_void_p, ct.c_size_t]
-    lib.bpf_table_fd_id.restype = ct.c_int
-    lib.bpf_function_size.argtypes = [ct.c_void_p, ct.c_char_p]
-    lib.bpf_function_size.restype = ct.c_size_t
-    lib.bpf_module_license.argtypes = [ct.c_void_p]
-    lib.bpf_module_license.restype = ct.c_char_p
-    # bcc's libbpf.h: prog_len in bytes; with no log buffer it retries
-    # with one on failure and prints the verifier's log, as load_func does
-    lib.bcc_prog_load.argtypes = [ct.c_int, ct.c_char_p, ct.c_void_p, ct.c_int, ct.c_char_p,
-                                  ct.c_uint, ct.c_int, ct.c_char_p, ct.c_uint]
-    lib.bcc_prog_load.restype = ct.c_int
-    return lib
-
-
 def map_fds(bpf) -> Dict[str, int]:
     """The maps of bcc module `bpf` by name, their fds."""
-    lib = _lib()
+    lib = bcc_lib()
     mod = bpf.module
     return {lib.bpf_table_name(mod, i).decode(): lib.bpf_table_fd_id(mod, i)
             for i in range(lib.bpf_num_tables(mod))}
@@ -166,7 +147,7 @@ def map_fds(bpf) -> Dict[str, int]:
 def capture(bpf) -> Entry:
     """Every program of a full compile, ready to keep.  ValueError if one
     cannot be kept (unlink())."""
-    lib = _lib()
+    lib = bcc_lib()
     names_by_fd = {fd: name for name, fd in map_fds(bpf).items() if fd >= 0}
     functions = {}
     for i in range(lib.bpf_num_functions(bpf.module)):
@@ -183,7 +164,7 @@ def load(entry: Entry, name: str, prog_type: int, fds: Dict[str, int]) -> int:
     OSError as the kernel refuses it."""
     insns = entry.link(name, fds)
     buf = ct.create_string_buffer(insns, len(insns))
-    fd = _lib().bcc_prog_load(prog_type, name.encode(), buf, len(insns),
+    fd = bcc_lib().bcc_prog_load(prog_type, name.encode(), buf, len(insns),
                               entry.license.encode(), 0, 0, None, 0)
     if fd < 0:
         err = ct.get_errno() or -fd

@@ -176,23 +176,29 @@ def map_info_path(path: Path) -> dict:
 
 # ---- what a build declares (bcc) -----------------------------------------------
 
-def _bcclibbpf():
+def bcc_lib():
+    """bcc's libbcc, with the prototypes of the module functions wgmux calls
+    that bcc's own Python does not declare (here and wgmux.bytecode)."""
     from bcc.libbcc import lib
 
+    size_id = [ct.c_void_p, ct.c_size_t]
+    for name, restype in (("bpf_table_name", ct.c_char_p),
+                          ("bpf_table_key_size_id", ct.c_size_t),
+                          ("bpf_table_leaf_size_id", ct.c_size_t),
+                          ("bpf_table_key_desc_id", ct.c_char_p),
+                          ("bpf_table_leaf_desc_id", ct.c_char_p),
+                          ("bpf_table_fd_id", ct.c_int)):
+        getattr(lib, name).argtypes = size_id
+        getattr(lib, name).restype = restype
     lib.bpf_num_tables.argtypes = [ct.c_void_p]
     lib.bpf_num_tables.restype = ct.c_size_t
-    lib.bpf_table_name.argtypes = [ct.c_void_p, ct.c_size_t]
-    lib.bpf_table_name.restype = ct.c_char_p
-    lib.bpf_table_key_size_id.argtypes = [ct.c_void_p, ct.c_size_t]
-    lib.bpf_table_key_size_id.restype = ct.c_size_t
-    lib.bpf_table_leaf_size_id.argtypes = [ct.c_void_p, ct.c_size_t]
-    lib.bpf_table_leaf_size_id.restype = ct.c_size_t
-    lib.bpf_table_key_desc_id.argtypes = [ct.c_void_p, ct.c_size_t]
-    lib.bpf_table_key_desc_id.restype = ct.c_char_p
-    lib.bpf_table_leaf_desc_id.argtypes = [ct.c_void_p, ct.c_size_t]
-    lib.bpf_table_leaf_desc_id.restype = ct.c_char_p
-    lib.bpf_table_fd_id.argtypes = [ct.c_void_p, ct.c_size_t]
-    lib.bpf_table_fd_id.restype = ct.c_int
+    lib.bpf_module_license.argtypes = [ct.c_void_p]
+    lib.bpf_module_license.restype = ct.c_char_p
+    # bcc's libbpf.h: prog_len in bytes; with no log buffer it retries
+    # with one on failure and prints the verifier's log, as load_func does
+    lib.bcc_prog_load.argtypes = [ct.c_int, ct.c_char_p, ct.c_void_p, ct.c_int, ct.c_char_p,
+                                  ct.c_uint, ct.c_int, ct.c_char_p, ct.c_uint]
+    lib.bcc_prog_load.restype = ct.c_int
     return lib
 
 
@@ -200,7 +206,7 @@ def table_specs(bpf, pin_dir: Path) -> Dict[str, dict]:
     """For each map of the compiled module `bpf` that is pinned in `pin_dir`:
     what the build declares ("declared": type/key/value/max/flags/layout)
     and what the kernel map bcc actually uses reports ("kernel")."""
-    lib = _bcclibbpf()
+    lib = bcc_lib()
     mod = bpf.module
     out = {}
     for i in range(lib.bpf_num_tables(mod)):
