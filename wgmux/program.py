@@ -3,7 +3,10 @@
 `Program` compiles the source, creates its maps or takes over the ones a
 previous instance pinned (wgmux.pinning; docs/spec.md §10) when they fit
 this build, and loads the TC ingress function; the XDP one (the same walk
-in the driver, docs/spec.md §4a) when first asked for.  Pinned maps that do
+in the driver, docs/spec.md §4a) when first asked for.  With bytecode kept
+from an earlier compile of the same build (wgmux.bytecode), it compiles
+only the maps and loads the programs from that; kept bytecode the kernel
+refuses is dropped and the build compiles in full.  Pinned maps that do
 not fit, or that the verifier rejects the program with, are unpinned and the
 build starts over on fresh ones, once; `fresh_reasons` says why.
 """
