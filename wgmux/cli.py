@@ -353,6 +353,11 @@ attached too. Pinned maps that do not fit the new build are replaced (and
 the log says why). `wgmux detach` removes an attached program, `wgmux
 purge` that and the pinned maps; --fresh starts without them.
 
+The compiled programs are kept in /var/cache/wgmux (root's alone;
+WGMUX_BYTECODE_CACHE=DIR elsewhere, =off not at all): the next start of
+the same build (sources, settings, bcc, kernel) compiles only the maps and
+loads them, and the log's "datapath:" line says which it did.
+
 SIGHUP reloads the config: peers added start working, peers removed stop
 (their sessions end), the others are untouched; Device/WgUtil, AmneziaWG
 parameters, HandshakeRate/HandshakeBurst and InitiationRate/InitiationBurst
