@@ -355,8 +355,8 @@ purge` that and the pinned maps; --fresh starts without them.
 
 The compiled programs are kept in /var/cache/wgmux (root's alone;
 WGMUX_BYTECODE_CACHE=DIR elsewhere, =off not at all): the next start of
-the same build (sources, settings, bcc, kernel) compiles only the maps and
-loads them, and the log's "datapath:" line says which it did.
+the same build (sources, settings, bcc, kernel) compiles only the maps,
+loads the kept programs, and the log's "datapath:" line says which it did.
 
 SIGHUP reloads the config: peers added start working, peers removed stop
 (their sessions end), the others are untouched; Device/WgUtil, AmneziaWG
