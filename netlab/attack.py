@@ -109,16 +109,23 @@ class Hostile:
         return [str(ipaddress.IPv4Address(base + i)) for i in range(n)]
 
 
+def add_attacker(topo: Topology, index: int = ATTACKER_INDEX) -> Node:
+    """Node `atk` on the internet segment, sending from whatever source it
+    likes: no reverse-path filter (nothing on its path checks sources, the
+    internet bridge is L2)."""
+    atk = topo.add_internet_host("atk", index)
+    for key in ("all", "default", "eth0"):
+        atk.sysctl(f"net.ipv4.conf.{key}.rp_filter", 0)
+    return atk
+
+
 def add_hostile(topo: Topology, atk_index: int = ATTACKER_INDEX,
                 victim_index: int = VICTIM_INDEX,
                 spoof_net: ipaddress.IPv4Network = SPOOF_NET) -> Hostile:
     """Nodes `atk` and `victim` on the internet segment; the hub routes
-    `spoof_net` to the victim.  The attacker has no reverse-path filter
-    (nothing on its path checks sources: the internet bridge is L2)."""
-    atk = topo.add_internet_host("atk", atk_index)
+    `spoof_net` to the victim (add_attacker says what the attacker is)."""
+    atk = add_attacker(topo, atk_index)
     victim = topo.add_internet_host("victim", victim_index)
-    for key in ("all", "default", "eth0"):
-        atk.sysctl(f"net.ipv4.conf.{key}.rp_filter", 0)
     atk_ip, victim_ip = str(WAN_NET[atk_index]), str(WAN_NET[victim_index])
     topo.hub.add_route(str(spoof_net), gateway=victim_ip)
     return Hostile(topo, atk, victim, atk_ip, victim_ip, spoof_net)

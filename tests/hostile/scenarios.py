@@ -870,7 +870,7 @@ def fan_out_flood(lab, extra_config: str = "", rate: float = 5000, seconds: floa
     the hub's Datapath (XDP passes initiations to TC and the slow path).
     With `paired`, the initiator's handshake through the hub comes first:
     the hub then knows which of its addresses the responder talks to."""
-    from netlab.attack import SPOOF_NET
+    from netlab.attack import SPOOF_NET, add_attacker
     from netlab.topology import PROVIDER_NETS, PROVIDER_WAN_IPS, bcp38_drops, two_providers
 
     topo = two_providers(lab, [NatKind.PORT_RESTRICTED] * 2, wireguard=True, tx_checksum=False)
@@ -888,9 +888,7 @@ def fan_out_flood(lab, extra_config: str = "", rate: float = 5000, seconds: floa
     if paired:
         wait_for(lambda: ping(initiator.node, responder.overlay_ip), timeout=30,
                  what="the pair's first ping across the providers")
-    atk = topo.add_internet_host("atk", 200)
-    for key in ("all", "default", "eth0"):
-        atk.sysctl(f"net.ipv4.conf.{key}.rp_filter", 0)
+    atk = add_attacker(topo, 200)
     for net, wan_ip in zip(PROVIDER_NETS, PROVIDER_WAN_IPS):
         atk.add_route(str(net), gateway=wan_ip)
     addresses = [str(net[254]) for net in PROVIDER_NETS]
